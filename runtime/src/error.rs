@@ -1,0 +1,202 @@
+//! Errors, one enum per layer.
+
+use crate::event::DecodeError;
+use crate::store::ExpectedVersion;
+
+/// A boxed error from a storage backend.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error from an [`crate::EventStore`] or [`crate::SnapshotStore`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream's version did not match what the writer expected; nothing was appended.
+    #[error("stream {stream_type}/{stream_id} is at {}, expected {expected}", display_actual(*.actual))]
+    WrongExpectedVersion {
+        /// Stream type.
+        stream_type: String,
+        /// Stream id.
+        stream_id: String,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// The stream's version (`None`: no stream).
+        actual: Option<u64>,
+    },
+    /// A stream type or id was refused before reaching storage.
+    #[error("invalid {what} `{value}`: {reason}")]
+    InvalidStream {
+        /// "stream type" or "stream id".
+        what: &'static str,
+        /// The refused value (escaped, shortened).
+        value: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A schema name or other configuration was refused.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A stored row could not be read back (a column out of range, corrupt metadata).
+    #[error("corrupt record at position {position}: {reason}")]
+    Corrupt {
+        /// The event's global position (0 when unknown).
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A number does not fit the database's integer type.
+    #[error("{what} {value} is out of range for the store")]
+    OutOfRange {
+        /// What the number is.
+        what: &'static str,
+        /// The value.
+        value: u64,
+    },
+    /// Running the embedded schema migrations failed.
+    #[error("migrating the schema to version {version} failed")]
+    Migration {
+        /// The migration that failed.
+        version: u32,
+        /// The database error.
+        #[source]
+        source: BoxError,
+    },
+    /// The database reported an error.
+    #[error("database error during {operation}")]
+    Database {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The database error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn display_actual(actual: Option<u64>) -> String {
+    match actual {
+        Some(v) => format!("version {v}"),
+        None => "no stream".to_owned(),
+    }
+}
+
+impl StoreError {
+    /// Wraps a backend error with what the store was doing.
+    pub fn database(operation: &'static str, source: impl Into<BoxError>) -> Self {
+        StoreError::Database {
+            operation,
+            source: source.into(),
+        }
+    }
+}
+
+/// An error loading, encoding or storing an aggregate's events.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event could not be decoded.
+    #[error(
+        "cannot decode event `{event_type}` v{event_version} in stream {stream_type}/{stream_id} \
+         at version {version} (position {position}): {reason}"
+    )]
+    Decode {
+        /// Stream type.
+        stream_type: String,
+        /// Stream id.
+        stream_id: String,
+        /// Version within the stream.
+        version: u64,
+        /// Global position.
+        position: u64,
+        /// Stored type name.
+        event_type: String,
+        /// Stored schema version.
+        event_version: u32,
+        /// Why it failed.
+        reason: DecodeError,
+    },
+    /// An event could not be encoded.
+    #[error("cannot encode event `{event_type}`: {reason}")]
+    Encode {
+        /// Type name of the event.
+        event_type: &'static str,
+        /// The JSON error.
+        reason: serde_json::Error,
+    },
+    /// A stored snapshot could not be decoded.
+    #[error("cannot decode snapshot of {stream_type}/{stream_id} at version {version}: {reason}")]
+    Snapshot {
+        /// Stream type.
+        stream_type: String,
+        /// Stream id.
+        stream_id: String,
+        /// Version the snapshot was taken at.
+        version: u64,
+        /// The JSON error.
+        reason: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// Wraps a decoding failure with where the event is stored.
+    pub fn decode(meta: &crate::EventMeta, reason: DecodeError) -> Self {
+        Error::Decode {
+            stream_type: meta.stream_type.clone(),
+            stream_id: meta.stream_id.clone(),
+            version: meta.version,
+            position: meta.position,
+            event_type: meta.event_type.clone(),
+            event_version: meta.event_version,
+            reason,
+        }
+    }
+}
+
+/// Why [`crate::Repository::execute`] did not apply a command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecuteError<E> {
+    /// The handler refused the command.
+    #[error("command rejected: {0}")]
+    Rejected(E),
+    /// The command's stream policy was not met.
+    #[error("stream {stream_type}/{stream_id} {}", if *.exists { "already exists" } else { "does not exist" })]
+    Policy {
+        /// Stream type.
+        stream_type: String,
+        /// Stream id.
+        stream_id: String,
+        /// Whether the stream exists.
+        exists: bool,
+    },
+    /// Concurrent writers kept changing the stream; gave up after `attempts` tries.
+    #[error("stream {stream_type}/{stream_id} kept changing: gave up after {attempts} attempts")]
+    Conflict {
+        /// Stream type.
+        stream_type: String,
+        /// Stream id.
+        stream_id: String,
+        /// How many times the command was handled.
+        attempts: u32,
+    },
+    /// Loading or storing failed.
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+impl<E> From<StoreError> for ExecuteError<E> {
+    fn from(e: StoreError) -> Self {
+        ExecuteError::Failed(Error::Store(e))
+    }
+}
+
+impl<E> ExecuteError<E> {
+    /// The handler's error, if the handler refused the command.
+    pub fn rejected(&self) -> Option<&E> {
+        match self {
+            ExecuteError::Rejected(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Events: the [`Event`] trait for one event struct and [`Events`] for the enum grouping an
+//! aggregate's events.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Why a stored payload could not be turned into an event, without the position it came
+/// from (the caller adds that: see [`crate::Error::Decode`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// No event of the enum has this stored type name or alias.
+    #[error("unknown event type")]
+    UnknownType,
+    /// The event type is known but not at this schema version, and no upcaster covers it.
+    #[error("unknown version {found} (current version is {current})")]
+    UnknownVersion {
+        /// The stored version.
+        found: u32,
+        /// The version the code declares.
+        current: u32,
+    },
+    /// The payload is not valid JSON for the type it is stored as.
+    #[error("malformed payload: {0}")]
+    Payload(serde_json::Error),
+}
+
+/// One event struct: its stable stored name, schema version, aliases and upcasters.
+///
+/// Implement it with `#[derive(Event)]`:
+///
+/// ```
+/// use annals::Event;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Event, Serialize, Deserialize)]
+/// #[event(name = "MoneyDeposited", version = 2, upcast(from = 1, with = DepositedV1))]
+/// struct Deposited { amount: u64, memo: String }
+///
+/// #[derive(Deserialize)]
+/// struct DepositedV1 { amount: u64 }
+///
+/// impl From<DepositedV1> for Deposited {
+///     fn from(old: DepositedV1) -> Self { Deposited { amount: old.amount, memo: String::new() } }
+/// }
+///
+/// let old = Deposited::decode(1, r#"{"amount": 5}"#).unwrap();
+/// assert_eq!((old.amount, old.memo.as_str()), (5, ""));
+/// assert_eq!(<Deposited as Event>::NAME, "MoneyDeposited");
+/// ```
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The stored type name.
+    const NAME: &'static str;
+    /// The current schema version (1 unless declared).
+    const VERSION: u32;
+    /// Former names this event is also read under.
+    const ALIASES: &'static [&'static str];
+
+    /// Decodes a payload stored at `version`, running the upcast chain for older versions.
+    fn decode(version: u32, payload: &str) -> Result<Self, DecodeError>;
+
+    /// Encodes the event at its current version.
+    fn encode(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+}
+
+/// The enum of one aggregate's events (newtype variants around [`Event`] structs).
+///
+/// Implement it with `#[derive(Events)]`, which also gives `From<Struct>` for each variant.
+pub trait Events: Sized + Send + Sync + 'static {
+    /// The stored type names of the variants, in declaration order (aliases not included).
+    const NAMES: &'static [&'static str];
+
+    /// Every name a stored event of this enum may carry: names and aliases.
+    fn accepted_names() -> Vec<&'static str>;
+
+    /// The stored type name of this event.
+    fn event_type(&self) -> &'static str;
+
+    /// The schema version this event is encoded at.
+    fn event_version(&self) -> u32;
+
+    /// Encodes the payload as JSON.
+    fn encode(&self) -> Result<String, serde_json::Error>;
+
+    /// Decodes a stored event from its type name, schema version and payload.
+    fn decode(event_type: &str, event_version: u32, payload: &str) -> Result<Self, DecodeError>;
+}
+
+/// What a command handler may return: one event struct, the event enum, a `Vec` or
+/// `Option` of either, or `()` for no change.
+pub trait IntoEvents<E> {
+    /// Turns the handler's output into the events to append.
+    fn into_events(self) -> Vec<E>;
+}
+
+impl<E: Events> IntoEvents<E> for E {
+    fn into_events(self) -> Vec<E> {
+        vec![self]
+    }
+}
+
+impl<E: Events> IntoEvents<E> for () {
+    fn into_events(self) -> Vec<E> {
+        Vec::new()
+    }
+}
+
+impl<E: Events, T: IntoEvents<E>> IntoEvents<E> for Vec<T> {
+    fn into_events(self) -> Vec<E> {
+        let mut out = Vec::with_capacity(self.len());
+        for item in self {
+            out.extend(item.into_events());
+        }
+        out
+    }
+}
+
+impl<E: Events, T: IntoEvents<E>> IntoEvents<E> for Option<T> {
+    fn into_events(self) -> Vec<E> {
+        self.map(IntoEvents::into_events).unwrap_or_default()
+    }
+}
+
+/// Decodes `payload` as `T`, mapping the JSON error. Used by generated upcast chains.
+#[doc(hidden)]
+pub fn from_json<T: DeserializeOwned>(payload: &str) -> Result<T, DecodeError> {
+    serde_json::from_str(payload).map_err(DecodeError::Payload)
+}
+
+/// Decodes a JSON value as `T`. Used by generated upcast chains after a raw-JSON step.
+#[doc(hidden)]
+pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, DecodeError> {
+    serde_json::from_value(value).map_err(DecodeError::Payload)
+}
+
+/// Encodes a typed upcast step as a JSON value for the raw-JSON step after it.
+#[doc(hidden)]
+pub fn to_json_value<T: Serialize>(value: &T) -> Result<serde_json::Value, DecodeError> {
+    serde_json::to_value(value).map_err(DecodeError::Payload)
+}
+
+/// Compares two strings in a const context: generated code asserts at compile time that
+/// the events of one enum have distinct stored names.
+#[doc(hidden)]
+pub const fn const_str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether any name or alias of one event equals any name or alias of another.
+#[doc(hidden)]
+pub const fn names_collide(a: &str, a_aliases: &[&str], b: &str, b_aliases: &[&str]) -> bool {
+    if const_str_eq(a, b) {
+        return true;
+    }
+    let mut i = 0;
+    while i < a_aliases.len() {
+        if const_str_eq(a_aliases[i], b) {
+            return true;
+        }
+        let mut j = 0;
+        while j < b_aliases.len() {
+            if const_str_eq(a_aliases[i], b_aliases[j]) {
+                return true;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    let mut j = 0;
+    while j < b_aliases.len() {
+        if const_str_eq(a, b_aliases[j]) {
+            return true;
+        }
+        j += 1;
+    }
+    false
+}

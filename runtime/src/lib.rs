@@ -1,0 +1,37 @@
+#![doc = include_str!("../../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod aggregate;
+pub mod error;
+pub mod event;
+pub mod repository;
+pub mod store;
+pub mod testing;
+
+pub use aggregate::{Aggregate, Command, Handle, StreamPolicy};
+pub use error::{Error, ExecuteError, StoreError};
+pub use event::{DecodeError, Event, Events, IntoEvents};
+pub use repository::{Executed, Loaded, Repository};
+pub use store::{
+    AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, Headers,
+    MemoryStore, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
+};
+
+// #[cfg(feature = "derive")]
+// pub use annals_macros::{aggregate, Command, Event, Events};
+
+pub use time::OffsetDateTime;
+pub use uuid::Uuid;
+
+/// Items generated code reaches; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::event::{
+        const_str_eq, from_json, from_json_value, names_collide, to_json_value,
+    };
+    pub use core;
+    pub use serde;
+    pub use serde_json;
+    pub use std;
+}

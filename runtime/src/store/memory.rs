@@ -1,0 +1,236 @@
+//! An in-process store: for tests, prototypes and the fixture. Nothing survives the process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use uuid::Uuid;
+
+use super::{
+    now_micros, validate_stream, AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore,
+    ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
+};
+use crate::error::StoreError;
+
+/// An in-memory [`EventStore`] and [`SnapshotStore`]. Clones share the same data.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Every event; position `p` is at index `p - 1`.
+    log: Vec<RecordedEvent>,
+    /// Indexes into `log` per stream, in version order.
+    streams: HashMap<(String, String), Vec<usize>>,
+    commands: HashMap<Uuid, AppendOutcome>,
+    /// Snapshots per stream, in version order.
+    snapshots: HashMap<(String, String), Vec<Snapshot>>,
+}
+
+fn key(stream_type: &str, stream_id: &str) -> (String, String) {
+    (stream_type.to_owned(), stream_id.to_owned())
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave `Inner` half-updated: every mutation
+        // below happens after all checks, so the data is usable even if poisoned.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl EventStore for MemoryStore {
+    async fn append(
+        &self,
+        stream_type: &str,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        meta: &CommitMeta,
+    ) -> Result<AppendOutcome, StoreError> {
+        validate_stream(stream_type, stream_id)?;
+        let mut inner = self.lock();
+        if let Some(first) = meta.command_id.and_then(|id| inner.commands.get(&id)) {
+            return Ok(AppendOutcome {
+                duplicate: true,
+                ..first.clone()
+            });
+        }
+        let k = key(stream_type, stream_id);
+        let actual = inner
+            .streams
+            .get(&k)
+            .map(|v| v.len() as u64)
+            .filter(|&n| n > 0);
+        if !expected.accepts(actual) {
+            return Err(StoreError::WrongExpectedVersion {
+                stream_type: k.0,
+                stream_id: k.1,
+                expected,
+                actual,
+            });
+        }
+        let current = actual.unwrap_or(0);
+        let recorded_at = now_micros();
+        let mut last_position = 0;
+        let mut indexes = Vec::with_capacity(events.len());
+        let count = events.len() as u64;
+        for (offset, event) in (1..).zip(events) {
+            let index = inner.log.len();
+            let position = index as u64 + 1;
+            last_position = position;
+            indexes.push(index);
+            inner.log.push(RecordedEvent {
+                meta: EventMeta {
+                    position,
+                    stream_type: k.0.clone(),
+                    stream_id: k.1.clone(),
+                    version: current + offset,
+                    event_type: event.event_type,
+                    event_version: event.event_version,
+                    event_id: event.event_id,
+                    command_id: meta.command_id,
+                    correlation_id: meta.correlation_id,
+                    causation_id: meta.causation_id,
+                    recorded_at,
+                    headers: meta.headers.clone(),
+                },
+                payload: event.payload,
+            });
+        }
+        if !indexes.is_empty() {
+            inner.streams.entry(k).or_default().extend(indexes);
+        }
+        let outcome = AppendOutcome {
+            first_version: if count == 0 { current } else { current + 1 },
+            last_version: current + count,
+            last_position,
+            duplicate: false,
+        };
+        if let Some(id) = meta.command_id {
+            inner.commands.insert(id, outcome.clone());
+        }
+        Ok(outcome)
+    }
+
+    async fn read_stream(
+        &self,
+        stream_type: &str,
+        stream_id: &str,
+        range: StreamRange,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        validate_stream(stream_type, stream_id)?;
+        let inner = self.lock();
+        let Some(indexes) = inner.streams.get(&key(stream_type, stream_id)) else {
+            return Ok(Vec::new());
+        };
+        let from = usize::try_from(range.from.max(1) - 1).unwrap_or(usize::MAX);
+        let to = range.to.map_or(indexes.len(), |to| {
+            usize::try_from(to).unwrap_or(usize::MAX).min(indexes.len())
+        });
+        let Some(window) = indexes.get(from..to.max(from)) else {
+            return Ok(Vec::new());
+        };
+        Ok(window
+            .iter()
+            .map(|&i| &inner.log[i])
+            .take_while(|e| range.until.is_none_or(|until| e.meta.recorded_at <= until))
+            .cloned()
+            .collect())
+    }
+
+    async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let inner = self.lock();
+        let start = usize::try_from(after).unwrap_or(usize::MAX);
+        Ok(inner
+            .log
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| filter.matches(&e.meta.event_type))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn stream_version(
+        &self,
+        stream_type: &str,
+        stream_id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        validate_stream(stream_type, stream_id)?;
+        let inner = self.lock();
+        Ok(inner
+            .streams
+            .get(&key(stream_type, stream_id))
+            .map(|v| v.len() as u64))
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().log.len() as u64)
+    }
+
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, StoreError> {
+        Ok(self
+            .lock()
+            .commands
+            .get(&command_id)
+            .map(|first| AppendOutcome {
+                duplicate: true,
+                ..first.clone()
+            }))
+    }
+}
+
+impl SnapshotStore for MemoryStore {
+    async fn save_snapshot(
+        &self,
+        stream_type: &str,
+        stream_id: &str,
+        snapshot: Snapshot,
+    ) -> Result<(), StoreError> {
+        validate_stream(stream_type, stream_id)?;
+        let mut inner = self.lock();
+        let list = inner
+            .snapshots
+            .entry(key(stream_type, stream_id))
+            .or_default();
+        match list.binary_search_by_key(&snapshot.version, |s| s.version) {
+            Ok(i) => list[i] = snapshot,
+            Err(i) => list.insert(i, snapshot),
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream_type: &str,
+        stream_id: &str,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        validate_stream(stream_type, stream_id)?;
+        let inner = self.lock();
+        Ok(inner
+            .snapshots
+            .get(&key(stream_type, stream_id))
+            .and_then(|list| {
+                list.iter()
+                    .rev()
+                    .find(|s| max_version.is_none_or(|max| s.version <= max))
+                    .cloned()
+            }))
+    }
+}
