@@ -1,0 +1,3 @@
+//! Domains shared by the runnable examples.
+
+pub mod bank;
