@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod error;
+pub mod projection;
 pub mod event;
 pub mod repository;
 pub mod store;
@@ -12,6 +13,7 @@ pub mod testing;
 pub use aggregate::{Aggregate, Command, Handle, StreamPolicy};
 pub use error::{Error, ExecuteError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};
+pub use projection::{CheckpointStore, Progress, Projection, ProjectionError, ProjectionRunner, Status};
 pub use repository::{Executed, Loaded, Repository};
 pub use store::{
     AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, Headers,

@@ -1,8 +1,10 @@
 //! An in-process store: for tests, prototypes and the fixture. Nothing survives the process.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
@@ -10,11 +12,15 @@ use super::{
     ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
 };
 use crate::error::StoreError;
+use crate::projection::CheckpointStore;
 
-/// An in-memory [`EventStore`] and [`SnapshotStore`]. Clones share the same data.
+/// An in-memory [`EventStore`], [`SnapshotStore`] and [`CheckpointStore`]. Clones share the
+/// same data.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    appended: Arc<Notify>,
+    leases: Arc<Mutex<HashSet<String>>>,
 }
 
 #[derive(Debug, Default)]
@@ -26,6 +32,7 @@ struct Inner {
     commands: HashMap<Uuid, AppendOutcome>,
     /// Snapshots per stream, in version order.
     snapshots: HashMap<(String, String), Vec<Snapshot>>,
+    checkpoints: HashMap<String, u64>,
 }
 
 fn key(stream_type: &str, stream_id: &str) -> (String, String) {
@@ -117,6 +124,10 @@ impl EventStore for MemoryStore {
         };
         if let Some(id) = meta.command_id {
             inner.commands.insert(id, outcome.clone());
+        }
+        drop(inner);
+        if last_position > 0 {
+            self.appended.notify_waiters();
         }
         Ok(outcome)
     }
@@ -232,5 +243,85 @@ impl SnapshotStore for MemoryStore {
                     .find(|s| max_version.is_none_or(|max| s.version <= max))
                     .cloned()
             }))
+    }
+}
+
+/// A [`MemoryStore`] transaction: checkpoint moves wait here until commit. A memory read
+/// model lives in the projection itself, so it has nothing else to hold.
+#[derive(Debug, Default)]
+pub struct MemoryTx {
+    checkpoints: Vec<(String, u64)>,
+}
+
+/// The lease of a projection on a [`MemoryStore`]; released on drop.
+#[derive(Debug)]
+pub struct MemoryLease {
+    leases: Arc<Mutex<HashSet<String>>>,
+    name: String,
+}
+
+impl Drop for MemoryLease {
+    fn drop(&mut self) {
+        self.leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.name);
+    }
+}
+
+impl CheckpointStore for MemoryStore {
+    type Tx = MemoryTx;
+    type Lease = MemoryLease;
+
+    async fn begin(&self) -> Result<MemoryTx, StoreError> {
+        Ok(MemoryTx::default())
+    }
+
+    async fn commit(&self, tx: MemoryTx) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for (name, position) in tx.checkpoints {
+            inner.checkpoints.insert(name, position);
+        }
+        Ok(())
+    }
+
+    async fn checkpoint(&self, name: &str) -> Result<u64, StoreError> {
+        Ok(self.lock().checkpoints.get(name).copied().unwrap_or(0))
+    }
+
+    async fn advance_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut MemoryTx,
+        name: &'a str,
+        expected: u64,
+        position: u64,
+    ) -> Result<bool, StoreError> {
+        if self.lock().checkpoints.get(name).copied().unwrap_or(0) != expected {
+            return Ok(false);
+        }
+        tx.checkpoints.push((name.to_owned(), position));
+        Ok(true)
+    }
+
+    async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
+        let notified = self.appended.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if self.lock().log.len() as u64 > after {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(timeout, notified).await;
+        Ok(())
+    }
+
+    async fn try_lease(&self, name: &str) -> Result<Option<MemoryLease>, StoreError> {
+        let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        if !leases.insert(name.to_owned()) {
+            return Ok(None);
+        }
+        Ok(Some(MemoryLease {
+            leases: Arc::clone(&self.leases),
+            name: name.to_owned(),
+        }))
     }
 }

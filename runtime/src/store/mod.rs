@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::error::StoreError;
 
 mod memory;
-pub use memory::MemoryStore;
+pub use memory::{MemoryLease, MemoryStore, MemoryTx};
 
 /// The longest stream id a store accepts, in bytes.
 pub const MAX_STREAM_ID_LEN: usize = 512;

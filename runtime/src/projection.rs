@@ -1,0 +1,337 @@
+//! Projections: read models kept up to date from the global event order, with a checkpoint
+//! committed in the same transaction as the read model's writes.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::error::{BoxError, StoreError};
+use crate::store::{EventFilter, EventMeta, EventStore, RecordedEvent};
+
+/// An error from a projection or its runner.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] crate::Error),
+    /// A handler returned an error; the batch was rolled back and the checkpoint not moved.
+    #[error("projection `{projection}` failed on event `{event_type}` at position {position}")]
+    Handler {
+        /// The projection's name.
+        projection: &'static str,
+        /// The event's type.
+        event_type: String,
+        /// The event's position.
+        position: u64,
+        /// The handler's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Another runner moved the checkpoint; this batch was rolled back.
+    #[error("projection `{projection}`: checkpoint moved by another runner (expected {expected})")]
+    Superseded {
+        /// The projection's name.
+        projection: &'static str,
+        /// The checkpoint this runner expected.
+        expected: u64,
+    },
+}
+
+/// A read model fed by events, in position order.
+///
+/// Implemented by `#[projection(name = "..")]`. `Tx` is the transaction type the handlers
+/// take: the store's own transaction for read models in the same database (exactly-once), or
+/// any type for projections that keep their state elsewhere.
+pub trait Projection<Tx>: Send + 'static {
+    /// The projection's stable name (the checkpoint's key).
+    const NAME: &'static str;
+
+    /// The stored event types (names and aliases) the handlers take; the runner fetches only
+    /// these.
+    fn event_types() -> Vec<&'static str>;
+
+    /// Feeds one event to its handler.
+    fn handle<'a>(
+        &'a mut self,
+        event: &'a RecordedEvent,
+        tx: &'a mut Tx,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a;
+
+    /// Empties the read model before a rebuild (`#[projection(reset = ..)]`).
+    fn reset<'a>(
+        &'a mut self,
+        tx: &'a mut Tx,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a {
+        let _ = tx;
+        async { Ok(()) }
+    }
+}
+
+/// Decodes an event for a projection handler, naming where it is stored on failure.
+#[doc(hidden)]
+pub fn decode_for<E: crate::Event>(event: &RecordedEvent) -> Result<E, ProjectionError> {
+    E::decode(event.meta.event_version, &event.payload)
+        .map_err(|reason| ProjectionError::Decode(crate::Error::decode(&event.meta, reason)))
+}
+
+/// Wraps a handler's error with the event it failed on.
+#[doc(hidden)]
+pub fn handler_error(
+    projection: &'static str,
+    meta: &EventMeta,
+    source: impl Into<BoxError>,
+) -> ProjectionError {
+    ProjectionError::Handler {
+        projection,
+        event_type: meta.event_type.clone(),
+        position: meta.position,
+        source: source.into(),
+    }
+}
+
+/// A store that keeps projection checkpoints and offers transactions to write read models in.
+pub trait CheckpointStore: EventStore {
+    /// The transaction projection handlers write in.
+    type Tx: Send + 'static;
+    /// Held while a runner is the active one for a projection.
+    type Lease: Send + 'static;
+
+    /// Starts a transaction.
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+
+    /// Commits a transaction.
+    fn commit(&self, tx: Self::Tx) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The committed checkpoint of a projection (0 if it never ran).
+    fn checkpoint(&self, name: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Moves a checkpoint from `expected` to `position` inside `tx`; returns false (and
+    /// changes nothing) when the stored checkpoint is not `expected`.
+    fn advance_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut Self::Tx,
+        name: &'a str,
+        expected: u64,
+        position: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a;
+
+    /// Waits until events after `after` may be readable, or `timeout` passes.
+    fn wait_for_events(
+        &self,
+        after: u64,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Tries to become the one active runner of projection `name`; `None` if another holds
+    /// it. Released when the lease is dropped or its holder dies.
+    fn try_lease(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Self::Lease>, StoreError>> + Send;
+}
+
+/// Where a projection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// The last position the projection has processed (its checkpoint).
+    pub position: u64,
+    /// The store's readable head.
+    pub head: u64,
+}
+
+impl Status {
+    /// How many positions the projection is behind.
+    pub fn lag(&self) -> u64 {
+        self.head.saturating_sub(self.position)
+    }
+}
+
+/// Progress reported during [`ProjectionRunner::rebuild`] and catch-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The position reached.
+    pub position: u64,
+    /// The head when the run started.
+    pub head: u64,
+    /// Events handled so far in this run.
+    pub handled: u64,
+}
+
+/// Runs one projection against a store: catch-up in batches, then live.
+pub struct ProjectionRunner<P, S> {
+    store: S,
+    projection: P,
+    batch_size: usize,
+    idle_timeout: Duration,
+    filter: EventFilter,
+}
+
+impl<P, S> ProjectionRunner<P, S>
+where
+    S: CheckpointStore,
+    P: Projection<S::Tx>,
+{
+    /// A runner with batches of 500 events.
+    pub fn new(store: S, projection: P) -> Self {
+        ProjectionRunner {
+            store,
+            projection,
+            batch_size: 500,
+            idle_timeout: Duration::from_secs(1),
+            filter: EventFilter::types(P::event_types()),
+        }
+    }
+
+    /// Events per transaction (at least 1).
+    #[must_use]
+    pub fn batch_size(mut self, size: usize) -> Self {
+        self.batch_size = size.max(1);
+        self
+    }
+
+    /// How long the live loop waits for a wake-up before polling anyway.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The projection (its in-memory state, if it keeps any).
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    /// Gives the projection back.
+    pub fn into_projection(self) -> P {
+        self.projection
+    }
+
+    /// The checkpoint and the head.
+    pub async fn status(&self) -> Result<Status, ProjectionError> {
+        Ok(Status {
+            position: self.store.checkpoint(P::NAME).await?,
+            head: self.store.head().await?,
+        })
+    }
+
+    /// Processes one batch; returns `None` when there was nothing to do, else how many
+    /// events it handled (possibly 0 when it only moved past events the filter skips).
+    pub async fn step(&mut self) -> Result<Option<u64>, ProjectionError> {
+        let from = self.store.checkpoint(P::NAME).await?;
+        // The head is read first: a read that comes back short has then returned every
+        // matching event up to it, so the checkpoint can move past the events the filter
+        // skipped and the lag reads true.
+        let head = self.store.head().await?;
+        let events = self
+            .store
+            .read_all(from, self.batch_size, &self.filter)
+            .await?;
+        let last = events.last().map_or(from, |e| e.meta.position);
+        let to = if events.len() < self.batch_size {
+            last.max(head)
+        } else {
+            last
+        };
+        if to <= from {
+            return Ok(None);
+        }
+        let mut tx = self.store.begin().await?;
+        for event in &events {
+            self.projection.handle(event, &mut tx).await?;
+        }
+        if !self
+            .store
+            .advance_checkpoint(&mut tx, P::NAME, from, to)
+            .await?
+        {
+            return Err(ProjectionError::Superseded {
+                projection: P::NAME,
+                expected: from,
+            });
+        }
+        self.store.commit(tx).await?;
+        Ok(Some(events.len() as u64))
+    }
+
+    /// Processes every readable event, then returns (for cron jobs and serverless triggers).
+    pub async fn catch_up(&mut self) -> Result<Progress, ProjectionError> {
+        self.catch_up_with(|_| {}).await
+    }
+
+    /// [`Self::catch_up`], reporting progress after each batch.
+    pub async fn catch_up_with(
+        &mut self,
+        mut progress: impl FnMut(Progress) + Send,
+    ) -> Result<Progress, ProjectionError> {
+        let head = self.store.head().await?;
+        let mut handled = 0;
+        loop {
+            let step = self.step().await?;
+            handled += step.unwrap_or(0);
+            let position = self.store.checkpoint(P::NAME).await?;
+            let report = Progress {
+                position,
+                head,
+                handled,
+            };
+            if step.is_none() {
+                return Ok(report);
+            }
+            progress(report);
+        }
+    }
+
+    /// Empties the read model (the projection's reset hook), resets the checkpoint to 0 and
+    /// replays every event, reporting progress.
+    pub async fn rebuild(
+        &mut self,
+        progress: impl FnMut(Progress) + Send,
+    ) -> Result<Progress, ProjectionError> {
+        let from = self.store.checkpoint(P::NAME).await?;
+        let mut tx = self.store.begin().await?;
+        self.projection.reset(&mut tx).await?;
+        if !self
+            .store
+            .advance_checkpoint(&mut tx, P::NAME, from, 0)
+            .await?
+        {
+            return Err(ProjectionError::Superseded {
+                projection: P::NAME,
+                expected: from,
+            });
+        }
+        self.store.commit(tx).await?;
+        self.catch_up_with(progress).await
+    }
+
+    /// Catches up, then follows new events until `shutdown` completes. With several runners
+    /// of one projection on one database, only the one holding the lease works; the others
+    /// wait and take over when it goes away.
+    pub async fn run(
+        &mut self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ProjectionError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let work = async {
+            let _lease = loop {
+                if let Some(lease) = self.store.try_lease(P::NAME).await? {
+                    break lease;
+                }
+                tokio::time::sleep(self.idle_timeout).await;
+            };
+            loop {
+                if self.step().await?.is_none() {
+                    let at = self.store.checkpoint(P::NAME).await?;
+                    self.store.wait_for_events(at, self.idle_timeout).await?;
+                }
+            }
+        };
+        tokio::select! {
+            result = work => result,
+            () = &mut shutdown => Ok(()),
+        }
+    }
+}
