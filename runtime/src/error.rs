@@ -60,6 +60,17 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// The database was migrated by a newer annals than this one; nothing was changed.
+    #[error(
+        "database schema is at version {found}, newer than the latest this build knows \
+         ({known}): upgrade annals"
+    )]
+    SchemaTooNew {
+        /// The newest migration the database records.
+        found: u32,
+        /// The newest migration this build embeds.
+        known: u32,
+    },
     /// The database reported an error.
     #[error("database error during {operation}")]
     Database {
