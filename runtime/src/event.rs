@@ -117,6 +117,16 @@ impl<E: Events, T: IntoEvents<E>> IntoEvents<E> for Vec<T> {
     }
 }
 
+impl<E: Events, T: IntoEvents<E>, const N: usize> IntoEvents<E> for [T; N] {
+    fn into_events(self) -> Vec<E> {
+        let mut out = Vec::with_capacity(N);
+        for item in self {
+            out.extend(item.into_events());
+        }
+        out
+    }
+}
+
 impl<E: Events, T: IntoEvents<E>> IntoEvents<E> for Option<T> {
     fn into_events(self) -> Vec<E> {
         self.map(IntoEvents::into_events).unwrap_or_default()
