@@ -1,1 +1,48 @@
+//! Derive and attribute macros for [annals](https://docs.rs/annals). Depend on the `annals`
+//! crate, which re-exports them; this crate's paths assume it.
 
+#![forbid(unsafe_code)]
+
+mod ast;
+mod attr;
+mod expand;
+
+#[cfg(test)]
+mod tests;
+
+use proc_macro::TokenStream;
+
+/// Implements `annals::Event` for an event struct: its stored name, schema version, aliases
+/// and upcast chain.
+///
+/// `#[event(name = "..", version = N, aliases = ["Old"], upcast(from = N, with = Type),
+/// upcast(from = N, json = path::to::fn))]`, every key optional.
+#[proc_macro_derive(Event, attributes(event, annals))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    expand::event::derive(input.into()).into()
+}
+
+/// Implements `annals::Events` for the enum of an aggregate's events (newtype variants
+/// around `Event` structs), with `From<Struct>` and `IntoEvents<Enum>` for each variant.
+#[proc_macro_derive(Events, attributes(annals))]
+pub fn derive_events(input: TokenStream) -> TokenStream {
+    expand::events::derive(input.into()).into()
+}
+
+/// Implements `annals::Command`: `#[command(aggregate = Type)]` on the struct and
+/// `#[command(id)]` on the field holding the aggregate's id.
+#[proc_macro_derive(Command, attributes(command, annals))]
+pub fn derive_command(input: TokenStream) -> TokenStream {
+    expand::command::derive(input.into()).into()
+}
+
+/// Wires an aggregate's impl block: `impl Aggregate` (apply dispatch to the `#[apply]`
+/// methods), `impl Handle<C>` for each `#[command]` method, and the `<Aggregate>Command`
+/// enum.
+///
+/// `#[aggregate(id = Type, event = Type, error = Type, services = Type, ignore(Ev, ..),
+/// snapshot(every = N, version = M), name = "..", command_enum(..), crate = "..")]`.
+#[proc_macro_attribute]
+pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::aggregate::attribute(args.into(), item.into()).into()
+}

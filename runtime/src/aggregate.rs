@@ -75,3 +75,61 @@ pub trait Handle<C: Command<Aggregate = Self>>: Aggregate {
         services: &Self::Services,
     ) -> impl Future<Output = Result<Vec<Self::Event>, Self::Error>> + Send;
 }
+
+/// Folds one event struct into an aggregate. `#[aggregate]` implements it for each
+/// `#[apply]` method and, as a no-op, for each type in `ignore(..)`.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "event `{E}` is neither applied nor ignored by aggregate `{Self}`",
+    label = "`{Self}` has no `#[apply]` method for `{E}`",
+    note = "add an `#[apply]` method taking `&{E}`, or list it in `#[aggregate(ignore(..))]`"
+)]
+pub trait ApplyEvent<E> {
+    /// Applies the event.
+    fn apply_event(&mut self, event: &E);
+}
+
+/// Matches an event enum's variant and hands its struct to the aggregate's
+/// [`ApplyEvent`] impl. `#[derive(Events)]` implements it for every aggregate that applies
+/// or ignores each of the enum's events.
+#[doc(hidden)]
+pub trait DispatchEvents<A> {
+    /// Applies the variant held by `self` to `aggregate`.
+    fn dispatch(&self, aggregate: &mut A);
+}
+
+/// Marks the event structs of an event enum, so `#[aggregate]` can check that its
+/// `#[apply]` and `ignore(..)` types belong to the aggregate's enum.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event of `{E}`",
+    label = "not a variant of `{E}`",
+    note = "`#[apply]` methods and `ignore(..)` take the event structs wrapped by the aggregate's event enum"
+)]
+pub trait EventOf<E> {}
+
+/// Checks at compile time that `T` is one of the structs of event enum `E`.
+#[doc(hidden)]
+pub const fn assert_event_of<T: EventOf<E> + ?Sized, E>() {}
+
+/// The `Result` a command handler returns, with the aggregate's error type.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a command handler must return `Result<_, {E}>`, with the aggregate's error type",
+    label = "expected `Result<_, {E}>`, found `{Self}`"
+)]
+pub trait HandlerResult<E> {
+    /// What the handler produced on success.
+    type Output;
+
+    /// The handler's result.
+    fn into_result(self) -> Result<Self::Output, E>;
+}
+
+impl<T, E> HandlerResult<E> for Result<T, E> {
+    type Output = T;
+
+    fn into_result(self) -> Result<T, E> {
+        self
+    }
+}

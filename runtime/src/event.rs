@@ -90,6 +90,12 @@ pub trait Events: Sized + Send + Sync + 'static {
 
 /// What a command handler may return: one event struct, the event enum, a `Vec` or
 /// `Option` of either, or `()` for no change.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned as events of `{E}`",
+    label = "not convertible into events of `{E}`",
+    note = "a command handler returns `Result<T, _>` where `T` is an event struct of the enum, \
+            the enum itself, a `Vec` or `Option` of those, or `()`"
+)]
 pub trait IntoEvents<E> {
     /// Turns the handler's output into the events to append.
     fn into_events(self) -> Vec<E>;

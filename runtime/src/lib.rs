@@ -20,8 +20,8 @@ pub use store::{
     MemoryStore, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
 };
 
-// #[cfg(feature = "derive")]
-// pub use annals_macros::{aggregate, Command, Event, Events};
+#[cfg(feature = "derive")]
+pub use annals_macros::{aggregate, Command, Event, Events};
 
 pub use time::OffsetDateTime;
 pub use uuid::Uuid;
@@ -29,6 +29,9 @@ pub use uuid::Uuid;
 /// Items generated code reaches; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::aggregate::{
+        assert_event_of, ApplyEvent, DispatchEvents, EventOf, HandlerResult,
+    };
     pub use crate::event::{
         const_str_eq, from_json, from_json_value, names_collide, to_json_value,
     };

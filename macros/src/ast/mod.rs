@@ -1,0 +1,6 @@
+//! The typed input of each macro, parsed and validated, keeping the user's tokens for spans.
+
+pub mod aggregate;
+pub mod command;
+pub mod event;
+pub mod events;

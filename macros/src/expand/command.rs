@@ -1,0 +1,84 @@
+//! `#[derive(Command)]`: `impl Command` returning the `#[command(id)]` field.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::DeriveInput;
+
+use crate::ast::command::{parse_aggregate, CommandStruct};
+use crate::attr::{CratePath, Errors};
+
+pub fn derive(input: TokenStream) -> TokenStream {
+    let input = match syn::parse2::<DeriveInput>(input) {
+        Ok(input) => input,
+        Err(error) => return error.to_compile_error(),
+    };
+    match expand(&input) {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            let mut tokens = error.to_compile_error();
+            tokens.extend(fallback(&input));
+            tokens
+        }
+    }
+}
+
+pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let command = CommandStruct::from_syn(input)?;
+    Ok(generate(&command))
+}
+
+fn generate(command: &CommandStruct<'_>) -> TokenStream {
+    let root = command.krate.root();
+    let ident = command.ident;
+    let (impl_generics, ty_generics, where_clause) = command.generics.split_for_impl();
+    let aggregate = &command.aggregate;
+    let field = command.id_field;
+    let span = field
+        .ident
+        .as_ref()
+        .map_or_else(|| field.ty.span(), |ident| ident.span());
+    let mut member = command.id.clone();
+    if let syn::Member::Unnamed(index) = &mut member {
+        index.span = span;
+    }
+    let this = quote!(self);
+    let id = quote_spanned!(span=> &#this.#member);
+    let aggregate_ty = quote_spanned!(aggregate.span()=> #aggregate);
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #root::Command for #ident #ty_generics #where_clause {
+            type Aggregate = #aggregate_ty;
+
+            #[inline]
+            fn aggregate_id(&self) -> &<Self::Aggregate as #root::Aggregate>::Id {
+                #id
+            }
+        }
+    }
+}
+
+/// When only the id field is wrong, a stub impl keeps `Handle<ThisCommand>` and
+/// `execute(..)` free of follow-on errors.
+fn fallback(input: &DeriveInput) -> TokenStream {
+    let mut errors = Errors::new();
+    let krate = CratePath::from_attrs(&input.attrs, &mut errors);
+    let (Some(aggregate), syn::Data::Struct(_)) =
+        (parse_aggregate(input, &mut errors), &input.data)
+    else {
+        return TokenStream::new();
+    };
+    let root = krate.root();
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #root::Command for #ident #ty_generics #where_clause {
+            type Aggregate = #aggregate;
+
+            fn aggregate_id(&self) -> &<Self::Aggregate as #root::Aggregate>::Id {
+                ::core::unreachable!()
+            }
+        }
+    }
+}
