@@ -1,0 +1,266 @@
+//! The workloads through annals: `Repository` for W1-W3, `ProjectionRunner` for W4. Generic
+//! over the store, so every backend runs the same code.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use annals::store::MemoryTx;
+use annals::{
+    Aggregate, CheckpointStore, CommitMeta, EventStore, Events, ExecuteError, ExpectedVersion,
+    NewEvent, Projection, ProjectionError, ProjectionRunner, RecordedEvent, Repository,
+    SnapshotStore,
+};
+use annals_examples::bank::{Account, AccountEvent, Deposit, OpenAccount, Withdraw};
+
+use crate::error::BenchError;
+use crate::plan::{self, Expected, Op, Step};
+use crate::raw::Change;
+
+/// Runs one command of the plan.
+async fn execute<S: EventStore + SnapshotStore>(
+    repo: &Repository<Account, S>,
+    step: &Step,
+) -> Result<(), ExecuteError<annals_examples::bank::AccountError>> {
+    let account = plan::account_id(step.account);
+    match step.op {
+        Op::Open => {
+            repo.execute(OpenAccount {
+                account,
+                owner: plan::owner(step.account),
+            })
+            .await?
+        }
+        Op::Deposit(amount) => repo.execute(Deposit { account, amount }).await?,
+        Op::Withdraw(amount) => repo.execute(Withdraw { account, amount }).await?,
+    };
+    Ok(())
+}
+
+/// (version, balance) of every account, loaded through the repository.
+async fn accounts<S: EventStore + SnapshotStore>(
+    repo: &Repository<Account, S>,
+    count: usize,
+) -> Result<Vec<(u64, u64)>, BenchError> {
+    let mut out = Vec::with_capacity(count);
+    for index in 0..count {
+        let loaded = repo.load(&plan::account_id(index)).await?;
+        out.push((loaded.version, loaded.state.balance));
+    }
+    Ok(out)
+}
+
+/// W1: the plan's commands one after the other. Checks the final state after the clock
+/// stops.
+pub async fn sequential<S: EventStore + SnapshotStore>(
+    store: S,
+    commands: &[Step],
+    accounts_count: usize,
+) -> Result<Duration, BenchError> {
+    let repo = Repository::<Account, S>::new(store);
+    let start = Instant::now();
+    for step in commands {
+        execute(&repo, step).await?;
+    }
+    let elapsed = start.elapsed();
+    Expected::of(commands, accounts_count)
+        .check("annals W1", &accounts(&repo, accounts_count).await?)
+        .map_err(BenchError::Verify)?;
+    Ok(elapsed)
+}
+
+/// W2: the plan's commands over `tasks` tasks with disjoint accounts. Returns the time and
+/// how many commands gave up on a version conflict (none are expected; the state check is
+/// skipped when some did).
+pub async fn concurrent<S: EventStore + SnapshotStore>(
+    store: S,
+    commands: &[Step],
+    accounts_count: usize,
+    tasks: usize,
+) -> Result<(Duration, u64), BenchError> {
+    let repo = Repository::<Account, S>::new(store);
+    let parts: Vec<Vec<Step>> = (0..tasks)
+        .map(|task| plan::partition(commands, tasks, task))
+        .collect();
+    let start = Instant::now();
+    let workers: Vec<_> = parts
+        .into_iter()
+        .map(|part| {
+            let repo = repo.clone();
+            tokio::spawn(async move {
+                let mut conflicts = 0u64;
+                for step in &part {
+                    match execute(&repo, step).await {
+                        Ok(()) => {}
+                        Err(ExecuteError::Conflict { .. }) => conflicts += 1,
+                        Err(e) => return Err(BenchError::from(e)),
+                    }
+                }
+                Ok(conflicts)
+            })
+        })
+        .collect();
+    let mut conflicts = 0;
+    for worker in workers {
+        conflicts += worker.await??;
+    }
+    let elapsed = start.elapsed();
+    if conflicts == 0 {
+        Expected::of(commands, accounts_count)
+            .check("annals W2", &accounts(&repo, accounts_count).await?)
+            .map_err(BenchError::Verify)?;
+    }
+    Ok((elapsed, conflicts))
+}
+
+/// Appends events to a stream in chunks, bypassing the repository (untimed set-up).
+async fn seed<S: EventStore>(
+    store: &S,
+    stream_id: &str,
+    events: &[AccountEvent],
+    chunk: usize,
+    mut version: u64,
+) -> Result<u64, BenchError> {
+    for part in events.chunks(chunk.max(1)) {
+        let encoded = part
+            .iter()
+            .map(|e| Ok(NewEvent::new(e.event_type(), e.event_version(), e.encode()?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        let expected = if version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(version)
+        };
+        let outcome = store
+            .append(Account::NAME, stream_id, expected, encoded, &CommitMeta::default())
+            .await?;
+        version = outcome.last_version;
+    }
+    Ok(version)
+}
+
+/// W3: writes one stream of `n` events (untimed), then times `Repository::load` of it
+/// `repeat` times and returns the median.
+pub async fn rehydrate<S: EventStore + SnapshotStore>(
+    store: S,
+    n: usize,
+    repeat: usize,
+) -> Result<Duration, BenchError> {
+    let stream_id = plan::account_id(0);
+    let events = plan::long_stream(n);
+    seed(&store, &stream_id, &events, 1_000, 0).await?;
+    let expected = Expected::of(&plan::commands(n, 1), 1);
+    let repo = Repository::<Account, S>::new(store);
+    let mut times = Vec::with_capacity(repeat);
+    for _ in 0..repeat.max(1) {
+        let start = Instant::now();
+        let loaded = repo.load(&stream_id).await?;
+        times.push(start.elapsed());
+        expected
+            .check("annals W3", &[(loaded.version, loaded.state.balance)])
+            .map_err(BenchError::Verify)?;
+    }
+    Ok(median(times))
+}
+
+/// The median of some durations.
+pub fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
+/// Events per append when W4's data is written.
+pub const SEED_CHUNK: usize = 10;
+
+/// Writes W4's events (untimed): every account's stream in chunks of ten events, the
+/// accounts taking turns, so the global order interleaves the streams.
+pub async fn seed_accounts<S: EventStore>(
+    store: &S,
+    streams: &[Vec<AccountEvent>],
+) -> Result<(), BenchError> {
+    const CHUNK: usize = SEED_CHUNK;
+    let rounds = streams.iter().map(Vec::len).max().unwrap_or(0).div_ceil(CHUNK);
+    for round in 0..rounds {
+        for (index, events) in streams.iter().enumerate() {
+            let from = round * CHUNK;
+            if from >= events.len() {
+                continue;
+            }
+            let to = (from + CHUNK).min(events.len());
+            seed(store, &plan::account_id(index), &events[from..to], CHUNK, from as u64).await?;
+        }
+    }
+    Ok(())
+}
+
+/// W4: `ProjectionRunner::catch_up()` over every event. Returns the time, how many events
+/// the projection handled, and the projection.
+pub async fn replay<S, P>(
+    store: S,
+    projection: P,
+    batch: usize,
+) -> Result<(Duration, u64, P), BenchError>
+where
+    S: CheckpointStore,
+    P: Projection<S::Tx>,
+{
+    let mut runner = ProjectionRunner::new(store, projection).batch_size(batch);
+    let start = Instant::now();
+    let progress = runner.catch_up().await?;
+    let elapsed = start.elapsed();
+    Ok((elapsed, progress.handled, runner.into_projection()))
+}
+
+/// Decodes a recorded account event for a projection handler.
+pub fn change_of(event: &RecordedEvent) -> Result<Change, ProjectionError> {
+    let decoded = AccountEvent::decode(
+        &event.meta.event_type,
+        event.meta.event_version,
+        &event.payload,
+    )
+    .map_err(|reason| ProjectionError::Decode(annals::Error::decode(&event.meta, reason)))?;
+    Ok(match decoded {
+        AccountEvent::AccountOpened(_) => Change::Opened,
+        AccountEvent::Deposited(e) => Change::Deposited(e.amount),
+        AccountEvent::Withdrawn(e) => Change::Withdrawn(e.amount),
+    })
+}
+
+/// The memory backend's read model: balances in a `HashMap` held by the projection.
+#[derive(Debug, Default)]
+pub struct MemoryBalances {
+    /// (version, balance) per account.
+    pub accounts: HashMap<String, (u64, u64)>,
+}
+
+impl Projection<MemoryTx> for MemoryBalances {
+    const NAME: &'static str = "balances";
+
+    fn event_types() -> Vec<&'static str> {
+        AccountEvent::accepted_names()
+    }
+
+    async fn handle<'a>(
+        &'a mut self,
+        event: &'a RecordedEvent,
+        _tx: &'a mut MemoryTx,
+    ) -> Result<(), ProjectionError> {
+        let version = event.meta.version;
+        match change_of(event)? {
+            Change::Opened => {
+                self.accounts
+                    .insert(event.meta.stream_id.clone(), (version, 0));
+            }
+            Change::Deposited(amount) => {
+                if let Some(account) = self.accounts.get_mut(&event.meta.stream_id) {
+                    *account = (version, account.1 + amount);
+                }
+            }
+            Change::Withdrawn(amount) => {
+                if let Some(account) = self.accounts.get_mut(&event.meta.stream_id) {
+                    *account = (version, account.1.saturating_sub(amount));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,231 @@
+//! The benchmark harness of DESIGN.md "Performance": workloads W1-W4 through annals on the
+//! memory, SQLite and PostgreSQL stores, each beside a hand-written raw sqlx baseline doing
+//! the same logical work, printed as `RESULT` and `RATIO` lines. See docs/performance.md.
+
+#![forbid(unsafe_code)]
+
+mod annals_runs;
+mod backends;
+mod cli;
+mod error;
+mod plan;
+mod raw;
+mod report;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use crate::backends::Setup;
+use crate::cli::{Backend, Config, Workload};
+use crate::error::BenchError;
+use crate::report::{Impl, Measurement};
+
+fn main() -> ExitCode {
+    let config = match cli::parse(std::env::args().skip(1)) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&config)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// Runs every selected backend and workload, printing lines as they come; returns them.
+async fn run(config: &Config) -> Result<Vec<Measurement>, BenchError> {
+    println!(
+        "sizes: n1={} n2={} accounts={} tasks={} n3={} n4={} batch={} repeat={} \
+         (cores: {})",
+        config.n1,
+        config.n2,
+        config.accounts,
+        config.tasks,
+        config.n3,
+        config.n4,
+        config.batch,
+        config.repeat,
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+    );
+    let mut results = Vec::new();
+    for &backend in &config.backends {
+        match backend {
+            Backend::Memory => {
+                bench(backends::MemorySetup, config, &mut results).await?;
+            }
+            Backend::Sqlite | Backend::Postgres => {
+                eprintln!("TODO {backend}");
+            }
+        }
+    }
+    for line in report::ratios(&results) {
+        println!("{line}");
+    }
+    Ok(results)
+}
+
+/// Runs the workloads on one backend, then releases its databases even when a run failed.
+async fn bench<B: Setup>(
+    mut setup: B,
+    config: &Config,
+    results: &mut Vec<Measurement>,
+) -> Result<(), BenchError> {
+    let mut outcome = Ok(());
+    for &workload in &config.workloads {
+        outcome = workload_pair(&mut setup, config, workload, results).await;
+        if outcome.is_err() {
+            break;
+        }
+    }
+    let finished = setup.finish().await;
+    outcome.and(finished)
+}
+
+fn record(results: &mut Vec<Measurement>, measurement: Measurement) {
+    println!("{measurement}");
+    // Progress shows while a long run goes on, even when stdout is a pipe.
+    let _ = std::io::stdout().flush();
+    results.push(measurement);
+}
+
+/// One workload through annals, then through the raw baseline (when the backend has one).
+async fn workload_pair<B: Setup>(
+    setup: &mut B,
+    config: &Config,
+    workload: Workload,
+    results: &mut Vec<Measurement>,
+) -> Result<(), BenchError> {
+    let accounts = config.accounts;
+    let measure = |imp, n: usize, elapsed, extra| Measurement {
+        imp,
+        backend: B::BACKEND,
+        workload,
+        n: n as u64,
+        elapsed,
+        extra,
+    };
+
+    let store = setup.store(workload).await?;
+    let annals = match workload {
+        Workload::W1 => {
+            let commands = plan::commands(config.n1, accounts);
+            let elapsed = annals_runs::sequential(store, &commands, accounts).await?;
+            measure(Impl::Annals, config.n1, elapsed, Vec::new())
+        }
+        Workload::W2 => {
+            let commands = plan::commands(config.n2, accounts);
+            let (elapsed, conflicts) =
+                annals_runs::concurrent(store, &commands, accounts, config.tasks).await?;
+            measure(
+                Impl::Annals,
+                config.n2,
+                elapsed,
+                vec![("tasks", config.tasks as u64), ("conflicts", conflicts)],
+            )
+        }
+        Workload::W3 => {
+            let elapsed = annals_runs::rehydrate(store, config.n3, config.repeat).await?;
+            measure(Impl::Annals, config.n3, elapsed, Vec::new())
+        }
+        Workload::W4 => {
+            let streams = plan::streams(config.n4, accounts);
+            annals_runs::seed_accounts(&store, &streams).await?;
+            let model = setup.read_model(&store).await?;
+            let (elapsed, handled, model) =
+                annals_runs::replay(store.clone(), model, config.batch).await?;
+            check_handled("annals W4", handled, config.n4)?;
+            let balances = setup.balances(&store, model).await?;
+            expected_w4(config)
+                .check_read_model("annals W4", &balances)
+                .map_err(BenchError::Verify)?;
+            measure(Impl::Annals, config.n4, elapsed, Vec::new())
+        }
+    };
+    record(results, annals);
+
+    let Some(raw) = setup.raw(workload).await? else {
+        return Ok(());
+    };
+    let baseline = match workload {
+        Workload::W1 => {
+            let commands = plan::commands(config.n1, accounts);
+            let elapsed = raw::sequential(&raw, &commands, accounts).await?;
+            measure(Impl::Raw, config.n1, elapsed, Vec::new())
+        }
+        Workload::W2 => {
+            let commands = plan::commands(config.n2, accounts);
+            let (elapsed, tally) =
+                raw::concurrent(&raw, &commands, accounts, config.tasks).await?;
+            measure(
+                Impl::Raw,
+                config.n2,
+                elapsed,
+                vec![
+                    ("tasks", config.tasks as u64),
+                    ("conflicts", tally.conflicts),
+                    ("retries", tally.retries),
+                ],
+            )
+        }
+        Workload::W3 => {
+            let elapsed = raw::rehydrate(&raw, config.n3, config.repeat).await?;
+            measure(Impl::Raw, config.n3, elapsed, Vec::new())
+        }
+        Workload::W4 => {
+            raw::seed_accounts(&raw, &plan::streams(config.n4, accounts)).await?;
+            let (elapsed, handled) = raw::replay(&raw, config.batch).await?;
+            check_handled("raw W4", handled, config.n4)?;
+            expected_w4(config)
+                .check_read_model("raw W4", &raw::RawBaseline::read_model(&raw).await?)
+                .map_err(BenchError::Verify)?;
+            measure(Impl::Raw, config.n4, elapsed, Vec::new())
+        }
+    };
+    raw::RawBaseline::close(&raw).await;
+    record(results, baseline);
+    Ok(())
+}
+
+fn expected_w4(config: &Config) -> plan::Expected {
+    plan::Expected::of(&plan::commands(config.n4, config.accounts), config.accounts)
+}
+
+fn check_handled(what: &str, handled: u64, expected: usize) -> Result<(), BenchError> {
+    if handled != expected as u64 {
+        return Err(BenchError::Verify(format!(
+            "{what}: handled {handled} events, expected {expected}"
+        )));
+    }
+    Ok(())
+}

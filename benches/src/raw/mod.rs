@@ -1,0 +1,321 @@
+//! The raw sqlx baselines: the same logical work as annals, hand-written against a simple
+//! schema (one events table: position, stream id, version, type, JSON payload, unique
+//! (stream, version)).
+//!
+//! A command reads its stream, decodes each payload with serde, folds the balance, decides,
+//! and inserts the new event at the next version in its own transaction; the unique key is
+//! the optimistic-concurrency check, and a violation reloads and retries, like annals does.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use annals::Event;
+use annals_examples::bank::{AccountEvent, AccountOpened, Deposited, Withdrawn};
+
+use crate::annals_runs::median;
+use crate::error::BenchError;
+use crate::plan::{self, Expected, Op, Step};
+
+/// How many times a command is tried when the stream moved under it (as annals' default).
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// Events per transaction when replaying into the read model (as the annals runner's
+/// default batch).
+pub const DEFAULT_BATCH: usize = 500;
+
+/// An account folded from its stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawAccount {
+    /// The last version folded; 0 when the stream does not exist.
+    pub version: u64,
+    /// Balance in cents.
+    pub balance: u64,
+}
+
+/// The event a decoded row holds, reduced to what the fold needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The account was opened.
+    Opened,
+    /// The balance went up.
+    Deposited(u64),
+    /// The balance went down.
+    Withdrawn(u64),
+}
+
+/// Decodes one stored payload by its type name.
+pub fn decode(
+    stream_id: &str,
+    version: u64,
+    event_type: &str,
+    payload: &str,
+) -> Result<Change, BenchError> {
+    let failed = |source| BenchError::Decode {
+        stream_id: stream_id.to_owned(),
+        version,
+        event_type: event_type.to_owned(),
+        source,
+    };
+    match event_type {
+        AccountOpened::NAME => serde_json::from_str::<AccountOpened>(payload)
+            .map(|_| Change::Opened)
+            .map_err(|e| failed(Some(e))),
+        Deposited::NAME => serde_json::from_str::<Deposited>(payload)
+            .map(|e| Change::Deposited(e.amount))
+            .map_err(|e| failed(Some(e))),
+        Withdrawn::NAME => serde_json::from_str::<Withdrawn>(payload)
+            .map(|e| Change::Withdrawn(e.amount))
+            .map_err(|e| failed(Some(e))),
+        _ => Err(failed(None)),
+    }
+}
+
+impl RawAccount {
+    /// Folds the next stored event, checking that versions have no gap.
+    pub fn apply(
+        &mut self,
+        stream_id: &str,
+        version: u64,
+        event_type: &str,
+        payload: &str,
+    ) -> Result<(), BenchError> {
+        if version != self.version + 1 {
+            return Err(BenchError::Verify(format!(
+                "stream {stream_id} jumps from version {} to {version}",
+                self.version
+            )));
+        }
+        self.fold(decode(stream_id, version, event_type, payload)?);
+        self.version = version;
+        Ok(())
+    }
+
+    /// Applies a decoded change to the balance.
+    pub fn fold(&mut self, change: Change) {
+        match change {
+            Change::Opened => {}
+            Change::Deposited(amount) => self.balance += amount,
+            Change::Withdrawn(amount) => self.balance = self.balance.saturating_sub(amount),
+        }
+    }
+
+    /// The account's business rules (the same as `annals_examples::bank::Account`): returns
+    /// the stored type name and JSON payload of the event the command produces.
+    pub fn decide(&self, stream_id: &str, step: &Step) -> Result<(&'static str, String), BenchError> {
+        let refuse = |reason: &str| BenchError::Refused {
+            stream_id: stream_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let exists = self.version > 0;
+        match step.op {
+            Op::Open if exists => Err(refuse("stream already exists")),
+            Op::Open => Ok((
+                AccountOpened::NAME,
+                serde_json::to_string(&AccountOpened {
+                    owner: crate::plan::owner(step.account),
+                })?,
+            )),
+            _ if !exists => Err(refuse("stream does not exist")),
+            Op::Deposit(0) | Op::Withdraw(0) => Err(refuse("amount must be greater than zero")),
+            Op::Deposit(amount) => Ok((
+                Deposited::NAME,
+                serde_json::to_string(&Deposited {
+                    amount,
+                    memo: String::new(),
+                })?,
+            )),
+            Op::Withdraw(amount) if amount > self.balance => Err(refuse("insufficient funds")),
+            Op::Withdraw(amount) => Ok((
+                Withdrawn::NAME,
+                serde_json::to_string(&Withdrawn { amount })?,
+            )),
+        }
+    }
+}
+
+/// The stored type name and payload of an event, for seeding.
+pub fn encode(event: &AccountEvent) -> Result<(&'static str, String), BenchError> {
+    use annals::Events;
+    Ok((event.event_type(), event.encode()?))
+}
+
+/// What a batch of commands met.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Version conflicts met and retried.
+    pub retries: u64,
+    /// Commands that gave up after [`MAX_ATTEMPTS`] conflicts.
+    pub conflicts: u64,
+}
+
+/// A raw baseline database: the operations the workloads need.
+pub trait RawBaseline: Clone + Send + Sync + 'static {
+    /// Reads and folds one stream.
+    fn load(&self, stream_id: &str) -> impl Future<Output = Result<RawAccount, BenchError>> + Send;
+
+    /// Runs one command: load, decide, insert at the next version in a transaction; on a
+    /// version conflict, reload and retry, up to [`MAX_ATTEMPTS`] times.
+    fn execute(
+        &self,
+        step: &Step,
+        tally: &mut Tally,
+    ) -> impl Future<Output = Result<(), BenchError>> + Send;
+
+    /// Appends `events` to a stream after `version`, in one transaction (untimed set-up).
+    fn seed(
+        &self,
+        stream_id: &str,
+        version: u64,
+        events: &[AccountEvent],
+    ) -> impl Future<Output = Result<(), BenchError>> + Send;
+
+    /// Replays every event in position order into the `balances` table, `batch` events
+    /// per transaction with the checkpoint moved (compare-and-set) in the same
+    /// transaction. Returns how many events it handled.
+    fn replay(&self, batch: usize) -> impl Future<Output = Result<u64, BenchError>> + Send;
+
+    /// The read model: (version, balance) per account.
+    fn read_model(
+        &self,
+    ) -> impl Future<Output = Result<HashMap<String, (u64, u64)>, BenchError>> + Send;
+
+    /// Closes the connections.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+async fn accounts<R: RawBaseline>(raw: &R, count: usize) -> Result<Vec<(u64, u64)>, BenchError> {
+    let mut out = Vec::with_capacity(count);
+    for index in 0..count {
+        let account = raw.load(&plan::account_id(index)).await?;
+        out.push((account.version, account.balance));
+    }
+    Ok(out)
+}
+
+/// W1, raw.
+pub async fn sequential<R: RawBaseline>(
+    raw: &R,
+    commands: &[Step],
+    accounts_count: usize,
+) -> Result<Duration, BenchError> {
+    let mut tally = Tally::default();
+    let start = Instant::now();
+    for step in commands {
+        raw.execute(step, &mut tally).await?;
+    }
+    let elapsed = start.elapsed();
+    Expected::of(commands, accounts_count)
+        .check("raw W1", &accounts(raw, accounts_count).await?)
+        .map_err(BenchError::Verify)?;
+    Ok(elapsed)
+}
+
+/// W2, raw. Returns the time and the tally of conflicts.
+pub async fn concurrent<R: RawBaseline>(
+    raw: &R,
+    commands: &[Step],
+    accounts_count: usize,
+    tasks: usize,
+) -> Result<(Duration, Tally), BenchError> {
+    let parts: Vec<Vec<Step>> = (0..tasks)
+        .map(|task| plan::partition(commands, tasks, task))
+        .collect();
+    let start = Instant::now();
+    let workers: Vec<_> = parts
+        .into_iter()
+        .map(|part| {
+            let raw = raw.clone();
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                for step in &part {
+                    raw.execute(step, &mut tally).await?;
+                }
+                Ok::<_, BenchError>(tally)
+            })
+        })
+        .collect();
+    let mut tally = Tally::default();
+    for worker in workers {
+        let part = worker.await??;
+        tally.retries += part.retries;
+        tally.conflicts += part.conflicts;
+    }
+    let elapsed = start.elapsed();
+    if tally.conflicts == 0 {
+        Expected::of(commands, accounts_count)
+            .check("raw W2", &accounts(raw, accounts_count).await?)
+            .map_err(BenchError::Verify)?;
+    }
+    Ok((elapsed, tally))
+}
+
+/// W3, raw: writes one stream of `n` events (untimed), then times its load `repeat` times
+/// and returns the median.
+pub async fn rehydrate<R: RawBaseline>(raw: &R, n: usize, repeat: usize) -> Result<Duration, BenchError> {
+    let stream_id = plan::account_id(0);
+    let events = plan::long_stream(n);
+    raw.seed(&stream_id, 0, &events).await?;
+    let expected = Expected::of(&plan::commands(n, 1), 1);
+    let mut times = Vec::with_capacity(repeat);
+    for _ in 0..repeat.max(1) {
+        let start = Instant::now();
+        let account = raw.load(&stream_id).await?;
+        times.push(start.elapsed());
+        expected
+            .check("raw W3", &[(account.version, account.balance)])
+            .map_err(BenchError::Verify)?;
+    }
+    Ok(median(times))
+}
+
+/// W4's events, raw (untimed): the same chunks of ten, in the same order, as annals'.
+pub async fn seed_accounts<R: RawBaseline>(
+    raw: &R,
+    streams: &[Vec<AccountEvent>],
+) -> Result<(), BenchError> {
+    let rounds = streams
+        .iter()
+        .map(Vec::len)
+        .max()
+        .unwrap_or(0)
+        .div_ceil(crate::annals_runs::SEED_CHUNK);
+    for round in 0..rounds {
+        for (index, events) in streams.iter().enumerate() {
+            let from = round * crate::annals_runs::SEED_CHUNK;
+            if from >= events.len() {
+                continue;
+            }
+            let to = (from + crate::annals_runs::SEED_CHUNK).min(events.len());
+            raw.seed(&plan::account_id(index), from as u64, &events[from..to])
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// W4, raw: replays into the read model. Returns the time and how many events it handled.
+pub async fn replay<R: RawBaseline>(raw: &R, batch: usize) -> Result<(Duration, u64), BenchError> {
+    let start = Instant::now();
+    let handled = raw.replay(batch).await?;
+    Ok((start.elapsed(), handled))
+}
+
+/// Converts a stored integer to u64.
+pub fn to_u64(what: &'static str, value: i64) -> Result<u64, BenchError> {
+    u64::try_from(value).map_err(|_| BenchError::OutOfRange {
+        what,
+        value: value.into(),
+    })
+}
+
+/// Converts a u64 to a stored integer.
+pub fn to_i64(what: &'static str, value: u64) -> Result<i64, BenchError> {
+    i64::try_from(value).map_err(|_| BenchError::OutOfRange {
+        what,
+        value: value.into(),
+    })
+}
