@@ -19,6 +19,8 @@ pub use store::{
     AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, Headers,
     MemoryStore, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
 };
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 
 #[cfg(feature = "derive")]
 pub use annals_macros::{aggregate, Command, Event, Events};

@@ -11,6 +11,12 @@ use crate::error::StoreError;
 
 mod memory;
 pub use memory::{MemoryLease, MemoryStore, MemoryTx};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod migrate;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 /// The longest stream id a store accepts, in bytes.
 pub const MAX_STREAM_ID_LEN: usize = 512;
