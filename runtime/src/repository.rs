@@ -8,8 +8,8 @@ use crate::aggregate::{Aggregate, Command, Handle, StreamPolicy};
 use crate::error::{Error, ExecuteError, StoreError};
 use crate::event::Events;
 use crate::store::{
-    validate_stream, CommitMeta, EventStore, ExpectedVersion, NewEvent, RecordedEvent, Snapshot,
-    SnapshotStore, StreamRange,
+    validate_stream, AppendOutcome, CommitMeta, EventStore, ExpectedVersion, NewEvent,
+    RecordedEvent, Snapshot, SnapshotStore, StreamRange,
 };
 
 /// How many times [`Repository::execute`] handles a command before reporting a conflict.
@@ -192,9 +192,7 @@ where
         validate_stream(A::NAME, &stream_id)?;
         if let Some(command_id) = meta.command_id {
             if let Some(first) = self.store.command_outcome(command_id).await? {
-                return self
-                    .replay_outcome(stream_id, first.first_version, first.last_version)
-                    .await;
+                return self.replay_outcome(stream_id, &first).await;
             }
         }
         let policy = A::policy(&command);
@@ -238,9 +236,7 @@ where
             {
                 Ok(outcome) if outcome.duplicate => {
                     // Another execution with the same command id won the race.
-                    return self
-                        .replay_outcome(stream_id, outcome.first_version, outcome.last_version)
-                        .await;
+                    return self.replay_outcome(stream_id, &outcome).await;
                 }
                 Ok(outcome) => {
                     for event in &events {
@@ -272,13 +268,14 @@ where
     async fn replay_outcome(
         &self,
         stream_id: String,
-        first_version: u64,
-        last_version: u64,
+        first: &AppendOutcome,
     ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
-        let events = if last_version >= first_version && last_version > 0 {
+        // An empty append reports the stream's version as both first and last version, like
+        // a one-event append does; only its position (0) tells them apart.
+        let events = if first.last_position > 0 {
             let range = StreamRange {
-                from: first_version,
-                to: Some(last_version),
+                from: first.first_version,
+                to: Some(first.last_version),
                 until: None,
             };
             let recorded = self.store.read_stream(A::NAME, &stream_id, range).await?;
@@ -288,7 +285,7 @@ where
         };
         Ok(Executed {
             stream_id,
-            version: last_version,
+            version: first.last_version,
             events,
             duplicate: true,
         })
