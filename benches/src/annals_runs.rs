@@ -123,7 +123,13 @@ async fn seed<S: EventStore>(
     for part in events.chunks(chunk.max(1)) {
         let encoded = part
             .iter()
-            .map(|e| Ok(NewEvent::new(e.event_type(), e.event_version(), e.encode()?)))
+            .map(|e| {
+                Ok(NewEvent::new(
+                    e.event_type(),
+                    e.event_version(),
+                    e.encode()?,
+                ))
+            })
             .collect::<Result<Vec<_>, serde_json::Error>>()?;
         let expected = if version == 0 {
             ExpectedVersion::NoStream
@@ -131,7 +137,13 @@ async fn seed<S: EventStore>(
             ExpectedVersion::Exact(version)
         };
         let outcome = store
-            .append(Account::NAME, stream_id, expected, encoded, &CommitMeta::default())
+            .append(
+                Account::NAME,
+                stream_id,
+                expected,
+                encoded,
+                &CommitMeta::default(),
+            )
             .await?;
         version = outcome.last_version;
     }
@@ -178,7 +190,12 @@ pub async fn seed_accounts<S: EventStore>(
     streams: &[Vec<AccountEvent>],
 ) -> Result<(), BenchError> {
     const CHUNK: usize = SEED_CHUNK;
-    let rounds = streams.iter().map(Vec::len).max().unwrap_or(0).div_ceil(CHUNK);
+    let rounds = streams
+        .iter()
+        .map(Vec::len)
+        .max()
+        .unwrap_or(0)
+        .div_ceil(CHUNK);
     for round in 0..rounds {
         for (index, events) in streams.iter().enumerate() {
             let from = round * CHUNK;
@@ -186,7 +203,14 @@ pub async fn seed_accounts<S: EventStore>(
                 continue;
             }
             let to = (from + CHUNK).min(events.len());
-            seed(store, &plan::account_id(index), &events[from..to], CHUNK, from as u64).await?;
+            seed(
+                store,
+                &plan::account_id(index),
+                &events[from..to],
+                CHUNK,
+                from as u64,
+            )
+            .await?;
         }
     }
     Ok(())

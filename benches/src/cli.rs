@@ -135,7 +135,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Config>, 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
             _ => (arg, None),
         };
         if flag == "-h" || flag == "--help" {
@@ -189,7 +191,10 @@ fn list<T: Copy + fmt::Display + Ord>(value: &str, all: &[T]) -> Result<Vec<T>, 
             .find(|item| item.to_string().eq_ignore_ascii_case(name))
             .ok_or_else(|| {
                 let names: Vec<String> = all.iter().map(|i| i.to_string().to_lowercase()).collect();
-                BenchError::Usage(format!("unknown `{name}`: expected one of {}", names.join(", ")))
+                BenchError::Usage(format!(
+                    "unknown `{name}`: expected one of {}",
+                    names.join(", ")
+                ))
             })?;
         out.push(*found);
     }
@@ -214,14 +219,19 @@ mod tests {
         let config = parse(Vec::new()).unwrap().unwrap();
         assert_eq!(config.backends, Backend::ALL);
         assert_eq!(config.workloads, Workload::ALL);
-        assert_eq!((config.n1, config.n2, config.n3), (DESIGN_N1, DESIGN_N1, DESIGN_N3));
+        assert_eq!(
+            (config.n1, config.n2, config.n3),
+            (DESIGN_N1, DESIGN_N1, DESIGN_N3)
+        );
     }
 
     #[test]
     fn flags_take_separate_or_inline_values() {
-        let config = parse(args("--backend sqlite,MEMORY --workload=w3,w1 --n1 1_000 --n3=5"))
-            .unwrap()
-            .unwrap();
+        let config = parse(args(
+            "--backend sqlite,MEMORY --workload=w3,w1 --n1 1_000 --n3=5",
+        ))
+        .unwrap()
+        .unwrap();
         assert_eq!(config.backends, [Backend::Memory, Backend::Sqlite]);
         assert_eq!(config.workloads, [Workload::W1, Workload::W3]);
         assert_eq!((config.n1, config.n2, config.n3), (1_000, 1_000, 5));

@@ -72,7 +72,10 @@ pub enum BenchError {
 }
 
 /// Wraps a sqlx error of a raw baseline with what it was doing.
-pub fn sqlx_error(backend: &'static str, operation: &'static str) -> impl FnOnce(sqlx::Error) -> BenchError {
+pub fn sqlx_error(
+    backend: &'static str,
+    operation: &'static str,
+) -> impl FnOnce(sqlx::Error) -> BenchError {
     move |source| BenchError::Sqlx {
         backend,
         operation,

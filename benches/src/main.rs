@@ -185,8 +185,7 @@ async fn workload_pair<B: Setup>(
         }
         Workload::W2 => {
             let commands = plan::commands(config.n2, accounts);
-            let (elapsed, tally) =
-                raw::concurrent(&raw, &commands, accounts, config.tasks).await?;
+            let (elapsed, tally) = raw::concurrent(&raw, &commands, accounts, config.tasks).await?;
             measure(
                 Impl::Raw,
                 config.n2,

@@ -105,7 +105,11 @@ impl RawAccount {
 
     /// The account's business rules (the same as `annals_examples::bank::Account`): returns
     /// the stored type name and JSON payload of the event the command produces.
-    pub fn decide(&self, stream_id: &str, step: &Step) -> Result<(&'static str, String), BenchError> {
+    pub fn decide(
+        &self,
+        stream_id: &str,
+        step: &Step,
+    ) -> Result<(&'static str, String), BenchError> {
         let refuse = |reason: &str| BenchError::Refused {
             stream_id: stream_id.to_owned(),
             reason: reason.to_owned(),
@@ -255,7 +259,11 @@ pub async fn concurrent<R: RawBaseline>(
 
 /// W3, raw: writes one stream of `n` events (untimed), then times its load `repeat` times
 /// and returns the median.
-pub async fn rehydrate<R: RawBaseline>(raw: &R, n: usize, repeat: usize) -> Result<Duration, BenchError> {
+pub async fn rehydrate<R: RawBaseline>(
+    raw: &R,
+    n: usize,
+    repeat: usize,
+) -> Result<Duration, BenchError> {
     let stream_id = plan::account_id(0);
     let events = plan::long_stream(n);
     raw.seed(&stream_id, 0, &events).await?;
@@ -318,4 +326,140 @@ pub fn to_i64(what: &'static str, value: u64) -> Result<i64, BenchError> {
         what,
         value: value.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every workload at a small size on four fresh databases; each run checks its own
+    /// final state.
+    async fn exercise<R: RawBaseline>(w1: R, w2: R, w3: R, w4: R) {
+        let commands = plan::commands(600, 40);
+        sequential(&w1, &commands, 40).await.unwrap();
+        let (_, tally) = concurrent(&w2, &commands, 40, 8).await.unwrap();
+        assert_eq!(tally.conflicts, 0);
+        rehydrate(&w3, 1_000, 2).await.unwrap();
+        seed_accounts(&w4, &plan::streams(900, 40)).await.unwrap();
+        let (_, handled) = replay(&w4, 100).await.unwrap();
+        assert_eq!(handled, 900);
+        let model = w4.read_model().await.unwrap();
+        Expected::of(&plan::commands(900, 40), 40)
+            .check_read_model("raw W4", &model)
+            .unwrap();
+        // A second replay finds nothing new: the checkpoint moved with the batches.
+        assert_eq!(replay(&w4, 100).await.unwrap().1, 0);
+        for raw in [w1, w2, w3, w4] {
+            raw.close().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_baseline_leaves_the_expected_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut dbs = Vec::new();
+        for name in ["w1", "w2", "w3", "w4"] {
+            let path = dir.path().join(format!("{name}.db"));
+            dbs.push(sqlite::RawSqlite::create(&path, 8).await.unwrap());
+        }
+        let [w1, w2, w3, w4] = <[_; 4]>::try_from(dbs).unwrap();
+        exercise(w1, w2, w3, w4).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_baseline_leaves_the_expected_state() {
+        let url = crate::cli::Config::default().database_url;
+        let prefix = format!("annals_bench_rawtest_{}", std::process::id());
+        let mut dbs = Vec::new();
+        for name in ["w1", "w2", "w3", "w4"] {
+            let schema = format!("{prefix}_{name}");
+            dbs.push(
+                postgres::RawPostgres::create(&url, &schema, 10)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let [w1, w2, w3, w4] = <[_; 4]>::try_from(dbs).unwrap();
+        exercise(w1, w2, w3, w4).await;
+        let admin = sqlx::PgPool::connect(&url).await.unwrap();
+        for name in ["w1", "w2", "w3", "w4"] {
+            sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}_{name}\" CASCADE"))
+                .execute(&admin)
+                .await
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn undecodable_payloads_name_the_event() {
+        let err = decode("acct-1", 7, "Teleported", "{}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Teleported") && err.contains("acct-1") && err.contains('7'),
+            "{err}"
+        );
+        let err = decode("acct-1", 3, "MoneyDeposited", r#"{"amount":"lots"}"#).unwrap_err();
+        assert!(err.to_string().contains("MoneyDeposited"), "{err}");
+        assert!(std::error::Error::source(&err).is_some());
+        assert_eq!(
+            decode("a", 1, "MoneyDeposited", r#"{"amount":5,"memo":""}"#).unwrap(),
+            Change::Deposited(5)
+        );
+    }
+
+    #[test]
+    fn the_baseline_applies_the_accounts_rules() {
+        let open = Step {
+            account: 3,
+            op: Op::Open,
+        };
+        let fresh = RawAccount::default();
+        assert_eq!(fresh.decide("a", &open).unwrap().0, "AccountOpened");
+        assert!(fresh
+            .decide(
+                "a",
+                &Step {
+                    account: 3,
+                    op: Op::Deposit(5)
+                }
+            )
+            .is_err());
+        let funded = RawAccount {
+            version: 2,
+            balance: 10,
+        };
+        assert!(funded.decide("a", &open).is_err());
+        assert!(funded
+            .decide(
+                "a",
+                &Step {
+                    account: 3,
+                    op: Op::Withdraw(11)
+                }
+            )
+            .is_err());
+        assert!(funded
+            .decide(
+                "a",
+                &Step {
+                    account: 3,
+                    op: Op::Deposit(0)
+                }
+            )
+            .is_err());
+        let (event_type, payload) = funded
+            .decide(
+                "a",
+                &Step {
+                    account: 3,
+                    op: Op::Withdraw(10),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            (event_type, payload.as_str()),
+            ("Withdrawn", r#"{"amount":10}"#)
+        );
+    }
 }
