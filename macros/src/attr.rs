@@ -215,3 +215,8 @@ pub fn last_ident(ty: &syn::Type) -> Option<&syn::Ident> {
 pub fn type_key(ty: &syn::Type) -> String {
     ty.to_token_stream().to_string().replace(' ', "")
 }
+
+/// The span of an attribute's path (`on` in `#[on]`).
+pub fn key_span_of(attr: &syn::Attribute) -> Span {
+    attr.path().span()
+}

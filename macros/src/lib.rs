@@ -46,3 +46,14 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::aggregate::attribute(args.into(), item.into()).into()
 }
+
+/// Wires a projection's impl block: `impl Projection<Tx>` dispatching stored events to the
+/// `#[on]` methods, the list of event types to fetch, and the `#[reset]` hook for rebuilds.
+///
+/// `#[projection(name = "..", crate = "..")]`; handlers look like
+/// `async fn name(&mut self, event: &Event, meta: &EventMeta, tx: &mut Tx) -> Result<(), E>`
+/// where `meta`, `tx` and `async` are optional.
+#[proc_macro_attribute]
+pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::projection::attribute(args.into(), item.into()).into()
+}

@@ -30,6 +30,15 @@ pub enum ProjectionError {
         #[source]
         source: BoxError,
     },
+    /// The projection's `#[reset]` hook failed; the rebuild did not start.
+    #[error("projection `{projection}` failed to reset its read model")]
+    Reset {
+        /// The projection's name.
+        projection: &'static str,
+        /// The hook's error.
+        #[source]
+        source: BoxError,
+    },
     /// Another runner moved the checkpoint; this batch was rolled back.
     #[error("projection `{projection}`: checkpoint moved by another runner (expected {expected})")]
     Superseded {
@@ -333,5 +342,35 @@ where
             result = work => result,
             () = &mut shutdown => Ok(()),
         }
+    }
+}
+
+/// Whether a stored type name is `E`'s name or one of its aliases.
+#[doc(hidden)]
+pub fn event_is<E: crate::Event>(event_type: &str) -> bool {
+    event_type == E::NAME || E::ALIASES.contains(&event_type)
+}
+
+/// What a projection method may return: nothing, or a `Result<(), E>` whose error converts
+/// into a boxed error.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a projection method must return `()` or `Result<(), E>` with `E: Into<Box<dyn Error + Send + Sync>>`",
+    label = "found `{Self}`"
+)]
+pub trait ProjectionOutcome {
+    /// The method's outcome.
+    fn into_outcome(self) -> Result<(), BoxError>;
+}
+
+impl ProjectionOutcome for () {
+    fn into_outcome(self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<BoxError>> ProjectionOutcome for Result<(), E> {
+    fn into_outcome(self) -> Result<(), BoxError> {
+        self.map_err(Into::into)
     }
 }

@@ -5,3 +5,4 @@ pub mod aggregate;
 pub mod command;
 pub mod event;
 pub mod events;
+pub mod projection;
