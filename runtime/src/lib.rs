@@ -17,13 +17,13 @@ pub use projection::{CheckpointStore, Progress, Projection, ProjectionError, Pro
 pub use repository::{Executed, Loaded, Repository};
 pub use store::{
     AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, Headers,
-    MemoryStore, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
+    MemoryStore, MemoryTx, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
 };
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
 
 #[cfg(feature = "derive")]
-pub use annals_macros::{aggregate, Command, Event, Events};
+pub use annals_macros::{aggregate, projection, Command, Event, Events};
 
 pub use time::OffsetDateTime;
 pub use uuid::Uuid;
@@ -37,6 +37,7 @@ pub mod __private {
     pub use crate::event::{
         const_str_eq, from_json, from_json_value, names_collide, to_json_value,
     };
+    pub use crate::projection::{event_is, ProjectionOutcome};
     pub use core;
     pub use serde;
     pub use serde_json;
