@@ -30,6 +30,8 @@ struct Inner {
     /// Indexes into `log` per stream, in version order.
     streams: HashMap<(String, String), Vec<usize>>,
     commands: HashMap<Uuid, AppendOutcome>,
+    /// The id of every event in `log`: the SQL stores refuse a repeated one, so this does too.
+    event_ids: HashSet<Uuid>,
     /// Snapshots per stream, in version order.
     snapshots: HashMap<(String, String), Vec<Snapshot>>,
     checkpoints: HashMap<String, u64>,
@@ -85,6 +87,17 @@ impl EventStore for MemoryStore {
                 actual,
             });
         }
+        let mut batch_ids = HashSet::with_capacity(events.len());
+        if let Some(event) = events
+            .iter()
+            .find(|e| inner.event_ids.contains(&e.event_id) || !batch_ids.insert(e.event_id))
+        {
+            return Err(StoreError::database(
+                "append",
+                format!("event id {} is not unique", event.event_id),
+            ));
+        }
+        inner.event_ids.extend(batch_ids);
         let current = actual.unwrap_or(0);
         let recorded_at = now_micros();
         let mut last_position = 0;
