@@ -4,23 +4,23 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use annals::store::MemoryTx;
+use crate::bank::{
+    Account, AccountEvent, AccountOpened, Deposit, Deposited, OpenAccount, Withdraw, Withdrawn,
+};
 use annals::{
-    Aggregate, CheckpointStore, CommitMeta, EventStore, Events, ExecuteError, ExpectedVersion,
-    NewEvent, Projection, ProjectionError, ProjectionRunner, RecordedEvent, Repository,
+    projection, Aggregate, CheckpointStore, CommitMeta, EventMeta, EventStore, Events,
+    ExecuteError, ExpectedVersion, NewEvent, Projection, ProjectionRunner, Repository,
     SnapshotStore,
 };
-use annals_examples::bank::{Account, AccountEvent, Deposit, OpenAccount, Withdraw};
 
 use crate::error::BenchError;
 use crate::plan::{self, Expected, Op, Step};
-use crate::raw::Change;
 
 /// Runs one command of the plan.
 async fn execute<S: EventStore + SnapshotStore>(
     repo: &Repository<Account, S>,
     step: &Step,
-) -> Result<(), ExecuteError<annals_examples::bank::AccountError>> {
+) -> Result<(), ExecuteError<crate::bank::AccountError>> {
     let account = plan::account_id(step.account);
     match step.op {
         Op::Open => {
@@ -234,21 +234,6 @@ where
     Ok((elapsed, progress.handled, runner.into_projection()))
 }
 
-/// Decodes a recorded account event for a projection handler.
-pub fn change_of(event: &RecordedEvent) -> Result<Change, ProjectionError> {
-    let decoded = AccountEvent::decode(
-        &event.meta.event_type,
-        event.meta.event_version,
-        &event.payload,
-    )
-    .map_err(|reason| ProjectionError::Decode(annals::Error::decode(&event.meta, reason)))?;
-    Ok(match decoded {
-        AccountEvent::AccountOpened(_) => Change::Opened,
-        AccountEvent::Deposited(e) => Change::Deposited(e.amount),
-        AccountEvent::Withdrawn(e) => Change::Withdrawn(e.amount),
-    })
-}
-
 /// The memory backend's read model: balances in a `HashMap` held by the projection.
 #[derive(Debug, Default)]
 pub struct MemoryBalances {
@@ -256,35 +241,25 @@ pub struct MemoryBalances {
     pub accounts: HashMap<String, (u64, u64)>,
 }
 
-impl Projection<MemoryTx> for MemoryBalances {
-    const NAME: &'static str = "balances";
-
-    fn event_types() -> Vec<&'static str> {
-        AccountEvent::accepted_names()
+#[projection(name = "balances")]
+impl MemoryBalances {
+    #[on]
+    fn opened(&mut self, _: &AccountOpened, meta: &EventMeta) {
+        self.accounts
+            .insert(meta.stream_id.clone(), (meta.version, 0));
     }
 
-    async fn handle<'a>(
-        &'a mut self,
-        event: &'a RecordedEvent,
-        _tx: &'a mut MemoryTx,
-    ) -> Result<(), ProjectionError> {
-        let version = event.meta.version;
-        match change_of(event)? {
-            Change::Opened => {
-                self.accounts
-                    .insert(event.meta.stream_id.clone(), (version, 0));
-            }
-            Change::Deposited(amount) => {
-                if let Some(account) = self.accounts.get_mut(&event.meta.stream_id) {
-                    *account = (version, account.1 + amount);
-                }
-            }
-            Change::Withdrawn(amount) => {
-                if let Some(account) = self.accounts.get_mut(&event.meta.stream_id) {
-                    *account = (version, account.1.saturating_sub(amount));
-                }
-            }
+    #[on]
+    fn deposited(&mut self, e: &Deposited, meta: &EventMeta) {
+        if let Some(account) = self.accounts.get_mut(&meta.stream_id) {
+            *account = (meta.version, account.1 + e.amount);
         }
-        Ok(())
+    }
+
+    #[on]
+    fn withdrawn(&mut self, e: &Withdrawn, meta: &EventMeta) {
+        if let Some(account) = self.accounts.get_mut(&meta.stream_id) {
+            *account = (meta.version, account.1.saturating_sub(e.amount));
+        }
     }
 }

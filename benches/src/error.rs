@@ -1,6 +1,6 @@
 //! The harness's error type.
 
-use annals_examples::bank::AccountError;
+use crate::bank::AccountError;
 
 /// Why a benchmark run failed.
 #[derive(Debug, thiserror::Error)]

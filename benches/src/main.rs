@@ -6,6 +6,7 @@
 
 mod annals_runs;
 mod backends;
+mod bank;
 mod cli;
 mod error;
 mod plan;

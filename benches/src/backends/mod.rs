@@ -6,10 +6,7 @@ use std::future::Future;
 // mod postgres;
 // mod sqlite;
 
-use annals::{
-    CheckpointStore, EventStore, MemoryStore, Projection, ProjectionError, RecordedEvent,
-    SnapshotStore,
-};
+use annals::{CheckpointStore, EventStore, MemoryStore, Projection, SnapshotStore};
 
 use crate::annals_runs::MemoryBalances;
 use crate::cli::{Backend, Workload};
@@ -91,36 +88,6 @@ impl Setup for MemorySetup {
     async fn finish(self) -> Result<(), BenchError> {
         Ok(())
     }
-}
-
-/// Wraps a read-model write failure with the event it failed on.
-pub(crate) fn handler_failed(event: &RecordedEvent, source: sqlx::Error) -> ProjectionError {
-    ProjectionError::Handler {
-        projection: "balances",
-        event_type: event.meta.event_type.clone(),
-        position: event.meta.position,
-        source: Box::new(source),
-    }
-}
-
-/// A stream version as a database integer.
-pub(crate) fn version_i64(event: &RecordedEvent) -> Result<i64, ProjectionError> {
-    i64::try_from(event.meta.version).map_err(|_| {
-        ProjectionError::Store(annals::StoreError::OutOfRange {
-            what: "stream version",
-            value: event.meta.version,
-        })
-    })
-}
-
-/// An amount as a database integer.
-pub(crate) fn amount_i64(event: &RecordedEvent, amount: u64) -> Result<i64, ProjectionError> {
-    i64::try_from(amount).map_err(|_| {
-        ProjectionError::Store(annals::StoreError::Corrupt {
-            position: event.meta.position,
-            reason: format!("amount {amount} does not fit the read model"),
-        })
-    })
 }
 
 /// Reads `(account, version, balance)` rows of a `balances` table.

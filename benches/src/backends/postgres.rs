@@ -2,17 +2,16 @@
 
 use std::collections::HashMap;
 
-use annals::{CheckpointStore, PgStore, Projection, ProjectionError, RecordedEvent};
-use annals_examples::bank::AccountEvent;
+use annals::{projection, CheckpointStore, EventMeta, PgStore};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-use super::{amount_i64, balance_rows, handler_failed, version_i64, Setup};
-use crate::annals_runs::change_of;
+use super::{balance_rows, Setup};
+use crate::bank::{AccountOpened, Deposited, Withdrawn};
 use crate::cli::{Backend, Workload};
 use crate::error::{sqlx_error, BenchError};
 use crate::raw::postgres::RawPostgres;
-use crate::raw::Change;
+use crate::raw::to_i64;
 
 /// The transaction `PgStore` hands projection handlers.
 type PgTx = <PgStore as CheckpointStore>::Tx;
@@ -55,7 +54,7 @@ impl PostgresSetup {
     }
 }
 
-/// W4's read model on PostgreSQL: a `balances` table in the store's schema, written in the
+/// W4's read model on PostgreSQL: a `balances` table in the store's sch/// W4's read model on PostgreSQL: a `balances` table in the store's schema, written in the
 /// runner's transaction.
 #[derive(Debug)]
 pub struct PgBalances {
@@ -82,41 +81,60 @@ impl PgBalances {
     }
 }
 
-impl Projection<PgTx> for PgBalances {
-    const NAME: &'static str = "balances";
-
-    fn event_types() -> Vec<&'static str> {
-        AccountEvent::accepted_names()
-    }
-
-    async fn handle<'a>(
-        &'a mut self,
-        event: &'a RecordedEvent,
-        tx: &'a mut PgTx,
-    ) -> Result<(), ProjectionError> {
-        let account = event.meta.stream_id.as_str();
-        let version = version_i64(event)?;
-        let query = match change_of(event)? {
-            Change::Opened => sqlx::query(&self.insert).bind(account).bind(version),
-            Change::Deposited(amount) => sqlx::query(&self.deposit)
-                .bind(account)
-                .bind(amount_i64(event, amount)?)
-                .bind(version),
-            Change::Withdrawn(amount) => sqlx::query(&self.withdraw)
-                .bind(account)
-                .bind(amount_i64(event, amount)?)
-                .bind(version),
-        };
-        query
+#[projection(name = "balances")]
+impl PgBalances {
+    #[on]
+    async fn opened(
+        &mut self,
+        _: &AccountOpened,
+        meta: &EventMeta,
+        tx: &mut PgTx,
+    ) -> Result<(), BenchError> {
+        sqlx::query(&self.insert)
+            .bind(&meta.stream_id)
+            .bind(to_i64("stream version", meta.version)?)
             .execute(&mut **tx)
             .await
-            .map_err(|e| handler_failed(event, e))?;
+            .map_err(sqlx_error("postgres", "writing the read model"))?;
+        Ok(())
+    }
+
+    #[on]
+    async fn deposited(
+        &mut self,
+        e: &Deposited,
+        meta: &EventMeta,
+        tx: &mut PgTx,
+    ) -> Result<(), BenchError> {
+        sqlx::query(&self.deposit)
+            .bind(&meta.stream_id)
+            .bind(to_i64("amount", e.amount)?)
+            .bind(to_i64("stream version", meta.version)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(sqlx_error("postgres", "writing the read model"))?;
+        Ok(())
+    }
+
+    #[on]
+    async fn withdrawn(
+        &mut self,
+        e: &Withdrawn,
+        meta: &EventMeta,
+        tx: &mut PgTx,
+    ) -> Result<(), BenchError> {
+        sqlx::query(&self.withdraw)
+            .bind(&meta.stream_id)
+            .bind(to_i64("amount", e.amount)?)
+            .bind(to_i64("stream version", meta.version)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(sqlx_error("postgres", "writing the read model"))?;
         Ok(())
     }
 }
 
-impl Setup for PostgresSetup {
-    const BACKEND: Backend = Backend::Postgres;
+tgres;
     type Store = PgStore;
     type ReadModel = PgBalances;
     type Raw = RawPostgres;

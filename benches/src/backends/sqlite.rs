@@ -2,15 +2,14 @@
 
 use std::collections::HashMap;
 
-use annals::{CheckpointStore, Projection, ProjectionError, RecordedEvent, SqliteStore};
-use annals_examples::bank::AccountEvent;
+use annals::{projection, CheckpointStore, EventMeta, SqliteStore};
 
-use super::{amount_i64, balance_rows, handler_failed, version_i64, Setup};
-use crate::annals_runs::change_of;
+use super::{balance_rows, Setup};
+use crate::bank::{AccountOpened, Deposited, Withdrawn};
 use crate::cli::{Backend, Workload};
 use crate::error::{sqlx_error, BenchError};
 use crate::raw::sqlite::RawSqlite;
-use crate::raw::Change;
+use crate::raw::to_i64;
 
 /// The transaction `SqliteStore` hands projection handlers.
 type SqliteTx = <SqliteStore as CheckpointStore>::Tx;
@@ -32,54 +31,65 @@ impl SqliteSetup {
     }
 }
 
-/// W4's read model on SQLite: a `balances` table in the store's database, written in the
+/// W4's read model on SQLite: a `balances` table in the store's databas/// W4's read model on SQLite: a `balances` table in the store's database, written in the
 /// runner's transaction.
 #[derive(Debug, Default)]
 pub struct SqliteBalances;
 
-impl Projection<SqliteTx> for SqliteBalances {
-    const NAME: &'static str = "balances";
-
-    fn event_types() -> Vec<&'static str> {
-        AccountEvent::accepted_names()
-    }
-
-    async fn handle<'a>(
-        &'a mut self,
-        event: &'a RecordedEvent,
-        tx: &'a mut SqliteTx,
-    ) -> Result<(), ProjectionError> {
-        let account = event.meta.stream_id.as_str();
-        let version = version_i64(event)?;
-        let query = match change_of(event)? {
-            Change::Opened => {
-                sqlx::query("INSERT INTO balances (account, version, balance) VALUES (?1, ?2, 0)")
-                    .bind(account)
-                    .bind(version)
-            }
-            Change::Deposited(amount) => sqlx::query(
-                "UPDATE balances SET balance = balance + ?2, version = ?3 WHERE account = ?1",
-            )
-            .bind(account)
-            .bind(amount_i64(event, amount)?)
-            .bind(version),
-            Change::Withdrawn(amount) => sqlx::query(
-                "UPDATE balances SET balance = balance - ?2, version = ?3 WHERE account = ?1",
-            )
-            .bind(account)
-            .bind(amount_i64(event, amount)?)
-            .bind(version),
-        };
-        query
+#[projection(name = "balances")]
+impl SqliteBalances {
+    #[on]
+    async fn opened(
+        &mut self,
+        _: &AccountOpened,
+        meta: &EventMeta,
+        tx: &mut SqliteTx,
+    ) -> Result<(), BenchError> {
+        sqlx::query("INSERT INTO balances (account, version, balance) VALUES (?1, ?2, 0)")
+            .bind(&meta.stream_id)
+            .bind(to_i64("stream version", meta.version)?)
             .execute(&mut **tx)
             .await
-            .map_err(|e| handler_failed(event, e))?;
+            .map_err(sqlx_error("sqlite", "writing the read model"))?;
+        Ok(())
+    }
+
+    #[on]
+    async fn deposited(
+        &mut self,
+        e: &Deposited,
+        meta: &EventMeta,
+        tx: &mut SqliteTx,
+    ) -> Result<(), BenchError> {
+        sqlx::query("UPDATE balances SET balance = balance + ?2, version = ?3 WHERE account = ?1")
+            .bind(&meta.stream_id)
+            .bind(to_i64("amount", e.amount)?)
+            .bind(to_i64("stream version", meta.version)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(sqlx_error("sqlite", "writing the read model"))?;
+        Ok(())
+    }
+
+    #[on]
+    async fn withdrawn(
+        &mut self,
+        e: &Withdrawn,
+        meta: &EventMeta,
+        tx: &mut SqliteTx,
+    ) -> Result<(), BenchError> {
+        sqlx::query("UPDATE balances SET balance = balance - ?2, version = ?3 WHERE account = ?1")
+            .bind(&meta.stream_id)
+            .bind(to_i64("amount", e.amount)?)
+            .bind(to_i64("stream version", meta.version)?)
+            .execute(&mut **tx)
+            .await
+            .map_err(sqlx_error("sqlite", "writing the read model"))?;
         Ok(())
     }
 }
 
-impl Setup for SqliteSetup {
-    const BACKEND: Backend = Backend::Sqlite;
+e;
     type Store = SqliteStore;
     type ReadModel = SqliteBalances;
     type Raw = RawSqlite;
