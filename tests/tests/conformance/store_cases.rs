@@ -1,0 +1,1403 @@
+//! The `EventStore` / `SnapshotStore` contract, exercised with raw events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use annals::store::MAX_STREAM_ID_LEN;
+use annals::{
+    AppendOutcome, CommitMeta, EventFilter, EventStore, ExpectedVersion, Headers, NewEvent,
+    OffsetDateTime, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamRange, Uuid,
+};
+use serde_json::{json, Value};
+
+const ACCOUNT: &str = "account";
+
+/// A new event of type `event_type` (version 1) with a JSON payload.
+pub fn event(event_type: &str, payload: &Value) -> NewEvent {
+    NewEvent::new(event_type, 1, payload.to_string())
+}
+
+/// `count` events of type `Noted` with payloads `{"n": first}`, `{"n": first + 1}`, ...
+pub fn numbered(first: u64, count: u64) -> Vec<NewEvent> {
+    (first..first + count)
+        .map(|n| event("Noted", &json!({ "n": n })))
+        .collect()
+}
+
+/// Appends with no metadata, panicking on failure.
+pub async fn append<S: EventStore>(
+    store: &S,
+    stream_type: &str,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> AppendOutcome {
+    store
+        .append(
+            stream_type,
+            stream_id,
+            expected,
+            events,
+            &CommitMeta::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("append to {stream_type}/{stream_id} failed: {e}"))
+}
+
+pub async fn read<S: EventStore>(
+    store: &S,
+    stream_type: &str,
+    stream_id: &str,
+    range: StreamRange,
+) -> Vec<RecordedEvent> {
+    store
+        .read_stream(stream_type, stream_id, range)
+        .await
+        .unwrap_or_else(|e| panic!("reading {stream_type}/{stream_id} failed: {e}"))
+}
+
+pub async fn read_all<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
+    store
+        .read_all(0, 1_000_000, &EventFilter::all())
+        .await
+        .expect("read_all failed")
+}
+
+fn versions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.meta.version).collect()
+}
+
+fn positions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.meta.position).collect()
+}
+
+/// The `n` field of each `Noted` payload.
+fn ns(events: &[RecordedEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| {
+            let payload: Value = serde_json::from_str(&e.payload).expect("payload is JSON");
+            payload["n"].as_u64().expect("payload has n")
+        })
+        .collect()
+}
+
+fn json_of(payload: &str) -> Value {
+    serde_json::from_str(payload).unwrap_or_else(|e| panic!("stored payload {payload:?}: {e}"))
+}
+
+/// Everything a store would show about a stream and the log, to prove nothing changed.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    stream: Vec<RecordedEvent>,
+    version: Option<u64>,
+    head: u64,
+    all: Vec<RecordedEvent>,
+}
+
+async fn observe<S: EventStore>(store: &S, stream_type: &str, stream_id: &str) -> Observed {
+    Observed {
+        stream: read(store, stream_type, stream_id, StreamRange::ALL).await,
+        version: store
+            .stream_version(stream_type, stream_id)
+            .await
+            .expect("stream_version failed"),
+        head: store.head().await.expect("head failed"),
+        all: read_all(store).await,
+    }
+}
+
+/// Appends expecting a refusal with exactly these fields, and checks nothing changed.
+async fn assert_refused<S: EventStore>(
+    store: &S,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    actual: Option<u64>,
+) {
+    let before = observe(store, ACCOUNT, stream_id).await;
+    let result = store
+        .append(
+            ACCOUNT,
+            stream_id,
+            expected,
+            numbered(100, 2),
+            &CommitMeta::default(),
+        )
+        .await;
+    match result {
+        Err(StoreError::WrongExpectedVersion {
+            stream_type,
+            stream_id: id,
+            expected: e,
+            actual: a,
+        }) => {
+            assert_eq!(
+                (stream_type.as_str(), id.as_str(), e, a),
+                (ACCOUNT, stream_id, expected, actual)
+            );
+        }
+        other => panic!("append expecting {expected:?} at {actual:?} returned {other:?}"),
+    }
+    assert_eq!(
+        observe(store, ACCOUNT, stream_id).await,
+        before,
+        "a refused append changed the store"
+    );
+}
+
+pub async fn append_any<S: EventStore + SnapshotStore>(store: S) {
+    let first = append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 2)).await;
+    assert_eq!((first.first_version, first.last_version), (1, 2));
+    let second = append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(3, 1)).await;
+    assert_eq!((second.first_version, second.last_version), (3, 3));
+    let events = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
+    assert_eq!(versions(&events), [1, 2, 3]);
+    assert_eq!(ns(&events), [1, 2, 3]);
+}
+
+pub async fn append_no_stream<S: EventStore + SnapshotStore>(store: S) {
+    let outcome = append(
+        &store,
+        ACCOUNT,
+        "a",
+        ExpectedVersion::NoStream,
+        numbered(1, 1),
+    )
+    .await;
+    assert_eq!((outcome.first_version, outcome.last_version), (1, 1));
+    assert_refused(&store, "a", ExpectedVersion::NoStream, Some(1)).await;
+    assert_eq!(
+        versions(&read(&store, ACCOUNT, "a", StreamRange::ALL).await),
+        [1]
+    );
+}
+
+pub async fn append_exists<S: EventStore + SnapshotStore>(store: S) {
+    assert_refused(&store, "a", ExpectedVersion::Exists, None).await;
+    assert_eq!(store.stream_version(ACCOUNT, "a").await.unwrap(), None);
+    assert_eq!(store.head().await.unwrap(), 0);
+
+    append(
+        &store,
+        ACCOUNT,
+        "a",
+        ExpectedVersion::NoStream,
+        numbered(1, 1),
+    )
+    .await;
+    let outcome = append(
+        &store,
+        ACCOUNT,
+        "a",
+        ExpectedVersion::Exists,
+        numbered(2, 2),
+    )
+    .await;
+    assert_eq!((outcome.first_version, outcome.last_version), (2, 3));
+}
+
+pub async fn append_exact<S: EventStore + SnapshotStore>(store: S) {
+    // A missing stream is at version 0.
+    assert_refused(&store, "a", ExpectedVersion::Exact(5), None).await;
+    let outcome = append(
+        &store,
+        ACCOUNT,
+        "a",
+        ExpectedVersion::Exact(0),
+        numbered(1, 1),
+    )
+    .await;
+    assert_eq!((outcome.first_version, outcome.last_version), (1, 1));
+    let outcome = append(
+        &store,
+        ACCOUNT,
+        "a",
+        ExpectedVersion::Exact(1),
+        numbered(2, 1),
+    )
+    .await;
+    assert_eq!((outcome.first_version, outcome.last_version), (2, 2));
+
+    assert_refused(&store, "a", ExpectedVersion::Exact(1), Some(2)).await; // behind
+    assert_refused(&store, "a", ExpectedVersion::Exact(3), Some(2)).await; // ahead
+    assert_refused(&store, "a", ExpectedVersion::Exact(0), Some(2)).await;
+    assert_refused(&store, "a", ExpectedVersion::Exact(u64::MAX), Some(2)).await;
+
+    let outcome = append(
+        &store,
+        ACCOUNT,
+        "a",
+        ExpectedVersion::Exact(2),
+        numbered(3, 2),
+    )
+    .await;
+    assert_eq!((outcome.first_version, outcome.last_version), (3, 4));
+    let events = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
+    assert_eq!(versions(&events), [1, 2, 3, 4]);
+    assert_eq!(ns(&events), [1, 2, 3, 4]);
+}
+
+pub async fn wrong_expected_version_names_the_stream<S: EventStore + SnapshotStore>(store: S) {
+    append(
+        &store,
+        ACCOUNT,
+        "acc-7",
+        ExpectedVersion::Any,
+        numbered(1, 2),
+    )
+    .await;
+    let err = store
+        .append(
+            ACCOUNT,
+            "acc-7",
+            ExpectedVersion::Exact(1),
+            numbered(3, 1),
+            &CommitMeta::default(),
+        )
+        .await
+        .expect_err("a stale expected version must be refused");
+    assert_eq!(
+        err.to_string(),
+        "stream account/acc-7 is at version 2, expected version 1"
+    );
+    let err = store
+        .append(
+            ACCOUNT,
+            "acc-8",
+            ExpectedVersion::Exists,
+            numbered(1, 1),
+            &CommitMeta::default(),
+        )
+        .await
+        .expect_err("a missing stream is not an existing one");
+    assert_eq!(
+        err.to_string(),
+        "stream account/acc-8 is at no stream, expected an existing stream"
+    );
+}
+
+pub async fn append_outcome_versions_and_positions<S: EventStore + SnapshotStore>(store: S) {
+    let a = append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 3)).await;
+    let stored = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
+    assert_eq!((a.first_version, a.last_version), (1, 3));
+    assert_eq!(a.last_position, stored[2].meta.position);
+    assert!(!a.duplicate);
+
+    let b = append(&store, ACCOUNT, "b", ExpectedVersion::Any, numbered(1, 2)).await;
+    let stored = read(&store, ACCOUNT, "b", StreamRange::ALL).await;
+    assert_eq!((b.first_version, b.last_version), (1, 2));
+    assert_eq!(b.last_position, stored[1].meta.position);
+    assert!(b.last_position > a.last_position);
+    assert_eq!(store.head().await.unwrap(), b.last_position);
+}
+
+pub async fn empty_append_without_command_id<S: EventStore + SnapshotStore>(store: S) {
+    let outcome = append(&store, ACCOUNT, "a", ExpectedVersion::Any, Vec::new()).await;
+    assert_eq!(
+        outcome,
+        AppendOutcome {
+            first_version: 0,
+            last_version: 0,
+            last_position: 0,
+            duplicate: false
+        }
+    );
+    assert_eq!(store.stream_version(ACCOUNT, "a").await.unwrap(), None);
+    assert_eq!(store.head().await.unwrap(), 0);
+
+    append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 2)).await;
+    let outcome = append(&store, ACCOUNT, "a", ExpectedVersion::Exact(2), Vec::new()).await;
+    assert_eq!(
+        outcome,
+        AppendOutcome {
+            first_version: 2,
+            last_version: 2,
+            last_position: 0,
+            duplicate: false
+        }
+    );
+    // An empty append still checks the expected version.
+    let before = observe(&store, ACCOUNT, "a").await;
+    let refused = store
+        .append(
+            ACCOUNT,
+            "a",
+            ExpectedVersion::Exact(1),
+            Vec::new(),
+            &CommitMeta::default(),
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::WrongExpectedVersion {
+                actual: Some(2),
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(observe(&store, ACCOUNT, "a").await, before);
+}
+
+pub async fn stream_version_and_head<S: EventStore + SnapshotStore>(store: S) {
+    assert_eq!(store.head().await.unwrap(), 0);
+    assert_eq!(store.stream_version(ACCOUNT, "a").await.unwrap(), None);
+    append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 3)).await;
+    let last = append(&store, ACCOUNT, "b", ExpectedVersion::Any, numbered(1, 1)).await;
+    assert_eq!(store.stream_version(ACCOUNT, "a").await.unwrap(), Some(3));
+    assert_eq!(store.stream_version(ACCOUNT, "b").await.unwrap(), Some(1));
+    assert_eq!(store.stream_version(ACCOUNT, "c").await.unwrap(), None);
+    assert_eq!(store.head().await.unwrap(), last.last_position);
+}
+
+pub async fn streams_are_isolated<S: EventStore + SnapshotStore>(store: S) {
+    // Same id under two stream types, and ids sharing a prefix.
+    let streams = [
+        (ACCOUNT, "a"),
+        ("ledger", "a"),
+        (ACCOUNT, "a1"),
+        (ACCOUNT, "A"),
+        (ACCOUNT, "a "),
+    ];
+    for (i, (stream_type, id)) in (1..).zip(streams) {
+        append(
+            &store,
+            stream_type,
+            id,
+            ExpectedVersion::NoStream,
+            numbered(i * 10, i),
+        )
+        .await;
+    }
+    for (i, (stream_type, id)) in (1..).zip(streams) {
+        let events = read(&store, stream_type, id, StreamRange::ALL).await;
+        assert_eq!(
+            versions(&events),
+            (1..=i).collect::<Vec<_>>(),
+            "{stream_type}/{id}"
+        );
+        assert_eq!(ns(&events), (i * 10..i * 11).collect::<Vec<_>>());
+        assert!(events
+            .iter()
+            .all(|e| e.meta.stream_type == stream_type && e.meta.stream_id == id));
+        assert_eq!(
+            store.stream_version(stream_type, id).await.unwrap(),
+            Some(i)
+        );
+    }
+}
+
+pub async fn read_stream_ranges<S: EventStore + SnapshotStore>(store: S) {
+    append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 5)).await;
+    append(&store, ACCOUNT, "b", ExpectedVersion::Any, numbered(1, 5)).await;
+    let range = |from, to| StreamRange {
+        from,
+        to,
+        until: None,
+    };
+    let cases: [(StreamRange, &[u64]); 12] = [
+        (StreamRange::ALL, &[1, 2, 3, 4, 5]),
+        (StreamRange::from(3), &[3, 4, 5]),
+        (range(2, Some(4)), &[2, 3, 4]),
+        (range(4, Some(4)), &[4]),
+        (range(4, Some(2)), &[]),
+        (range(6, None), &[]),
+        (range(0, None), &[1, 2, 3, 4, 5]),
+        (range(1, Some(0)), &[]),
+        (range(3, Some(100)), &[3, 4, 5]),
+        (range(1, Some(u64::MAX)), &[1, 2, 3, 4, 5]),
+        (range(u64::MAX, None), &[]),
+        (range(u64::MAX, Some(u64::MAX)), &[]),
+    ];
+    for (range, expected) in cases {
+        let events = read(&store, ACCOUNT, "a", range).await;
+        assert_eq!(versions(&events), expected, "{range:?}");
+        assert_eq!(ns(&events), expected, "{range:?}");
+        assert!(events.iter().all(|e| e.meta.stream_id == "a"));
+    }
+    assert!(read(&store, ACCOUNT, "missing", StreamRange::ALL)
+        .await
+        .is_empty());
+}
+
+pub async fn read_stream_until<S: EventStore + SnapshotStore>(store: S) {
+    for n in 1..=3 {
+        append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(n, 1)).await;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let events = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
+    let at: Vec<OffsetDateTime> = events.iter().map(|e| e.meta.recorded_at).collect();
+    assert!(
+        at[0] < at[1] && at[1] < at[2],
+        "recorded_at must increase: {at:?}"
+    );
+
+    let until = |from, to, until| StreamRange {
+        from,
+        to,
+        until: Some(until),
+    };
+    let micro = time::Duration::microseconds(1);
+    let cases: [(StreamRange, &[u64]); 7] = [
+        (until(1, None, at[0] - micro), &[]),
+        (until(1, None, at[0]), &[1]),
+        (until(1, None, at[1] - micro), &[1]),
+        (until(1, None, at[1]), &[1, 2]),
+        (until(1, None, at[2] + time::Duration::hours(1)), &[1, 2, 3]),
+        (until(2, None, at[1]), &[2]),
+        (until(1, Some(1), at[2]), &[1]),
+    ];
+    for (range, expected) in cases {
+        assert_eq!(
+            versions(&read(&store, ACCOUNT, "a", range).await),
+            expected,
+            "{range:?}"
+        );
+    }
+}
+
+pub async fn read_all_pages<S: EventStore + SnapshotStore>(store: S) {
+    // Interleave three streams.
+    for round in 0..4 {
+        for id in ["a", "b", "c"] {
+            if round < 3 || id == "a" {
+                append(
+                    &store,
+                    ACCOUNT,
+                    id,
+                    ExpectedVersion::Any,
+                    numbered(round, 1),
+                )
+                .await;
+            }
+        }
+    }
+    let all = read_all(&store).await;
+    assert_eq!(all.len(), 10);
+    let ids: Vec<&str> = all.iter().map(|e| e.meta.stream_id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c", "a", "b", "c", "a", "b", "c", "a"]);
+
+    for limit in [1, 3, 4, 10, 11, usize::MAX] {
+        let mut paged = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store
+                .read_all(after, limit, &EventFilter::all())
+                .await
+                .unwrap();
+            assert!(page.len() <= limit);
+            assert!(page.iter().all(|e| e.meta.position > after));
+            let Some(last) = page.last() else { break };
+            after = last.meta.position;
+            paged.extend(page);
+        }
+        assert_eq!(paged, all, "paging by {limit}");
+    }
+
+    let after_fifth = store
+        .read_all(all[4].meta.position, 2, &EventFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(after_fifth, all[5..7]);
+    let head = store.head().await.unwrap();
+    assert_eq!(head, all[9].meta.position);
+    for (after, limit) in [(head, 10), (0, 0), (u64::MAX, 10)] {
+        let page = store
+            .read_all(after, limit, &EventFilter::all())
+            .await
+            .unwrap();
+        assert!(page.is_empty(), "after {after} limit {limit}: {page:?}");
+    }
+}
+
+pub async fn read_all_filters_event_types<S: EventStore + SnapshotStore>(store: S) {
+    let types = [
+        "Opened",
+        "Deposited",
+        "Withdrawn",
+        "Deposited",
+        "Closed",
+        "Deposited",
+    ];
+    for (i, event_type) in (0..).zip(types) {
+        let id = if i % 2 == 0 { "a" } else { "b" };
+        append(
+            &store,
+            ACCOUNT,
+            id,
+            ExpectedVersion::Any,
+            vec![event(event_type, &json!({ "i": i }))],
+        )
+        .await;
+    }
+    let all = read_all(&store).await;
+    let pick = |wanted: &[&str]| -> Vec<RecordedEvent> {
+        all.iter()
+            .filter(|e| wanted.contains(&e.meta.event_type.as_str()))
+            .cloned()
+            .collect()
+    };
+    let filtered = |names: &[&str]| EventFilter::types(names.iter().copied());
+
+    for wanted in [
+        &["Deposited"][..],
+        &["Opened", "Closed"],
+        &["Withdrawn", "Deposited", "Opened"],
+        &["Unknown"],
+        &["Deposited%"],
+        &["%"],
+        &["deposited"],
+        &[],
+    ] {
+        let got = store.read_all(0, 100, &filtered(wanted)).await.unwrap();
+        assert_eq!(got, pick(wanted), "filter {wanted:?}");
+    }
+
+    // The limit counts matching events, and paging with a filter resumes after the last.
+    let deposits = pick(&["Deposited"]);
+    let first_two = store
+        .read_all(0, 2, &filtered(&["Deposited"]))
+        .await
+        .unwrap();
+    assert_eq!(first_two, deposits[..2]);
+    let rest = store
+        .read_all(first_two[1].meta.position, 2, &filtered(&["Deposited"]))
+        .await
+        .unwrap();
+    assert_eq!(rest, deposits[2..]);
+}
+
+pub async fn positions_strictly_increase<S: EventStore + SnapshotStore>(store: S) {
+    // Sequential batches of various sizes across streams, then concurrent writers.
+    for (i, size) in (0..12).zip([1, 3, 2, 5, 1, 1, 4, 2, 3, 1, 2, 1]) {
+        let id = format!("seq-{}", i % 4);
+        append(
+            &store,
+            ACCOUNT,
+            &id,
+            ExpectedVersion::Any,
+            numbered(0, size),
+        )
+        .await;
+    }
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = format!("par-{w}");
+                for n in 0..20 {
+                    let size = 1 + n % 3;
+                    append(
+                        &store,
+                        ACCOUNT,
+                        &id,
+                        ExpectedVersion::Any,
+                        numbered(n, size),
+                    )
+                    .await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer task panicked");
+    }
+
+    let all = read_all(&store).await;
+    assert_eq!(all.len(), 26 + 4 * 39);
+    assert!(
+        positions(&all).windows(2).all(|w| w[0] < w[1]),
+        "positions must strictly increase: {:?}",
+        positions(&all)
+    );
+    assert_eq!(
+        store.head().await.unwrap(),
+        all.last().unwrap().meta.position
+    );
+    let by_id: BTreeMap<Uuid, u64> = all
+        .iter()
+        .map(|e| (e.meta.event_id, e.meta.position))
+        .collect();
+    assert_eq!(by_id.len(), all.len(), "event ids must be unique");
+
+    // Each stream: versions 1..=n, positions increasing with versions and equal to the
+    // global log's.
+    let ids: BTreeSet<String> = all.iter().map(|e| e.meta.stream_id.clone()).collect();
+    for id in ids {
+        let stream = read(&store, ACCOUNT, &id, StreamRange::ALL).await;
+        assert_eq!(
+            versions(&stream),
+            (1..=stream.len() as u64).collect::<Vec<_>>()
+        );
+        assert!(positions(&stream).windows(2).all(|w| w[0] < w[1]));
+        for e in &stream {
+            assert_eq!(by_id[&e.meta.event_id], e.meta.position);
+        }
+    }
+}
+
+pub async fn metadata_round_trips<S: EventStore + SnapshotStore>(store: S) {
+    let headers: Headers = [
+        ("user", "zoë"),
+        ("crab", "🦀 rust"),
+        ("quote", "it's \"quoted\" \\ back"),
+        ("ключ", "значение"),
+        ("empty", ""),
+        ("multi\nline", "a\nb\tc"),
+        ("sql", "'; DROP TABLE events; --"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let meta = CommitMeta {
+        command_id: Some(Uuid::new_v4()),
+        correlation_id: Some(Uuid::new_v4()),
+        causation_id: Some(Uuid::new_v4()),
+        headers: headers.clone(),
+    };
+    let events = vec![
+        NewEvent::new("Opened", 1, json!({ "owner": "ada" }).to_string()),
+        NewEvent::new("Deposited", 3, json!({ "amount": 5 }).to_string()),
+    ];
+    let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+
+    let before = OffsetDateTime::now_utc();
+    let outcome = store
+        .append(ACCOUNT, "a", ExpectedVersion::NoStream, events, &meta)
+        .await
+        .unwrap();
+    let after = OffsetDateTime::now_utc();
+    append(
+        &store,
+        ACCOUNT,
+        "b",
+        ExpectedVersion::NoStream,
+        numbered(1, 1),
+    )
+    .await;
+
+    let stream = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
+    assert_eq!(stream.len(), 2);
+    for (e, (version, (event_id, (event_type, event_version)))) in stream
+        .iter()
+        .zip((1..).zip(event_ids.iter().zip([("Opened", 1), ("Deposited", 3)])))
+    {
+        let m = &e.meta;
+        assert_eq!(m.stream_type, ACCOUNT);
+        assert_eq!(m.stream_id, "a");
+        assert_eq!(m.version, version);
+        assert_eq!(m.event_id, *event_id);
+        assert_eq!(
+            (m.event_type.as_str(), m.event_version),
+            (event_type, event_version)
+        );
+        assert_eq!(m.command_id, meta.command_id);
+        assert_eq!(m.correlation_id, meta.correlation_id);
+        assert_eq!(m.causation_id, meta.causation_id);
+        assert_eq!(m.headers, headers);
+        assert_eq!(m.recorded_at.offset(), time::UtcOffset::UTC);
+        assert_eq!(
+            m.recorded_at.nanosecond() % 1_000,
+            0,
+            "microsecond precision"
+        );
+        // The database clock may be a little off the test's; allow a second of skew.
+        let slack = time::Duration::seconds(1);
+        assert!(
+            before - slack <= m.recorded_at && m.recorded_at <= after + slack,
+            "recorded_at {} not within [{before}, {after}]",
+            m.recorded_at
+        );
+    }
+    assert_eq!(outcome.last_position, stream[1].meta.position);
+
+    // The global log shows the same metadata, and absent metadata reads back absent.
+    let all = read_all(&store).await;
+    assert_eq!(all[..2], stream[..]);
+    let plain = &all[2].meta;
+    assert_eq!(
+        (plain.command_id, plain.correlation_id, plain.causation_id),
+        (None, None, None)
+    );
+    assert!(plain.headers.is_empty());
+}
+
+pub async fn payloads_round_trip<S: EventStore + SnapshotStore>(store: S) {
+    let payloads = [
+        json!({}),
+        json!({ "text": "zoë 🦀 ключ 日本語", "escaped": "quote \" backslash \\ newline \n tab \t" }),
+        json!({ "nested": { "list": [1, 2.5, -3, null, true, "x"], "empty": {} } }),
+        json!({ "big": u64::MAX, "negative": i64::MIN, "float": 1.0e-7 }),
+        json!({ "sql": "'); DROP TABLE events; --", "like": "%_" }),
+        json!([1, 2, 3]),
+        json!("a bare string"),
+        json!({ "long": "x".repeat(200_000) }),
+    ];
+    for payload in &payloads {
+        append(
+            &store,
+            ACCOUNT,
+            "a",
+            ExpectedVersion::Any,
+            vec![event("Noted", payload)],
+        )
+        .await;
+    }
+    let stored = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
+    assert_eq!(stored.len(), payloads.len());
+    for (e, payload) in stored.iter().zip(&payloads) {
+        assert_eq!(&json_of(&e.payload), payload);
+    }
+    assert_eq!(read_all(&store).await, stored);
+}
+
+pub async fn command_id_appends_once<S: EventStore + SnapshotStore>(store: S) {
+    let command_id = Uuid::new_v4();
+    let meta = CommitMeta {
+        command_id: Some(command_id),
+        ..CommitMeta::default()
+    };
+    assert_eq!(store.command_outcome(command_id).await.unwrap(), None);
+
+    // A refused append does not record the command id.
+    append(
+        &store,
+        ACCOUNT,
+        "a",
+        ExpectedVersion::NoStream,
+        numbered(1, 1),
+    )
+    .await;
+    let refused = store
+        .append(
+            ACCOUNT,
+            "a",
+            ExpectedVersion::Exact(7),
+            numbered(2, 2),
+            &meta,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::WrongExpectedVersion { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.command_outcome(command_id).await.unwrap(), None);
+
+    let first = store
+        .append(
+            ACCOUNT,
+            "a",
+            ExpectedVersion::Exact(1),
+            numbered(2, 2),
+            &meta,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.first_version, first.last_version, first.duplicate),
+        (2, 3, false)
+    );
+    let snapshot = observe(&store, ACCOUNT, "a").await;
+
+    // Whatever the expected version, events or stream, the same id appends nothing and
+    // returns the first outcome.
+    for (stream_id, expected) in [
+        ("a", ExpectedVersion::Exact(3)),
+        ("a", ExpectedVersion::NoStream),
+        ("a", ExpectedVersion::Any),
+        ("other", ExpectedVersion::NoStream),
+    ] {
+        let again = store
+            .append(ACCOUNT, stream_id, expected, numbered(9, 3), &meta)
+            .await
+            .unwrap_or_else(|e| panic!("repeated command id on {stream_id} {expected:?}: {e}"));
+        assert_eq!(
+            again,
+            AppendOutcome {
+                duplicate: true,
+                ..first.clone()
+            }
+        );
+    }
+    assert_eq!(observe(&store, ACCOUNT, "a").await, snapshot);
+    assert_eq!(store.stream_version(ACCOUNT, "other").await.unwrap(), None);
+
+    let recorded = store.command_outcome(command_id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            recorded.first_version,
+            recorded.last_version,
+            recorded.last_position
+        ),
+        (first.first_version, first.last_version, first.last_position)
+    );
+    let stream = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
+    let command_ids: Vec<Option<Uuid>> = stream.iter().map(|e| e.meta.command_id).collect();
+    assert_eq!(command_ids, [None, Some(command_id), Some(command_id)]);
+
+    // Another command id is independent.
+    let other = CommitMeta {
+        command_id: Some(Uuid::new_v4()),
+        ..CommitMeta::default()
+    };
+    let next = store
+        .append(
+            ACCOUNT,
+            "a",
+            ExpectedVersion::Exact(3),
+            numbered(4, 1),
+            &other,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (next.first_version, next.last_version, next.duplicate),
+        (4, 4, false)
+    );
+}
+
+pub async fn empty_append_records_command_id<S: EventStore + SnapshotStore>(store: S) {
+    append(
+        &store,
+        ACCOUNT,
+        "a",
+        ExpectedVersion::NoStream,
+        numbered(1, 2),
+    )
+    .await;
+    let meta = CommitMeta {
+        command_id: Some(Uuid::new_v4()),
+        ..CommitMeta::default()
+    };
+    let first = store
+        .append(ACCOUNT, "a", ExpectedVersion::Exact(2), Vec::new(), &meta)
+        .await
+        .unwrap();
+    let expected = AppendOutcome {
+        first_version: 2,
+        last_version: 2,
+        last_position: 0,
+        duplicate: false,
+    };
+    assert_eq!(first, expected);
+    let before = observe(&store, ACCOUNT, "a").await;
+    let again = store
+        .append(ACCOUNT, "a", ExpectedVersion::Any, numbered(3, 1), &meta)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        AppendOutcome {
+            duplicate: true,
+            ..expected.clone()
+        }
+    );
+    assert_eq!(observe(&store, ACCOUNT, "a").await, before);
+    let recorded = store
+        .command_outcome(meta.command_id.unwrap())
+        .await
+        .unwrap()
+        .expect("an empty append records its command id");
+    assert_eq!(
+        (
+            recorded.first_version,
+            recorded.last_version,
+            recorded.last_position
+        ),
+        (2, 2, 0)
+    );
+
+    // On a missing stream: recorded, and the stream still does not exist.
+    let meta = CommitMeta {
+        command_id: Some(Uuid::new_v4()),
+        ..CommitMeta::default()
+    };
+    let first = store
+        .append(ACCOUNT, "new", ExpectedVersion::NoStream, Vec::new(), &meta)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.first_version, first.last_version, first.last_position),
+        (0, 0, 0)
+    );
+    assert_eq!(store.stream_version(ACCOUNT, "new").await.unwrap(), None);
+    let again = store
+        .append(
+            ACCOUNT,
+            "new",
+            ExpectedVersion::NoStream,
+            numbered(1, 1),
+            &meta,
+        )
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(store.stream_version(ACCOUNT, "new").await.unwrap(), None);
+
+    // A refused empty append records nothing.
+    let meta = CommitMeta {
+        command_id: Some(Uuid::new_v4()),
+        ..CommitMeta::default()
+    };
+    let refused = store
+        .append(ACCOUNT, "a", ExpectedVersion::NoStream, Vec::new(), &meta)
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::WrongExpectedVersion { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store
+            .command_outcome(meta.command_id.unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Stream ids and types full of SQL and LIKE metacharacters, quotes and unicode.
+fn hostile_ids() -> Vec<String> {
+    [
+        "'; DROP TABLE events; --",
+        "\" OR \"1\"=\"1",
+        "Robert'); DELETE FROM snapshots; --",
+        "' OR 1=1 --",
+        "%",
+        "_",
+        "a%",
+        "a_c",
+        "abc",
+        "\\",
+        "\\'",
+        "''",
+        "$1",
+        "?",
+        ":name",
+        "@p1",
+        "/* comment",
+        "-- comment",
+        "a;b",
+        "ä/ö/ü",
+        "🦀🦀",
+        "zero\u{200b}width",
+        "  padded  ",
+        "NULL",
+        "null",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain([
+        "x".repeat(MAX_STREAM_ID_LEN),
+        "é".repeat(MAX_STREAM_ID_LEN / 2),
+    ])
+    .collect()
+}
+
+pub async fn hostile_ids_are_stored_verbatim<S: EventStore + SnapshotStore>(store: S) {
+    let ids = hostile_ids();
+    let hostile_type = "'); DROP TABLE streams; --";
+    for (i, id) in (1..).zip(&ids) {
+        for stream_type in [ACCOUNT, hostile_type] {
+            let outcome = append(
+                &store,
+                stream_type,
+                id,
+                ExpectedVersion::NoStream,
+                numbered(i, 2),
+            )
+            .await;
+            assert_eq!(outcome.last_version, 2, "{id:?}");
+            store
+                .save_snapshot(
+                    stream_type,
+                    id,
+                    Snapshot {
+                        version: 2,
+                        snapshot_version: 1,
+                        state: json!({ "id": id }).to_string(),
+                    },
+                )
+                .await
+                .unwrap_or_else(|e| panic!("snapshot of {id:?}: {e}"));
+        }
+    }
+    for (i, id) in (1..).zip(&ids) {
+        for stream_type in [ACCOUNT, hostile_type] {
+            let events = read(&store, stream_type, id, StreamRange::ALL).await;
+            assert_eq!(versions(&events), [1, 2], "{stream_type:?}/{id:?}");
+            assert_eq!(ns(&events), [i, i + 1]);
+            for e in &events {
+                assert_eq!(&e.meta.stream_id, id);
+                assert_eq!(e.meta.stream_type, stream_type);
+            }
+            assert_eq!(
+                store.stream_version(stream_type, id).await.unwrap(),
+                Some(2)
+            );
+            let snapshot = store
+                .load_snapshot(stream_type, id, None)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("no snapshot for {id:?}"));
+            assert_eq!(json_of(&snapshot.state), json!({ "id": id }));
+        }
+    }
+    let all = read_all(&store).await;
+    assert_eq!(all.len(), ids.len() * 4);
+    let stored: BTreeSet<&str> = all.iter().map(|e| e.meta.stream_id.as_str()).collect();
+    let expected: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(stored, expected);
+}
+
+/// Stream ids every store must refuse, and the reason it gives.
+fn invalid_ids() -> Vec<(String, &'static str)> {
+    vec![
+        (String::new(), "is empty"),
+        (
+            "x".repeat(MAX_STREAM_ID_LEN + 1),
+            "is longer than 512 bytes",
+        ),
+        (
+            "é".repeat(MAX_STREAM_ID_LEN / 2 + 1),
+            "is longer than 512 bytes",
+        ),
+        ("x".repeat(1_000_000), "is longer than 512 bytes"),
+        ("nul\0byte".to_owned(), "contains a control character"),
+        ("line\nbreak".to_owned(), "contains a control character"),
+        (
+            "carriage\rreturn".to_owned(),
+            "contains a control character",
+        ),
+        ("tab\there".to_owned(), "contains a control character"),
+        (
+            "escape\u{1b}[31mred".to_owned(),
+            "contains a control character",
+        ),
+        ("delete\u{7f}".to_owned(), "contains a control character"),
+        ("next\u{85}line".to_owned(), "contains a control character"),
+    ]
+}
+
+fn assert_invalid<T: std::fmt::Debug>(
+    result: Result<T, StoreError>,
+    what: &str,
+    reason: &str,
+    operation: &str,
+) {
+    match result {
+        Err(StoreError::InvalidStream {
+            what: w,
+            value,
+            reason: r,
+        }) => {
+            assert_eq!((w, r), (what, reason), "{operation}");
+            // The refused value is escaped and shortened for display.
+            assert!(
+                value.len() <= 100,
+                "{operation}: value not shortened: {}",
+                value.len()
+            );
+            assert!(
+                !value.chars().any(char::is_control),
+                "{operation}: {value:?}"
+            );
+        }
+        other => panic!("{operation} with an invalid {what} returned {other:?}"),
+    }
+}
+
+pub async fn invalid_ids_are_refused<S: EventStore + SnapshotStore>(store: S) {
+    let snapshot = Snapshot {
+        version: 1,
+        snapshot_version: 1,
+        state: "{}".to_owned(),
+    };
+    for (bad, reason) in invalid_ids() {
+        for (what, stream_type, stream_id) in [
+            ("stream id", ACCOUNT, bad.as_str()),
+            ("stream type", bad.as_str(), "a"),
+        ] {
+            let op = |name: &str| format!("{name}({stream_type:?}, {stream_id:?})");
+            for expected in [ExpectedVersion::Any, ExpectedVersion::NoStream] {
+                let result = store
+                    .append(
+                        stream_type,
+                        stream_id,
+                        expected,
+                        numbered(1, 1),
+                        &CommitMeta::default(),
+                    )
+                    .await;
+                assert_invalid(result, what, reason, &op("append"));
+            }
+            assert_invalid(
+                store
+                    .read_stream(stream_type, stream_id, StreamRange::ALL)
+                    .await,
+                what,
+                reason,
+                &op("read_stream"),
+            );
+            assert_invalid(
+                store.stream_version(stream_type, stream_id).await,
+                what,
+                reason,
+                &op("stream_version"),
+            );
+            assert_invalid(
+                store
+                    .save_snapshot(stream_type, stream_id, snapshot.clone())
+                    .await,
+                what,
+                reason,
+                &op("save_snapshot"),
+            );
+            assert_invalid(
+                store.load_snapshot(stream_type, stream_id, None).await,
+                what,
+                reason,
+                &op("load_snapshot"),
+            );
+        }
+    }
+    let err = store
+        .append(
+            ACCOUNT,
+            "line\nbreak",
+            ExpectedVersion::Any,
+            numbered(1, 1),
+            &CommitMeta::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid stream id `line\\nbreak`: contains a control character"
+    );
+    assert_eq!(store.head().await.unwrap(), 0);
+    assert!(read_all(&store).await.is_empty());
+    assert_eq!(store.load_snapshot(ACCOUNT, "a", None).await.unwrap(), None);
+}
+
+pub async fn concurrent_appends_never_share_a_version<S: EventStore + SnapshotStore>(store: S) {
+    const TASKS: u64 = 8;
+    const ATTEMPTS: u64 = 25;
+    append(
+        &store,
+        ACCOUNT,
+        "hot",
+        ExpectedVersion::NoStream,
+        numbered(0, 1),
+    )
+    .await;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut won = Vec::new();
+                for attempt in 0..ATTEMPTS {
+                    let seen = store
+                        .stream_version(ACCOUNT, "hot")
+                        .await
+                        .unwrap()
+                        .expect("the stream exists");
+                    // Let the other writers read the same version.
+                    tokio::task::yield_now().await;
+                    let n = 1 + task * ATTEMPTS + attempt;
+                    match store
+                        .append(
+                            ACCOUNT,
+                            "hot",
+                            ExpectedVersion::Exact(seen),
+                            numbered(n, 1),
+                            &CommitMeta::default(),
+                        )
+                        .await
+                    {
+                        Ok(outcome) => {
+                            assert_eq!(outcome.first_version, seen + 1);
+                            won.push((outcome.first_version, n));
+                        }
+                        Err(StoreError::WrongExpectedVersion {
+                            expected, actual, ..
+                        }) => {
+                            assert_eq!(expected, ExpectedVersion::Exact(seen));
+                            let actual = actual.expect("the stream exists");
+                            assert!(actual > seen, "stream went back from {seen} to {actual}");
+                        }
+                        Err(e) => panic!("append failed: {e}"),
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut won = BTreeMap::new();
+    for task in tasks {
+        for (version, n) in task.await.expect("writer task panicked") {
+            assert!(
+                won.insert(version, n).is_none(),
+                "two appends won version {version}"
+            );
+        }
+    }
+    let stream = read(&store, ACCOUNT, "hot", StreamRange::ALL).await;
+    let winners = won.len() as u64;
+    assert!(winners >= 1);
+    assert_eq!(versions(&stream), (1..=winners + 1).collect::<Vec<_>>());
+    let stored: BTreeMap<u64, u64> = stream[1..]
+        .iter()
+        .map(|e| e.meta.version)
+        .zip(ns(&stream[1..]))
+        .collect();
+    assert_eq!(stored, won, "the stream holds exactly the winning appends");
+    assert_eq!(read_all(&store).await, stream);
+}
+
+pub async fn snapshots_save_and_load<S: EventStore + SnapshotStore>(store: S) {
+    assert_eq!(store.load_snapshot(ACCOUNT, "a", None).await.unwrap(), None);
+    let snap = |version: u64, state: Value| Snapshot {
+        version,
+        snapshot_version: 7,
+        state: state.to_string(),
+    };
+    for version in [6, 3, 9] {
+        store
+            .save_snapshot(
+                ACCOUNT,
+                "a",
+                snap(version, json!({ "at": version, "name": "zoë 🦀" })),
+            )
+            .await
+            .unwrap();
+    }
+    let load = |max: Option<u64>| {
+        let store = store.clone();
+        async move {
+            store
+                .load_snapshot(ACCOUNT, "a", max)
+                .await
+                .unwrap()
+                .map(|s| (s.version, s.snapshot_version, json_of(&s.state)))
+        }
+    };
+    let at = |v: u64| Some((v, 7, json!({ "at": v, "name": "zoë 🦀" })));
+    assert_eq!(load(None).await, at(9));
+    assert_eq!(load(Some(u64::MAX)).await, at(9));
+    assert_eq!(load(Some(9)).await, at(9));
+    assert_eq!(load(Some(8)).await, at(6));
+    assert_eq!(load(Some(6)).await, at(6));
+    assert_eq!(load(Some(5)).await, at(3));
+    assert_eq!(load(Some(2)).await, None);
+    assert_eq!(load(Some(0)).await, None);
+
+    // Saving at the same version replaces.
+    store
+        .save_snapshot(ACCOUNT, "a", snap(6, json!({ "replaced": true })))
+        .await
+        .unwrap();
+    assert_eq!(
+        load(Some(6)).await,
+        Some((6, 7, json!({ "replaced": true })))
+    );
+    assert_eq!(load(None).await, at(9));
+
+    // Snapshots belong to one stream.
+    assert_eq!(store.load_snapshot(ACCOUNT, "b", None).await.unwrap(), None);
+    assert_eq!(
+        store.load_snapshot("ledger", "a", None).await.unwrap(),
+        None
+    );
+    // And are not events.
+    assert!(read_all(&store).await.is_empty());
+}
+
+pub async fn large_numbers_never_wrap<S: EventStore + SnapshotStore>(store: S) {
+    // The largest event version either round-trips or is refused as out of range; it
+    // never comes back as something else.
+    let result = store
+        .append(
+            ACCOUNT,
+            "a",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("Noted", u32::MAX, "{}".to_owned())],
+            &CommitMeta::default(),
+        )
+        .await;
+    let stream = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
+    match result {
+        Ok(_) => assert_eq!(stream[0].meta.event_version, u32::MAX),
+        Err(StoreError::OutOfRange { .. }) => assert!(stream.is_empty()),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+
+    // Same for a snapshot at a version beyond what the database holds.
+    let result = store
+        .save_snapshot(
+            ACCOUNT,
+            "b",
+            Snapshot {
+                version: u64::MAX,
+                snapshot_version: u32::MAX,
+                state: "{}".to_owned(),
+            },
+        )
+        .await;
+    let loaded = store.load_snapshot(ACCOUNT, "b", None).await.unwrap();
+    match result {
+        Ok(()) => {
+            let loaded = loaded.expect("saved snapshot");
+            assert_eq!(
+                (loaded.version, loaded.snapshot_version),
+                (u64::MAX, u32::MAX)
+            );
+        }
+        Err(StoreError::OutOfRange { .. }) => assert_eq!(loaded, None),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+pub async fn duplicate_event_id_is_refused<S: EventStore + SnapshotStore>(store: S) {
+    let first = event("Noted", &json!({ "n": 1 }));
+    append(
+        &store,
+        ACCOUNT,
+        "a",
+        ExpectedVersion::Any,
+        vec![first.clone()],
+    )
+    .await;
+    let before = observe(&store, ACCOUNT, "b").await;
+
+    // Already stored (in another stream), and twice in one batch: the whole append is
+    // refused.
+    let mut reused = event("Noted", &json!({ "n": 2 }));
+    reused.event_id = first.event_id;
+    let twice = event("Noted", &json!({ "n": 3 }));
+    for batch in [
+        vec![event("Noted", &json!({ "n": 4 })), reused],
+        vec![twice.clone(), twice],
+    ] {
+        let result = store
+            .append(
+                ACCOUNT,
+                "b",
+                ExpectedVersion::Any,
+                batch,
+                &CommitMeta::default(),
+            )
+            .await;
+        assert!(
+            matches!(
+                result,
+                Err(StoreError::Database {
+                    operation: "append",
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(observe(&store, ACCOUNT, "b").await, before);
+    }
+}
