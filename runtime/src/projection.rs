@@ -5,7 +5,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::error::{BoxError, StoreError};
-use crate::store::{EventFilter, EventMeta, EventStore, RecordedEvent};
+use crate::store::{
+    AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, NewEvent,
+    RecordedEvent,
+};
 
 /// An error from a projection or its runner.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +116,20 @@ pub trait CheckpointStore: EventStore {
 
     /// Commits a transaction.
     fn commit(&self, tx: Self::Tx) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Appends like [`EventStore::append`], inside `tx`: the events commit with it, and are
+    /// returned as stored (positions, times) for inline projections to handle in the same
+    /// transaction. A duplicate command id returns the first outcome and no events.
+    #[allow(clippy::too_many_arguments)]
+    fn append_in<'a>(
+        &'a self,
+        tx: &'a mut Self::Tx,
+        stream_type: &'a str,
+        stream_id: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        meta: &'a CommitMeta,
+    ) -> impl Future<Output = Result<(AppendOutcome, Vec<RecordedEvent>), StoreError>> + Send + 'a;
 
     /// The committed checkpoint of a projection (0 if it never ran).
     fn checkpoint(&self, name: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;

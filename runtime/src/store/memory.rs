@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::{
@@ -21,6 +21,8 @@ pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     appended: Arc<Notify>,
     leases: Arc<Mutex<HashSet<String>>>,
+    /// Serializes transactions (and so appends): see [`MemoryTx`].
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -65,83 +67,11 @@ impl EventStore for MemoryStore {
         events: Vec<NewEvent>,
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        let mut inner = self.lock();
-        if let Some(first) = meta.command_id.and_then(|id| inner.commands.get(&id)) {
-            return Ok(AppendOutcome {
-                duplicate: true,
-                ..first.clone()
-            });
-        }
-        let k = key(stream_type, stream_id);
-        let actual = inner
-            .streams
-            .get(&k)
-            .map(|v| v.len() as u64)
-            .filter(|&n| n > 0);
-        if !expected.accepts(actual) {
-            return Err(StoreError::WrongExpectedVersion {
-                stream_type: k.0,
-                stream_id: k.1,
-                expected,
-                actual,
-            });
-        }
-        let mut batch_ids = HashSet::with_capacity(events.len());
-        if let Some(event) = events
-            .iter()
-            .find(|e| inner.event_ids.contains(&e.event_id) || !batch_ids.insert(e.event_id))
-        {
-            return Err(StoreError::database(
-                "append",
-                format!("event id {} is not unique", event.event_id),
-            ));
-        }
-        inner.event_ids.extend(batch_ids);
-        let current = actual.unwrap_or(0);
-        let recorded_at = now_micros();
-        let mut last_position = 0;
-        let mut indexes = Vec::with_capacity(events.len());
-        let count = events.len() as u64;
-        for (offset, event) in (1..).zip(events) {
-            let index = inner.log.len();
-            let position = index as u64 + 1;
-            last_position = position;
-            indexes.push(index);
-            inner.log.push(RecordedEvent {
-                meta: EventMeta {
-                    position,
-                    stream_type: k.0.clone(),
-                    stream_id: k.1.clone(),
-                    version: current + offset,
-                    event_type: event.event_type,
-                    event_version: event.event_version,
-                    event_id: event.event_id,
-                    command_id: meta.command_id,
-                    correlation_id: meta.correlation_id,
-                    causation_id: meta.causation_id,
-                    recorded_at,
-                    headers: meta.headers.clone(),
-                },
-                payload: event.payload,
-            });
-        }
-        if !indexes.is_empty() {
-            inner.streams.entry(k).or_default().extend(indexes);
-        }
-        let outcome = AppendOutcome {
-            first_version: if count == 0 { current } else { current + 1 },
-            last_version: current + count,
-            last_position,
-            duplicate: false,
-        };
-        if let Some(id) = meta.command_id {
-            inner.commands.insert(id, outcome.clone());
-        }
-        drop(inner);
-        if last_position > 0 {
-            self.appended.notify_waiters();
-        }
+        let mut tx = self.begin().await?;
+        let (outcome, _) = self
+            .append_in(&mut tx, stream_type, stream_id, expected, events, meta)
+            .await?;
+        self.commit(tx).await?;
         Ok(outcome)
     }
 
@@ -261,9 +191,36 @@ impl SnapshotStore for MemoryStore {
 
 /// A [`MemoryStore`] transaction: checkpoint moves wait here until commit. A memory read
 /// model lives in the projection itself, so it has nothing else to hold.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryTx {
+    /// Held from `begin` to commit or drop: memory transactions run one at a time, so the
+    /// positions staged here are the ones they get.
+    _writer: OwnedMutexGuard<()>,
     checkpoints: Vec<(String, u64)>,
+    /// Events appended in this transaction, in position order.
+    events: Vec<RecordedEvent>,
+    commands: Vec<(Uuid, AppendOutcome)>,
+}
+
+impl MemoryTx {
+    /// The version of a stream as this transaction sees it.
+    fn version(&self, inner: &Inner, k: &(String, String)) -> Option<u64> {
+        let committed = inner.streams.get(k).map_or(0, |v| v.len() as u64);
+        let staged = self
+            .events
+            .iter()
+            .filter(|e| e.meta.stream_type == k.0 && e.meta.stream_id == k.1)
+            .count() as u64;
+        Some(committed + staged).filter(|&n| n > 0)
+    }
+
+    fn command(&self, inner: &Inner, id: Uuid) -> Option<AppendOutcome> {
+        inner
+            .commands
+            .get(&id)
+            .or_else(|| self.commands.iter().find(|(c, _)| *c == id).map(|(_, o)| o))
+            .cloned()
+    }
 }
 
 /// The lease of a projection on a [`MemoryStore`]; released on drop.
@@ -287,15 +244,115 @@ impl CheckpointStore for MemoryStore {
     type Lease = MemoryLease;
 
     async fn begin(&self) -> Result<MemoryTx, StoreError> {
-        Ok(MemoryTx::default())
+        Ok(MemoryTx {
+            _writer: Arc::clone(&self.writer).lock_owned().await,
+            checkpoints: Vec::new(),
+            events: Vec::new(),
+            commands: Vec::new(),
+        })
     }
 
     async fn commit(&self, tx: MemoryTx) -> Result<(), StoreError> {
+        let appended = !tx.events.is_empty();
         let mut inner = self.lock();
+        for event in tx.events {
+            let index = inner.log.len();
+            debug_assert_eq!(index as u64 + 1, event.meta.position);
+            let k = key(&event.meta.stream_type, &event.meta.stream_id);
+            inner.streams.entry(k).or_default().push(index);
+            inner.event_ids.insert(event.meta.event_id);
+            inner.log.push(event);
+        }
+        inner.commands.extend(tx.commands);
         for (name, position) in tx.checkpoints {
             inner.checkpoints.insert(name, position);
         }
+        drop(inner);
+        if appended {
+            self.appended.notify_waiters();
+        }
         Ok(())
+    }
+
+    async fn append_in<'a>(
+        &'a self,
+        tx: &'a mut MemoryTx,
+        stream_type: &'a str,
+        stream_id: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        meta: &'a CommitMeta,
+    ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
+        validate_stream(stream_type, stream_id)?;
+        let inner = self.lock();
+        if let Some(first) = meta.command_id.and_then(|id| tx.command(&inner, id)) {
+            return Ok((
+                AppendOutcome {
+                    duplicate: true,
+                    ..first
+                },
+                Vec::new(),
+            ));
+        }
+        let k = key(stream_type, stream_id);
+        let actual = tx.version(&inner, &k);
+        if !expected.accepts(actual) {
+            return Err(StoreError::WrongExpectedVersion {
+                stream_type: k.0,
+                stream_id: k.1,
+                expected,
+                actual,
+            });
+        }
+        let mut batch_ids = HashSet::with_capacity(events.len());
+        let taken = |id: &Uuid| {
+            inner.event_ids.contains(id) || tx.events.iter().any(|e| e.meta.event_id == *id)
+        };
+        if let Some(event) = events
+            .iter()
+            .find(|e| taken(&e.event_id) || !batch_ids.insert(e.event_id))
+        {
+            return Err(StoreError::database(
+                "append",
+                format!("event id {} is not unique", event.event_id),
+            ));
+        }
+        let current = actual.unwrap_or(0);
+        let next_position = (inner.log.len() + tx.events.len()) as u64 + 1;
+        drop(inner);
+        let recorded_at = now_micros();
+        let count = events.len() as u64;
+        let recorded: Vec<RecordedEvent> = (0..)
+            .zip(events)
+            .map(|(offset, event)| RecordedEvent {
+                meta: EventMeta {
+                    position: next_position + offset,
+                    stream_type: k.0.clone(),
+                    stream_id: k.1.clone(),
+                    version: current + offset + 1,
+                    event_type: event.event_type,
+                    event_version: event.event_version,
+                    event_id: event.event_id,
+                    command_id: meta.command_id,
+                    correlation_id: meta.correlation_id,
+                    causation_id: meta.causation_id,
+                    recorded_at,
+                    headers: meta.headers.clone(),
+                },
+                payload: event.payload,
+            })
+            .collect();
+        let outcome = AppendOutcome {
+            first_version: if count == 0 { current } else { current + 1 },
+            last_version: current + count,
+            last_position: recorded.last().map_or(0, |e| e.meta.position),
+            duplicate: false,
+        };
+        if let Some(id) = meta.command_id {
+            tx.commands.push((id, outcome.clone()));
+        }
+        tx.events.extend(recorded.iter().cloned());
+        Ok((outcome, recorded))
     }
 
     async fn checkpoint(&self, name: &str) -> Result<u64, StoreError> {
