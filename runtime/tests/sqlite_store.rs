@@ -359,6 +359,14 @@ async fn expected_version_modes() {
 async fn concurrent_appenders_never_both_succeed_from_one_version() {
     let dir = TempDir::new("race");
     let store = SqliteStore::open(dir.db()).await.unwrap();
+    // Stores opened separately share nothing in-process, like two processes: only SQLite's
+    // write lock orders their appends.
+    let stores = [
+        store.clone(),
+        SqliteStore::open(dir.db()).await.unwrap(),
+        SqliteStore::open(dir.db()).await.unwrap(),
+        SqliteStore::open(dir.db()).await.unwrap(),
+    ];
     const TASKS: u32 = 8;
     const ROUNDS: u64 = 10;
     for round in 0..ROUNDS {
@@ -371,7 +379,7 @@ async fn concurrent_appenders_never_both_succeed_from_one_version() {
         let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS as usize));
         let tasks: Vec<_> = (0..TASKS)
             .map(|i| {
-                let store = store.clone();
+                let store = stores[i as usize % stores.len()].clone();
                 let barrier = barrier.clone();
                 tokio::spawn(async move {
                     barrier.wait().await;
@@ -421,11 +429,16 @@ async fn concurrent_appenders_never_both_succeed_from_one_version() {
 async fn concurrent_read_modify_append_loses_no_update() {
     let dir = TempDir::new("no-lost-update");
     let store = SqliteStore::open(dir.db()).await.unwrap();
+    let other = SqliteStore::open(dir.db()).await.unwrap();
     const TASKS: u32 = 8;
     const PER_TASK: u32 = 15;
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
-            let store = store.clone();
+            let store = if t % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
             tokio::spawn(async move {
                 let mut conflicts = 0u32;
                 for n in 0..PER_TASK {
@@ -473,6 +486,52 @@ async fn concurrent_read_modify_append_loses_no_update() {
         store.stream_version("acc", "hot").await.unwrap(),
         Some(total)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_unchecked_appends_from_separate_stores_all_land() {
+    let dir = TempDir::new("any");
+    let first = SqliteStore::open(dir.db()).await.unwrap();
+    let second = SqliteStore::open(dir.db()).await.unwrap();
+    let tasks: Vec<_> = (0..8u32)
+        .map(|t| {
+            let store = if t % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            tokio::spawn(async move {
+                for n in 0..10 {
+                    // `Any` and `Exists` read the version before writing: only the write
+                    // lock taken up front keeps that read current.
+                    let expected = if n == 0 {
+                        ExpectedVersion::Any
+                    } else {
+                        ExpectedVersion::Exists
+                    };
+                    store
+                        .append(
+                            "acc",
+                            "shared",
+                            expected,
+                            vec![event("E", t * 100 + n)],
+                            &no_meta(),
+                        )
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = first
+        .read_stream("acc", "shared", StreamRange::ALL)
+        .await
+        .unwrap();
+    let versions: Vec<u64> = events.iter().map(|e| e.meta.version).collect();
+    assert_eq!(versions, (1..=80).collect::<Vec<_>>());
 }
 
 #[tokio::test]

@@ -3,12 +3,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::error::ErrorKind;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Decode, Executor, Row, Sqlite, Type};
 use time::OffsetDateTime;
@@ -19,7 +20,7 @@ use super::{
     now_micros, validate_stream, AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore,
     ExpectedVersion, Headers, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
 };
-use crate::error::StoreError;
+use crate::error::{BoxError, StoreError};
 
 /// The schema, in order. Append new files; never edit an applied one.
 const MIGRATIONS: &[Migration] = &[Migration {
@@ -49,6 +50,10 @@ const MAX_MERGED_TYPES: usize = 16;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Queues this process's appends before they take SQLite's write lock: a writer finding
+    /// that lock taken sleeps in SQLite's busy handler (1 ms, then longer), one waiting here
+    /// is woken as soon as the previous append commits.
+    write: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -65,23 +70,24 @@ impl SqliteStore {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        let failed = |source: BoxError| {
+            StoreError::database(
+                "open",
+                OpenFailed {
+                    path: path.to_owned(),
+                    source,
+                },
+            )
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options)
             .await
-            .map_err(|source| {
-                StoreError::database(
-                    "open",
-                    OpenFailed {
-                        path: path.to_owned(),
-                        source,
-                    },
-                )
-            })?;
+            .map_err(|e| failed(e.into()))?;
+        enable_wal(&pool).await.map_err(failed)?;
         Self::from_pool(pool).await
     }
 
@@ -107,7 +113,7 @@ impl SqliteStore {
                     "open",
                     OpenFailed {
                         path: PathBuf::from(":memory:"),
-                        source,
+                        source: source.into(),
                     },
                 )
             })?;
@@ -120,7 +126,10 @@ impl SqliteStore {
     /// Appends take the write lock with `BEGIN IMMEDIATE`; give the pool a busy timeout so
     /// concurrent writers wait for each other rather than fail.
     pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            write: Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -227,19 +236,88 @@ const APPEND_LOOKUP: &str = "\
            c.first_version, c.last_version, c.last_position \
     FROM (SELECT 1) LEFT JOIN annals_commands c ON c.command_id = ?3";
 
-const INSERT_EVENT: &str = "\
-    INSERT INTO annals_events (stream_type, stream_id, version, event_type, event_version, \
-        event_id, command_id, correlation_id, causation_id, recorded_at, headers, payload) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+// An append runs as few statements as it can: each is a round trip to the connection's
+// worker thread. The statements of one string share the numbered parameters:
+//   ?1 stream type, ?2 stream id, ?3 version, ?4 event type, ?5 event version, ?6 event id,
+//   ?7 command id, ?8 correlation id, ?9 causation id, ?10 recorded at, ?11 headers,
+//   ?12 payload, ?13 the append's first version, ?14 the version the stream must be at.
 
-const UPSERT_STREAM: &str = "\
-    INSERT INTO annals_streams (stream_type, stream_id, version) VALUES (?1, ?2, ?3) \
-    ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version";
+/// The columns an event insert fills.
+macro_rules! insert_event_into {
+    () => {
+        "INSERT INTO annals_events (stream_type, stream_id, version, event_type, event_version, \
+             event_id, command_id, correlation_id, causation_id, recorded_at, headers, payload) "
+    };
+}
 
-const INSERT_COMMAND: &str = "\
+/// Inserts an event.
+macro_rules! insert_event {
+    () => {
+        concat!(
+            insert_event_into!(),
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12);"
+        )
+    };
+}
+
+/// Inserts the first event of an append only if the stream is at version `?14` (0: no
+/// stream) and the command id is new; otherwise inserts nothing.
+macro_rules! insert_checked_event {
+    () => {
+        concat!(
+            insert_event_into!(),
+            "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 \
+             WHERE COALESCE((SELECT version FROM annals_streams \
+                              WHERE stream_type = ?1 AND stream_id = ?2), 0) = ?14 \
+               AND NOT EXISTS (SELECT 1 FROM annals_commands WHERE command_id = ?7);"
+        )
+    };
+}
+
+/// After the last event's insert (if it inserted a row): the stream is at version `?3`.
+macro_rules! then_stream_version {
+    () => {
+        "INSERT INTO annals_streams (stream_type, stream_id, version) \
+         SELECT ?1, ?2, ?3 WHERE changes() = 1 \
+         ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version;"
+    };
+}
+
+/// After that (if it changed a row): the command's outcome. `annals_streams` is a
+/// `WITHOUT ROWID` table, so `last_insert_rowid()` is still the event's position.
+macro_rules! then_command_outcome {
+    () => {
+        "INSERT INTO annals_commands (command_id, stream_type, stream_id, first_version, \
+             last_version, last_position) \
+         SELECT ?7, ?1, ?2, ?13, ?3, last_insert_rowid() WHERE changes() = 1;"
+    };
+}
+
+/// The statements for one event, by (is it the first, the last, is there a command id).
+fn insert_statement(first: bool, last: bool, command: bool) -> &'static str {
+    match (first, last, command) {
+        (true, false, _) => insert_checked_event!(),
+        (true, true, false) => concat!(insert_checked_event!(), then_stream_version!()),
+        (true, true, true) => concat!(
+            insert_checked_event!(),
+            then_stream_version!(),
+            then_command_outcome!()
+        ),
+        (false, false, _) => insert_event!(),
+        (false, true, false) => concat!(insert_event!(), then_stream_version!()),
+        (false, true, true) => concat!(
+            insert_event!(),
+            then_stream_version!(),
+            then_command_outcome!()
+        ),
+    }
+}
+
+/// Records the outcome of an empty append.
+const INSERT_EMPTY_COMMAND: &str = "\
     INSERT INTO annals_commands (command_id, stream_type, stream_id, first_version, \
         last_version, last_position) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    VALUES (?1, ?2, ?3, ?4, ?4, 0)";
 
 const READ_STREAM: &str = concat!(
     "SELECT ",
@@ -323,49 +401,62 @@ impl EventStore for SqliteStore {
             .map_err(|e| StoreError::database("header encoding", e))?;
         let command_id = meta.command_id.map(Uuid::hyphenated);
 
+        let _queued = self.write.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| StoreError::database(OP, e))?;
-        let row = sqlx::query(APPEND_LOOKUP)
-            .bind(stream_type)
-            .bind(stream_id)
-            .bind(command_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| StoreError::database(OP, e))?;
-        if let Some(first_version) = column::<Option<i64>>(&row, 1, 0)? {
-            let first = AppendOutcome {
-                first_version: stored_u64(first_version, "command first version", 0)?,
-                last_version: stored_u64(column(&row, 2, 0)?, "command last version", 0)?,
-                last_position: stored_u64(column(&row, 3, 0)?, "command last position", 0)?,
-                duplicate: true,
-            };
-            rollback(tx).await?;
-            return Ok(first);
-        }
-        let actual = column::<Option<i64>>(&row, 0, 0)?
-            .map(|v| stored_u64(v, "stream version", 0))
-            .transpose()?;
-        if !expected.accepts(actual) {
-            rollback(tx).await?;
-            return Err(wrong_version(stream_type, stream_id, expected, actual));
-        }
+        // When the writer names the version (the repository always does), the first insert
+        // checks it: no lookup round trip unless the check fails.
+        let named = match expected {
+            ExpectedVersion::NoStream => Some(0),
+            ExpectedVersion::Exact(n) => i64::try_from(n).is_ok().then_some(n),
+            ExpectedVersion::Any | ExpectedVersion::Exists => None,
+        };
+        let current = match named.filter(|_| !events.is_empty()) {
+            Some(current) => current,
+            None => match check(&mut tx, stream_type, stream_id, expected, command_id).await? {
+                Checked::Accepted(current) => current,
+                refused => return refused.refuse(tx, stream_type, stream_id, expected).await,
+            },
+        };
 
-        let current = actual.unwrap_or(0);
+        let Some(count) = u64::try_from(events.len()).ok().filter(|&n| n > 0) else {
+            if let Some(command_id) = command_id {
+                sqlx::query(INSERT_EMPTY_COMMAND)
+                    .bind(command_id)
+                    .bind(stream_type)
+                    .bind(stream_id)
+                    .bind(to_i64(current, "stream version")?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::database(OP, e))?;
+            }
+            tx.commit().await.map_err(|e| StoreError::database(OP, e))?;
+            return Ok(AppendOutcome {
+                first_version: current,
+                last_version: current,
+                last_position: 0,
+                duplicate: false,
+            });
+        };
+        let last_version = current.checked_add(count).ok_or(StoreError::OutOfRange {
+            what: "stream version",
+            value: current,
+        })?;
+        let at = to_i64(current, "stream version")?;
+        let first = to_i64(current + 1, "stream version")?;
+        let last = to_i64(last_version, "stream version")?;
+
         let recorded_at = micros(now_micros());
-        let mut version = current;
         let mut last_position = 0;
-        for event in events {
-            version = version.checked_add(1).ok_or(StoreError::OutOfRange {
-                what: "stream version",
-                value: u64::MAX,
-            })?;
-            let inserted = sqlx::query(INSERT_EVENT)
+        for (version, event) in (first..).zip(events) {
+            let sql = insert_statement(version == first, version == last, command_id.is_some());
+            let inserted = sqlx::query(sql)
                 .bind(stream_type)
                 .bind(stream_id)
-                .bind(to_i64(version, "stream version")?)
+                .bind(version)
                 .bind(event.event_type)
                 .bind(i64::from(event.event_version))
                 .bind(event.event_id.hyphenated())
@@ -375,15 +466,23 @@ impl EventStore for SqliteStore {
                 .bind(recorded_at)
                 .bind(headers.as_str())
                 .bind(event.payload)
+                .bind(first)
+                .bind(at)
                 .execute(&mut *tx)
                 .await;
             match inserted {
+                Ok(done) if done.rows_affected() == 0 => {
+                    // The first insert's check failed: say why.
+                    let checked =
+                        check(&mut tx, stream_type, stream_id, expected, command_id).await?;
+                    return checked.refuse(tx, stream_type, stream_id, expected).await;
+                }
                 Ok(done) => {
                     last_position = stored_u64(done.last_insert_rowid(), "position", 0)?;
                 }
                 Err(e) if is_version_conflict(&e) => {
-                    // Only a writer bypassing `annals_streams` gets here: the lookup above
-                    // ran under the write lock.
+                    // Only a writer bypassing `annals_streams` gets here: the check ran
+                    // under the write lock.
                     rollback(tx).await?;
                     let actual = self.stream_version(stream_type, stream_id).await?;
                     return Err(wrong_version(stream_type, stream_id, expected, actual));
@@ -391,39 +490,13 @@ impl EventStore for SqliteStore {
                 Err(e) => return Err(StoreError::database(OP, e)),
             }
         }
-        if version != current {
-            sqlx::query(UPSERT_STREAM)
-                .bind(stream_type)
-                .bind(stream_id)
-                .bind(to_i64(version, "stream version")?)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::database(OP, e))?;
-        }
-        let outcome = AppendOutcome {
-            first_version: if version == current {
-                current
-            } else {
-                current + 1
-            },
-            last_version: version,
+        tx.commit().await.map_err(|e| StoreError::database(OP, e))?;
+        Ok(AppendOutcome {
+            first_version: current + 1,
+            last_version,
             last_position,
             duplicate: false,
-        };
-        if let Some(command_id) = command_id {
-            sqlx::query(INSERT_COMMAND)
-                .bind(command_id)
-                .bind(stream_type)
-                .bind(stream_id)
-                .bind(to_i64(outcome.first_version, "stream version")?)
-                .bind(to_i64(outcome.last_version, "stream version")?)
-                .bind(to_i64(outcome.last_position, "position")?)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::database(OP, e))?;
-        }
-        tx.commit().await.map_err(|e| StoreError::database(OP, e))?;
-        Ok(outcome)
+        })
     }
 
     async fn read_stream(
@@ -636,6 +709,76 @@ impl SnapshotStore for SqliteStore {
     }
 }
 
+/// What an append's check found, under the write lock.
+enum Checked {
+    /// The command id was seen before: its first outcome.
+    Duplicate(AppendOutcome),
+    /// The stream's version does not satisfy the expectation.
+    Conflict(Option<u64>),
+    /// Go ahead: the stream is at this version (0: no stream).
+    Accepted(u64),
+}
+
+impl Checked {
+    /// Ends the transaction of an append that will not write.
+    async fn refuse(
+        self,
+        tx: sqlx::Transaction<'static, Sqlite>,
+        stream_type: &str,
+        stream_id: &str,
+        expected: ExpectedVersion,
+    ) -> Result<AppendOutcome, StoreError> {
+        rollback(tx).await?;
+        match self {
+            Checked::Duplicate(first) => Ok(first),
+            Checked::Conflict(actual) => {
+                Err(wrong_version(stream_type, stream_id, expected, actual))
+            }
+            // The insert's check and this one read the same rows under the same lock.
+            Checked::Accepted(current) => Err(StoreError::Corrupt {
+                position: 0,
+                reason: format!(
+                    "stream {stream_type}/{stream_id} at version {current} failed the \
+                     version check for {expected}"
+                ),
+            }),
+        }
+    }
+}
+
+/// Looks up the command id's outcome and the stream's version, and checks `expected`.
+async fn check(
+    tx: &mut SqliteConnection,
+    stream_type: &str,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    command_id: Option<uuid::fmt::Hyphenated>,
+) -> Result<Checked, StoreError> {
+    let row = sqlx::query(APPEND_LOOKUP)
+        .bind(stream_type)
+        .bind(stream_id)
+        .bind(command_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| StoreError::database("append", e))?;
+    if let Some(first_version) = column::<Option<i64>>(&row, 1, 0)? {
+        return Ok(Checked::Duplicate(AppendOutcome {
+            first_version: stored_u64(first_version, "command first version", 0)?,
+            last_version: stored_u64(column(&row, 2, 0)?, "command last version", 0)?,
+            last_position: stored_u64(column(&row, 3, 0)?, "command last position", 0)?,
+            duplicate: true,
+        }));
+    }
+    let actual = column::<Option<i64>>(&row, 0, 0)?
+        .map(|v| stored_u64(v, "stream version", 0))
+        .transpose()?;
+    Ok(if expected.accepts(actual) {
+        Checked::Accepted(actual.unwrap_or(0))
+    } else {
+        Checked::Conflict(actual)
+    })
+}
+
 /// Reads one row of [`event_columns!`]; anything out of range or malformed is
 /// [`StoreError::Corrupt`] at the row's position.
 fn decode_event(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
@@ -752,11 +895,33 @@ async fn rollback(tx: sqlx::Transaction<'_, Sqlite>) -> Result<(), StoreError> {
         .map_err(|e| StoreError::database("rollback", e))
 }
 
+/// Switches the database file to the WAL journal unless it is in it already.
+///
+/// The mode is stored in the file, so this runs once, not on every new connection of the
+/// pool: changing it takes a lock that SQLite's busy timeout does not wait for, which would
+/// fail connections opened while another process writes.
+async fn enable_wal(pool: &SqlitePool) -> Result<(), BoxError> {
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await?;
+    if mode.eq_ignore_ascii_case("wal") {
+        return Ok(());
+    }
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+        .fetch_one(pool)
+        .await?;
+    if mode.eq_ignore_ascii_case("wal") {
+        Ok(())
+    } else {
+        Err(format!("the journal mode stayed `{mode}` instead of switching to `wal`").into())
+    }
+}
+
 /// Opening a database file failed.
 #[derive(Debug)]
 struct OpenFailed {
     path: PathBuf,
-    source: sqlx::Error,
+    source: BoxError,
 }
 
 impl fmt::Display for OpenFailed {
@@ -767,7 +932,7 @@ impl fmt::Display for OpenFailed {
 
 impl std::error::Error for OpenFailed {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+        Some(&*self.source)
     }
 }
 
