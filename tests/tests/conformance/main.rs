@@ -11,6 +11,11 @@ mod repository_cases;
 mod store_cases;
 mod stores;
 
+/// What every case needs of a store: what `annals::Repository` needs.
+pub trait Store: annals::EventStore + annals::SnapshotStore {}
+
+impl<S: annals::EventStore + annals::SnapshotStore> Store for S {}
+
 /// Instantiates each listed case (`module::function`) as a test in `mod memory`,
 /// `mod sqlite` and `mod postgres` (feature `postgres`), named after the function.
 macro_rules! conformance {

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals::{
-    Aggregate, CommitMeta, DecodeError, Error, EventStore, ExecuteError, Executed, ExpectedVersion,
-    Loaded, NewEvent, RecordedEvent, Repository, Snapshot, SnapshotStore, StreamRange, Uuid,
+    Aggregate, CommitMeta, DecodeError, Error, ExecuteError, Executed, ExpectedVersion, Loaded,
+    NewEvent, RecordedEvent, Repository, Snapshot, StreamRange, Uuid,
 };
 use serde_json::{json, Value};
+
+use crate::Store;
 
 use crate::domain::{
     Counter, CounterError, CounterEvent, CounterServices, CounterV2, Create, Created, Gate,
@@ -17,11 +19,11 @@ use crate::domain::{
 };
 use crate::store_cases::{append, read};
 
-fn counters<S: EventStore + SnapshotStore>(store: &S) -> Repository<Counter, S> {
+fn counters<S: Store>(store: &S) -> Repository<Counter, S> {
     Repository::new(store.clone())
 }
 
-fn gated<S: EventStore + SnapshotStore>(store: &S, gate: Gate) -> Repository<Counter, S> {
+fn gated<S: Store>(store: &S, gate: Gate) -> Repository<Counter, S> {
     Repository::with_services(
         store.clone(),
         CounterServices {
@@ -34,7 +36,7 @@ fn id(s: &str) -> String {
     s.to_owned()
 }
 
-async fn create<S: EventStore + SnapshotStore>(repo: &Repository<Counter, S>, counter: &str) {
+async fn create<S: Store>(repo: &Repository<Counter, S>, counter: &str) {
     repo.execute(Create {
         id: id(counter),
         name: format!("counter {counter}"),
@@ -43,7 +45,7 @@ async fn create<S: EventStore + SnapshotStore>(repo: &Repository<Counter, S>, co
     .unwrap_or_else(|e| panic!("creating {counter}: {e}"));
 }
 
-async fn increment<S: EventStore + SnapshotStore>(
+async fn increment<S: Store>(
     repo: &Repository<Counter, S>,
     counter: &str,
     by: u64,
@@ -56,10 +58,7 @@ async fn increment<S: EventStore + SnapshotStore>(
     .unwrap_or_else(|e| panic!("incrementing {counter}: {e}"))
 }
 
-async fn load<A: Aggregate, S: EventStore + SnapshotStore>(
-    repo: &Repository<A, S>,
-    counter: &str,
-) -> Loaded<A>
+async fn load<A: Aggregate, S: Store>(repo: &Repository<A, S>, counter: &str) -> Loaded<A>
 where
     A::Id: From<String>,
 {
@@ -69,7 +68,7 @@ where
 }
 
 /// The state a full replay of the stream gives, ignoring snapshots.
-async fn replayed<S: EventStore + SnapshotStore>(store: &S, counter: &str) -> Loaded<Counter> {
+async fn replayed<S: Store>(store: &S, counter: &str) -> Loaded<Counter> {
     let Loaded { state, version } = load(
         &Repository::<ReplayedCounter, S>::new(store.clone()),
         counter,
@@ -90,7 +89,7 @@ fn counter_state(name: &str, total: u64, events: u64) -> Counter {
     }
 }
 
-pub async fn execute_checks_policies<S: EventStore + SnapshotStore>(store: S) {
+pub async fn execute_checks_policies<S: Store>(store: S) {
     let repo = counters(&store);
     match repo.execute(Increment { id: id("c"), by: 1 }).await {
         Err(ExecuteError::Policy {
@@ -160,7 +159,7 @@ pub async fn execute_checks_policies<S: EventStore + SnapshotStore>(store: S) {
     );
 }
 
-pub async fn upcasts_stored_old_versions<S: EventStore + SnapshotStore>(store: S) {
+pub async fn upcasts_stored_old_versions<S: Store>(store: S) {
     // Events as an older release wrote them: version 1 of `Incremented`, stored under its
     // former name `Added` and under the current name.
     let old = vec![
@@ -199,7 +198,7 @@ pub async fn upcasts_stored_old_versions<S: EventStore + SnapshotStore>(store: S
 
 /// Plants a good event and then `bad` in stream `counter`, and checks that loading and
 /// executing fail with a decode error naming the bad event, without touching the data.
-async fn assert_decode_error<S: EventStore + SnapshotStore>(
+async fn assert_decode_error<S: Store>(
     store: &S,
     counter: &str,
     bad: NewEvent,
@@ -290,7 +289,7 @@ async fn assert_decode_error<S: EventStore + SnapshotStore>(
     assert_eq!(crate::store_cases::read_all(store).await, log_before);
 }
 
-pub async fn malformed_payload_is_a_decode_error<S: EventStore + SnapshotStore>(store: S) {
+pub async fn malformed_payload_is_a_decode_error<S: Store>(store: S) {
     let bad = NewEvent::new("Incremented", 2, r#"{"by": 3,"#.to_owned());
     // A store may refuse a payload that is not JSON at all; if it does, nothing is stored.
     // If it stores it, loading must report it.
@@ -315,7 +314,7 @@ pub async fn malformed_payload_is_a_decode_error<S: EventStore + SnapshotStore>(
     assert_decode_error(&store, "bad", bad, |r| matches!(r, DecodeError::Payload(_))).await;
 }
 
-pub async fn mistyped_payload_is_a_decode_error<S: EventStore + SnapshotStore>(store: S) {
+pub async fn mistyped_payload_is_a_decode_error<S: Store>(store: S) {
     for (counter, payload) in [
         ("string", json!({ "by": "ten" })),
         ("negative", json!({ "by": -1 })),
@@ -331,7 +330,7 @@ pub async fn mistyped_payload_is_a_decode_error<S: EventStore + SnapshotStore>(s
     }
 }
 
-pub async fn unknown_event_type_is_a_decode_error<S: EventStore + SnapshotStore>(store: S) {
+pub async fn unknown_event_type_is_a_decode_error<S: Store>(store: S) {
     for (counter, event_type) in [("a", "Exploded"), ("b", "incremented"), ("c", "'; --")] {
         let bad = NewEvent::new(event_type, 1, json!({ "by": 1 }).to_string());
         assert_decode_error(&store, counter, bad, |r| {
@@ -341,7 +340,7 @@ pub async fn unknown_event_type_is_a_decode_error<S: EventStore + SnapshotStore>
     }
 }
 
-pub async fn unknown_event_version_is_a_decode_error<S: EventStore + SnapshotStore>(store: S) {
+pub async fn unknown_event_version_is_a_decode_error<S: Store>(store: S) {
     for (counter, version) in [("future", 99), ("zero", 0)] {
         let bad = NewEvent::new("Incremented", version, json!({ "by": 1 }).to_string());
         assert_decode_error(
@@ -354,7 +353,7 @@ pub async fn unknown_event_version_is_a_decode_error<S: EventStore + SnapshotSto
     }
 }
 
-pub async fn no_lost_update<S: EventStore + SnapshotStore>(store: S) {
+pub async fn no_lost_update<S: Store>(store: S) {
     const TASKS: u64 = 8;
     const COMMANDS: u64 = 25;
     let repo = counters(&store);
@@ -441,7 +440,7 @@ pub async fn no_lost_update<S: EventStore + SnapshotStore>(store: S) {
     assert_eq!(replayed(&store, "hot").await, expected);
 }
 
-pub async fn conflicts_surface_after_max_attempts<S: EventStore + SnapshotStore>(store: S) {
+pub async fn conflicts_surface_after_max_attempts<S: Store>(store: S) {
     create(&counters(&store), "c").await;
 
     // Two commands decide on the same version: with one attempt, exactly one wins.
@@ -501,7 +500,7 @@ pub async fn conflicts_surface_after_max_attempts<S: EventStore + SnapshotStore>
 }
 
 /// Creates `counter` and increments it by 1, 2, ..., `increments`.
-async fn history<S: EventStore + SnapshotStore>(store: &S, counter: &str, increments: u64) {
+async fn history<S: Store>(store: &S, counter: &str, increments: u64) {
     let repo = counters(store);
     create(&repo, counter).await;
     for by in 1..=increments {
@@ -513,7 +512,7 @@ fn triangle(n: u64) -> u64 {
     n * (n + 1) / 2
 }
 
-pub async fn snapshot_every_n_events<S: EventStore + SnapshotStore>(store: S) {
+pub async fn snapshot_every_n_events<S: Store>(store: S) {
     history(&store, "c", 9).await; // 10 events: snapshots at 3, 6 and 9
     for (max, expected) in [
         (None, Some(9)),
@@ -539,7 +538,7 @@ pub async fn snapshot_every_n_events<S: EventStore + SnapshotStore>(store: S) {
     }
 }
 
-pub async fn load_uses_snapshot_and_newer_events<S: EventStore + SnapshotStore>(store: S) {
+pub async fn load_uses_snapshot_and_newer_events<S: Store>(store: S) {
     history(&store, "c", 9).await;
     let repo = counters(&store);
     let full = replayed(&store, "c").await;
@@ -609,7 +608,7 @@ pub async fn load_uses_snapshot_and_newer_events<S: EventStore + SnapshotStore>(
     }
 }
 
-pub async fn snapshot_version_change_ignores_snapshot<S: EventStore + SnapshotStore>(store: S) {
+pub async fn snapshot_version_change_ignores_snapshot<S: Store>(store: S) {
     history(&store, "c", 9).await;
     // Forge the version-1 snapshot so that using it would show.
     store
@@ -664,7 +663,7 @@ fn with_command_id(command_id: Uuid) -> CommitMeta {
     }
 }
 
-pub async fn command_id_executes_once<S: EventStore + SnapshotStore>(store: S) {
+pub async fn command_id_executes_once<S: Store>(store: S) {
     let repo = counters(&store);
     let create_id = Uuid::new_v4();
     let create = Create {
@@ -757,7 +756,7 @@ pub async fn command_id_executes_once<S: EventStore + SnapshotStore>(store: S) {
     assert_eq!((one.version, one.duplicate), (4, false));
 }
 
-pub async fn command_id_without_events_executes_once<S: EventStore + SnapshotStore>(store: S) {
+pub async fn command_id_without_events_executes_once<S: Store>(store: S) {
     let repo = counters(&store);
     // On a missing stream: nothing appended, the stream still missing, the id recorded.
     let on_missing = Uuid::new_v4();
@@ -808,7 +807,7 @@ pub async fn command_id_without_events_executes_once<S: EventStore + SnapshotSto
     assert_eq!(store.stream_version(COUNTER, "c").await.unwrap(), Some(2));
 }
 
-pub async fn concurrent_command_id_executes_once<S: EventStore + SnapshotStore>(store: S) {
+pub async fn concurrent_command_id_executes_once<S: Store>(store: S) {
     create(&counters(&store), "c").await;
     for round in 0..3_u64 {
         // Both executions pass the "seen this id?" check and decide on the same version
@@ -859,7 +858,7 @@ pub async fn concurrent_command_id_executes_once<S: EventStore + SnapshotStore>(
     assert_eq!(load(&counters(&store), "c").await.state.total, 15);
 }
 
-pub async fn load_at_version<S: EventStore + SnapshotStore>(store: S) {
+pub async fn load_at_version<S: Store>(store: S) {
     history(&store, "c", 7).await; // versions 1..=8, snapshots at 3 and 6
     let repo = counters(&store);
     for version in 0..=10 {
@@ -891,7 +890,7 @@ pub async fn load_at_version<S: EventStore + SnapshotStore>(store: S) {
     );
 }
 
-pub async fn load_as_of<S: EventStore + SnapshotStore>(store: S) {
+pub async fn load_as_of<S: Store>(store: S) {
     let repo = counters(&store);
     create(&repo, "c").await;
     for by in 1..=3 {

@@ -6,9 +6,11 @@ use std::time::Duration;
 use annals::store::MAX_STREAM_ID_LEN;
 use annals::{
     AppendOutcome, CommitMeta, EventFilter, EventStore, ExpectedVersion, Headers, NewEvent,
-    OffsetDateTime, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamRange, Uuid,
+    OffsetDateTime, RecordedEvent, Snapshot, StoreError, StreamRange, Uuid,
 };
 use serde_json::{json, Value};
+
+use crate::Store;
 
 const ACCOUNT: &str = "account";
 
@@ -145,7 +147,7 @@ async fn assert_refused<S: EventStore>(
     );
 }
 
-pub async fn append_any<S: EventStore + SnapshotStore>(store: S) {
+pub async fn append_any<S: Store>(store: S) {
     let first = append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 2)).await;
     assert_eq!((first.first_version, first.last_version), (1, 2));
     let second = append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(3, 1)).await;
@@ -155,7 +157,7 @@ pub async fn append_any<S: EventStore + SnapshotStore>(store: S) {
     assert_eq!(ns(&events), [1, 2, 3]);
 }
 
-pub async fn append_no_stream<S: EventStore + SnapshotStore>(store: S) {
+pub async fn append_no_stream<S: Store>(store: S) {
     let outcome = append(
         &store,
         ACCOUNT,
@@ -172,7 +174,7 @@ pub async fn append_no_stream<S: EventStore + SnapshotStore>(store: S) {
     );
 }
 
-pub async fn append_exists<S: EventStore + SnapshotStore>(store: S) {
+pub async fn append_exists<S: Store>(store: S) {
     assert_refused(&store, "a", ExpectedVersion::Exists, None).await;
     assert_eq!(store.stream_version(ACCOUNT, "a").await.unwrap(), None);
     assert_eq!(store.head().await.unwrap(), 0);
@@ -196,7 +198,7 @@ pub async fn append_exists<S: EventStore + SnapshotStore>(store: S) {
     assert_eq!((outcome.first_version, outcome.last_version), (2, 3));
 }
 
-pub async fn append_exact<S: EventStore + SnapshotStore>(store: S) {
+pub async fn append_exact<S: Store>(store: S) {
     // A missing stream is at version 0.
     assert_refused(&store, "a", ExpectedVersion::Exact(5), None).await;
     let outcome = append(
@@ -237,7 +239,7 @@ pub async fn append_exact<S: EventStore + SnapshotStore>(store: S) {
     assert_eq!(ns(&events), [1, 2, 3, 4]);
 }
 
-pub async fn wrong_expected_version_names_the_stream<S: EventStore + SnapshotStore>(store: S) {
+pub async fn wrong_expected_version_names_the_stream<S: Store>(store: S) {
     append(
         &store,
         ACCOUNT,
@@ -276,7 +278,7 @@ pub async fn wrong_expected_version_names_the_stream<S: EventStore + SnapshotSto
     );
 }
 
-pub async fn append_outcome_versions_and_positions<S: EventStore + SnapshotStore>(store: S) {
+pub async fn append_outcome_versions_and_positions<S: Store>(store: S) {
     let a = append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 3)).await;
     let stored = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
     assert_eq!((a.first_version, a.last_version), (1, 3));
@@ -291,7 +293,7 @@ pub async fn append_outcome_versions_and_positions<S: EventStore + SnapshotStore
     assert_eq!(store.head().await.unwrap(), b.last_position);
 }
 
-pub async fn empty_append_without_command_id<S: EventStore + SnapshotStore>(store: S) {
+pub async fn empty_append_without_command_id<S: Store>(store: S) {
     let outcome = append(&store, ACCOUNT, "a", ExpectedVersion::Any, Vec::new()).await;
     assert_eq!(
         outcome,
@@ -340,7 +342,7 @@ pub async fn empty_append_without_command_id<S: EventStore + SnapshotStore>(stor
     assert_eq!(observe(&store, ACCOUNT, "a").await, before);
 }
 
-pub async fn stream_version_and_head<S: EventStore + SnapshotStore>(store: S) {
+pub async fn stream_version_and_head<S: Store>(store: S) {
     assert_eq!(store.head().await.unwrap(), 0);
     assert_eq!(store.stream_version(ACCOUNT, "a").await.unwrap(), None);
     append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 3)).await;
@@ -351,7 +353,7 @@ pub async fn stream_version_and_head<S: EventStore + SnapshotStore>(store: S) {
     assert_eq!(store.head().await.unwrap(), last.last_position);
 }
 
-pub async fn streams_are_isolated<S: EventStore + SnapshotStore>(store: S) {
+pub async fn streams_are_isolated<S: Store>(store: S) {
     // Same id under two stream types, and ids sharing a prefix.
     let streams = [
         (ACCOUNT, "a"),
@@ -388,7 +390,7 @@ pub async fn streams_are_isolated<S: EventStore + SnapshotStore>(store: S) {
     }
 }
 
-pub async fn read_stream_ranges<S: EventStore + SnapshotStore>(store: S) {
+pub async fn read_stream_ranges<S: Store>(store: S) {
     append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 5)).await;
     append(&store, ACCOUNT, "b", ExpectedVersion::Any, numbered(1, 5)).await;
     let range = |from, to| StreamRange {
@@ -421,7 +423,7 @@ pub async fn read_stream_ranges<S: EventStore + SnapshotStore>(store: S) {
         .is_empty());
 }
 
-pub async fn read_stream_until<S: EventStore + SnapshotStore>(store: S) {
+pub async fn read_stream_until<S: Store>(store: S) {
     for n in 1..=3 {
         append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(n, 1)).await;
         tokio::time::sleep(Duration::from_millis(15)).await;
@@ -457,7 +459,7 @@ pub async fn read_stream_until<S: EventStore + SnapshotStore>(store: S) {
     }
 }
 
-pub async fn read_all_pages<S: EventStore + SnapshotStore>(store: S) {
+pub async fn read_all_pages<S: Store>(store: S) {
     // Interleave three streams.
     for round in 0..4 {
         for id in ["a", "b", "c"] {
@@ -511,7 +513,7 @@ pub async fn read_all_pages<S: EventStore + SnapshotStore>(store: S) {
     }
 }
 
-pub async fn read_all_filters_event_types<S: EventStore + SnapshotStore>(store: S) {
+pub async fn read_all_filters_event_types<S: Store>(store: S) {
     let types = [
         "Opened",
         "Deposited",
@@ -568,7 +570,7 @@ pub async fn read_all_filters_event_types<S: EventStore + SnapshotStore>(store: 
     assert_eq!(rest, deposits[2..]);
 }
 
-pub async fn positions_strictly_increase<S: EventStore + SnapshotStore>(store: S) {
+pub async fn positions_strictly_increase<S: Store>(store: S) {
     // Sequential batches of various sizes across streams, then concurrent writers.
     for (i, size) in (0..12).zip([1, 3, 2, 5, 1, 1, 4, 2, 3, 1, 2, 1]) {
         let id = format!("seq-{}", i % 4);
@@ -637,7 +639,7 @@ pub async fn positions_strictly_increase<S: EventStore + SnapshotStore>(store: S
     }
 }
 
-pub async fn metadata_round_trips<S: EventStore + SnapshotStore>(store: S) {
+pub async fn metadata_round_trips<S: Store>(store: S) {
     let headers: Headers = [
         ("user", "zoë"),
         ("crab", "🦀 rust"),
@@ -723,7 +725,7 @@ pub async fn metadata_round_trips<S: EventStore + SnapshotStore>(store: S) {
     assert!(plain.headers.is_empty());
 }
 
-pub async fn payloads_round_trip<S: EventStore + SnapshotStore>(store: S) {
+pub async fn payloads_round_trip<S: Store>(store: S) {
     let payloads = [
         json!({}),
         json!({ "text": "zoë 🦀 ключ 日本語", "escaped": "quote \" backslash \\ newline \n tab \t" }),
@@ -752,7 +754,7 @@ pub async fn payloads_round_trip<S: EventStore + SnapshotStore>(store: S) {
     assert_eq!(read_all(&store).await, stored);
 }
 
-pub async fn command_id_appends_once<S: EventStore + SnapshotStore>(store: S) {
+pub async fn command_id_appends_once<S: Store>(store: S) {
     let command_id = Uuid::new_v4();
     let meta = CommitMeta {
         command_id: Some(command_id),
@@ -857,7 +859,7 @@ pub async fn command_id_appends_once<S: EventStore + SnapshotStore>(store: S) {
     );
 }
 
-pub async fn empty_append_records_command_id<S: EventStore + SnapshotStore>(store: S) {
+pub async fn empty_append_records_command_id<S: Store>(store: S) {
     append(
         &store,
         ACCOUNT,
@@ -994,7 +996,7 @@ fn hostile_ids() -> Vec<String> {
     .collect()
 }
 
-pub async fn hostile_ids_are_stored_verbatim<S: EventStore + SnapshotStore>(store: S) {
+pub async fn hostile_ids_are_stored_verbatim<S: Store>(store: S) {
     let ids = hostile_ids();
     let hostile_type = "'); DROP TABLE streams; --";
     for (i, id) in (1..).zip(&ids) {
@@ -1107,7 +1109,7 @@ fn assert_invalid<T: std::fmt::Debug>(
     }
 }
 
-pub async fn invalid_ids_are_refused<S: EventStore + SnapshotStore>(store: S) {
+pub async fn invalid_ids_are_refused<S: Store>(store: S) {
     let snapshot = Snapshot {
         version: 1,
         snapshot_version: 1,
@@ -1180,7 +1182,7 @@ pub async fn invalid_ids_are_refused<S: EventStore + SnapshotStore>(store: S) {
     assert_eq!(store.load_snapshot(ACCOUNT, "a", None).await.unwrap(), None);
 }
 
-pub async fn concurrent_appends_never_share_a_version<S: EventStore + SnapshotStore>(store: S) {
+pub async fn concurrent_appends_never_share_a_version<S: Store>(store: S) {
     const TASKS: u64 = 8;
     const ATTEMPTS: u64 = 25;
     append(
@@ -1255,7 +1257,7 @@ pub async fn concurrent_appends_never_share_a_version<S: EventStore + SnapshotSt
     assert_eq!(read_all(&store).await, stream);
 }
 
-pub async fn snapshots_save_and_load<S: EventStore + SnapshotStore>(store: S) {
+pub async fn snapshots_save_and_load<S: Store>(store: S) {
     assert_eq!(store.load_snapshot(ACCOUNT, "a", None).await.unwrap(), None);
     let snap = |version: u64, state: Value| Snapshot {
         version,
@@ -1313,7 +1315,7 @@ pub async fn snapshots_save_and_load<S: EventStore + SnapshotStore>(store: S) {
     assert!(read_all(&store).await.is_empty());
 }
 
-pub async fn large_numbers_never_wrap<S: EventStore + SnapshotStore>(store: S) {
+pub async fn large_numbers_never_wrap<S: Store>(store: S) {
     // The largest event version either round-trips or is refused as out of range; it
     // never comes back as something else.
     let result = store
@@ -1358,7 +1360,7 @@ pub async fn large_numbers_never_wrap<S: EventStore + SnapshotStore>(store: S) {
     }
 }
 
-pub async fn duplicate_event_id_is_refused<S: EventStore + SnapshotStore>(store: S) {
+pub async fn duplicate_event_id_is_refused<S: Store>(store: S) {
     let first = event("Noted", &json!({ "n": 1 }));
     append(
         &store,
