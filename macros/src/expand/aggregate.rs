@@ -113,7 +113,8 @@ fn aggregate_impl(aggregate: &Aggregate, parts: &Parts<'_>) -> TokenStream {
         let every = snapshot.every;
         let version = snapshot.version;
         let state = Ident::new("state", Span::call_site());
-        let encode = quote_spanned!(snapshot.span=> #private::serde_json::to_string(#this));
+        let this = Ident::new("self", Span::call_site().located_at(snapshot.span));
+        let encode = quote_spanned!(snapshot.span=> #private::serde_json::to_string::<Self>(#this));
         let decode = quote_spanned!(snapshot.span=> #private::serde_json::from_str::<Self>(#state));
         quote! {
             const SNAPSHOT_EVERY: u64 = #every;
@@ -205,6 +206,24 @@ fn apply_impls(aggregate: &Aggregate, parts: &Parts<'_>) -> TokenStream {
     }
 }
 
+/// The same tokens, reported at `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(group) = &tree {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                inner.set_span(span);
+                tree = proc_macro2::TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
+}
+
 fn policy_tokens(policy: Policy, root: &TokenStream) -> TokenStream {
     match policy {
         Policy::Create => quote!(#root::StreamPolicy::Create),
@@ -213,13 +232,20 @@ fn policy_tokens(policy: Policy, root: &TokenStream) -> TokenStream {
     }
 }
 
-/// The `handle` signature shared by every `Handle` impl.
+/// The `handle` signature shared by every `Handle` impl, spanned at `span` so that a
+/// command whose `Command::Aggregate` is another aggregate is reported at the command type.
 /// `services` is `_services` where the body does not use it.
-fn handle_signature(command: &TokenStream, root: &TokenStream, services: &Ident) -> TokenStream {
-    quote! {
+fn handle_signature(
+    span: Span,
+    command: &TokenStream,
+    root: &TokenStream,
+    services: &Ident,
+) -> TokenStream {
+    let command_var = Ident::new("command", Span::call_site());
+    quote_spanned! {span=>
         fn handle(
             &self,
-            command: #command,
+            #command_var: #command,
             #services: &<Self as #root::Aggregate>::Services,
         ) -> impl ::core::future::Future<
             Output = ::core::result::Result<
@@ -275,18 +301,26 @@ fn handle_impl(handler: &Handler, parts: &Parts<'_>) -> TokenStream {
     } else {
         Ident::new("_services", Span::call_site())
     };
-    let signature = handle_signature(&command_ty, root, &services_param);
+    // Located at the command type with call-site hygiene: a command of another aggregate is
+    // reported there.
+    let at_command = Span::call_site().located_at(command.span());
+    let located_root = respan(root.clone(), at_command);
+    let signature = handle_signature(at_command, &command_ty, &located_root, &services_param);
+    let handle_trait = quote_spanned!(at_command=> #located_root::Handle<#command_ty>);
+    let policy_fn = quote_spanned! {at_command=>
+        fn policy(_: &#command_ty) -> #located_root::StreamPolicy
+    };
     let body = quote_spanned! {method.span()=>
         async move {
             let #result_var = #call;
             #events
         }
     };
-    quote! {
+    quote_spanned! {at_command=>
         #[automatically_derived]
-        impl #root::Handle<#command_ty> for #self_ty {
+        impl #handle_trait for #self_ty {
             #[inline]
-            fn policy(_: &#command_ty) -> #root::StreamPolicy {
+            #policy_fn {
                 #policy
             }
 
@@ -357,17 +391,30 @@ fn command_enum(
     let id_arms = variants.iter().map(|(variant, ty)| {
         quote!(#ident::#variant(ref #inner) => <#ty as #root::Command>::aggregate_id(#inner),)
     });
+    // `Handle<C>` paths are located at the handler's command type, like the impls.
+    let handle_path = |ty: &Type| {
+        let at_command = Span::call_site().located_at(ty.span());
+        let located_root = respan(root.clone(), at_command);
+        quote_spanned!(at_command=> <Self as #located_root::Handle<#ty>>)
+    };
     let policy_arms = variants.iter().map(|(variant, ty)| {
-        quote!(#ident::#variant(ref #inner) => <Self as #root::Handle<#ty>>::policy(#inner),)
+        let handle = handle_path(ty);
+        quote!(#ident::#variant(ref #inner) => #handle::policy(#inner),)
     });
     let handle_arms = variants.iter().map(|(variant, ty)| {
+        let handle = handle_path(ty);
         quote! {
             #ident::#variant(#inner) => {
-                <Self as #root::Handle<#ty>>::handle(#this, #inner, #services_var).await
+                #handle::handle(#this, #inner, #services_var).await
             }
         }
     });
-    let signature = handle_signature(&ident.to_token_stream(), root, &services_var);
+    let signature = handle_signature(
+        Span::call_site(),
+        &ident.to_token_stream(),
+        root,
+        &services_var,
+    );
     quote! {
         #[doc = #doc]
         #[derive(
@@ -442,7 +489,12 @@ fn fallback(aggregate: &Aggregate) -> TokenStream {
         .map(|h| {
             let command = &h.command;
             let services = Ident::new("_services", Span::call_site());
-            let signature = handle_signature(&command.to_token_stream(), root, &services);
+            let signature = handle_signature(
+                Span::call_site(),
+                &command.to_token_stream(),
+                root,
+                &services,
+            );
             quote! {
                 #[automatically_derived]
                 impl #root::Handle<#command> for #self_ty {

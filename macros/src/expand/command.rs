@@ -1,6 +1,6 @@
 //! `#[derive(Command)]`: `impl Command` returning the `#[command(id)]` field.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Ident, Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::DeriveInput;
@@ -42,7 +42,9 @@ fn generate(command: &CommandStruct<'_>) -> TokenStream {
     if let syn::Member::Unnamed(index) = &mut member {
         index.span = span;
     }
-    let this = quote!(self);
+    // `self` resolves as the generated method's receiver but is located at the field, so a
+    // type mismatch with the aggregate's id type is reported there.
+    let this = Ident::new("self", Span::call_site().located_at(span));
     let id = quote_spanned!(span=> &#this.#member);
     let aggregate_ty = quote_spanned!(aggregate.span()=> #aggregate);
     quote! {

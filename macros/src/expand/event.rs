@@ -104,8 +104,11 @@ fn upcast_chain(
                 let #step = <#ty as ::core::convert::Into<#self_ty>>::into(#step);
             },
             (UpcastStep::Json(f), next) => {
+                // The argument is located at the path too, so a wrong signature is reported
+                // at the user's function.
+                let arg = Ident::new("step", Span::call_site().located_at(f.span()));
                 let call = quote_spanned! {f.span()=>
-                    let #step: #value_ty = #f(#step);
+                    let #step: #value_ty = #f(#arg);
                 };
                 let after = match next {
                     Some(UpcastStep::Typed(next)) => quote_spanned! {next.span()=>

@@ -1,0 +1,15 @@
+use annals::{Event, Events};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+struct Opened;
+
+#[derive(Events)]
+enum DoorEvent {
+    Opened(Opened),
+    Closed,
+    Locked { by: String },
+    Both(Opened, Opened),
+}
+
+fn main() {}
