@@ -1300,3 +1300,76 @@ async fn renamed_crate_path() {
     assert_eq!(done.version, 2);
     assert_eq!(clocks.load(&"c".to_owned()).await.unwrap().state.ticks, 2);
 }
+
+// ---------------------------------------------------------------------------------------
+// Hygiene: everything declared from inside a `macro_rules!` expansion.
+
+macro_rules! counter_domain {
+    ($agg:ident, $event:ident, $events:ident, $cmd:ident, $services:ident) => {
+        #[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
+        #[event(version = 2, upcast(from = 1, json = upcasters::withdrawn_v1))]
+        struct $event {
+            cents: u64,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Events)]
+        enum $events {
+            Added($event),
+        }
+
+        #[derive(Debug, Clone, Command, Serialize, Deserialize)]
+        #[command(aggregate = $agg)]
+        struct $cmd {
+            #[command(id)]
+            counter: String,
+            cents: u64,
+        }
+
+        #[derive(Debug, Default)]
+        struct $services {
+            bonus: u64,
+        }
+
+        #[derive(Debug, Default)]
+        struct $agg {
+            total: u64,
+        }
+
+        #[aggregate(id = String, event = $events, error = AccountError)]
+        impl $agg {
+            #[command(any)]
+            async fn add(
+                &self,
+                command: $cmd,
+                services: &$services,
+            ) -> Result<$event, AccountError> {
+                let _ = self;
+                Ok($event {
+                    cents: command.cents + services.bonus,
+                })
+            }
+
+            #[apply]
+            fn added(&mut self, event: &$event) {
+                self.total += event.cents;
+            }
+        }
+    };
+}
+
+counter_domain!(Counter, Added, CounterEvent, Add, CounterServices);
+
+#[tokio::test]
+async fn macros_work_inside_macro_rules() {
+    assert_eq!(
+        Added::decode(1, r#"{"sum": 2}"#).unwrap(),
+        Added { cents: 2 }
+    );
+    let counters =
+        Repository::<Counter, _>::with_services(MemoryStore::new(), CounterServices { bonus: 1 });
+    let add: CounterCommand =
+        serde_json::from_str(r#"{"command": "Add", "counter": "c", "cents": 2}"#).unwrap();
+    counters.execute(add).await.unwrap();
+    let loaded = counters.load(&"c".to_owned()).await.unwrap();
+    assert_eq!((loaded.state.total, loaded.version), (3, 1));
+}
