@@ -282,3 +282,67 @@ fn combined_errors() {
 
     insta::assert_snapshot!(out);
 }
+
+fn projection(args: TokenStream, item: ItemImpl) -> String {
+    pretty(expand::projection::expand(args, item).unwrap_or_else(|e| panic!("{}", errors(e))))
+}
+
+#[test]
+fn projection_with_transaction_meta_and_reset() {
+    insta::assert_snapshot!(projection(
+        quote!(name = "balances"),
+        parse_quote! {
+            impl Balances {
+                #[on]
+                async fn opened(&mut self, e: &AccountOpened, m: &EventMeta, tx: &mut SqliteTx) -> Result<(), sqlx::Error> {
+                    Ok(())
+                }
+                #[on]
+                fn deposited(&mut self, e: &Deposited, tx: &mut SqliteTx) {}
+                #[reset]
+                async fn truncate(&mut self, tx: &mut SqliteTx) -> Result<(), sqlx::Error> {
+                    Ok(())
+                }
+                fn helper(&self) {}
+            }
+        },
+    ));
+}
+
+#[test]
+fn projection_without_transaction_is_generic_over_it() {
+    insta::assert_snapshot!(projection(
+        quote!(),
+        parse_quote! {
+            impl Counter {
+                #[on]
+                fn deposited(&self, e: &Deposited) {}
+            }
+        },
+    ));
+}
+
+#[test]
+fn projection_combined_errors() {
+    let error = expand::projection::expand(
+        quote!(name = "", unknown = 1),
+        parse_quote! {
+            impl Broken {
+                #[on]
+                fn by_value(&mut self, e: Deposited) {}
+                #[on]
+                fn two_txs(&mut self, e: &Opened, a: &mut TxA) {}
+                #[on]
+                fn other_tx(&mut self, e: &Closed, b: &mut TxB) {}
+                #[on]
+                fn again(&mut self, e: &Opened) {}
+                #[on]
+                fn bad_return(&mut self, e: &Renamed) -> u32 { 0 }
+                #[on(x)]
+                fn with_args(self, e: &Moved) {}
+            }
+        },
+    )
+    .expect_err("invalid projection");
+    insta::assert_snapshot!(errors(error));
+}
