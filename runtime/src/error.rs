@@ -191,6 +191,17 @@ pub enum ExecuteError<E> {
         /// How many times the command was handled.
         attempts: u32,
     },
+    /// The command id was first executed on another stream, so its recorded outcome is
+    /// not this command's; nothing was appended.
+    #[error("command id {command_id} was already executed on a stream other than {stream_type}/{stream_id}")]
+    CommandIdReused {
+        /// The command id.
+        command_id: uuid::Uuid,
+        /// Stream type of this command.
+        stream_type: String,
+        /// Stream id of this command.
+        stream_id: String,
+    },
     /// Loading or storing failed.
     #[error(transparent)]
     Failed(#[from] Error),

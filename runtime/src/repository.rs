@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Command, Handle, StreamPolicy};
 use crate::error::{Error, ExecuteError, StoreError};
@@ -192,7 +193,7 @@ where
         validate_stream(A::NAME, &stream_id)?;
         if let Some(command_id) = meta.command_id {
             if let Some(first) = self.store.command_outcome(command_id).await? {
-                return self.replay_outcome(stream_id, &first).await;
+                return self.replay_outcome(stream_id, command_id, &first).await;
             }
         }
         let policy = A::policy(&command);
@@ -235,8 +236,10 @@ where
                 .await
             {
                 Ok(outcome) if outcome.duplicate => {
-                    // Another execution with the same command id won the race.
-                    return self.replay_outcome(stream_id, &outcome).await;
+                    // Another execution with the same command id won the race (stores report
+                    // duplicates only for appends that carry a command id).
+                    let command_id = meta.command_id.unwrap_or_default();
+                    return self.replay_outcome(stream_id, command_id, &outcome).await;
                 }
                 Ok(outcome) => {
                     for event in &events {
@@ -265,9 +268,12 @@ where
         })
     }
 
+    /// The events of the first execution of `command_id`, read back from this command's
+    /// stream.
     async fn replay_outcome(
         &self,
         stream_id: String,
+        command_id: Uuid,
         first: &AppendOutcome,
     ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
         // An empty append reports the stream's version as both first and last version, like
@@ -279,6 +285,20 @@ where
                 until: None,
             };
             let recorded = self.store.read_stream(A::NAME, &stream_id, range).await?;
+            // The outcome does not say which stream it was on: the events tell.
+            let expected = first.last_version.saturating_sub(first.first_version) + 1;
+            let count = u64::try_from(recorded.len()).unwrap_or(u64::MAX);
+            if count != expected
+                || recorded
+                    .iter()
+                    .any(|e| e.meta.command_id != Some(command_id))
+            {
+                return Err(ExecuteError::CommandIdReused {
+                    command_id,
+                    stream_type: A::NAME.to_owned(),
+                    stream_id,
+                });
+            }
             decode_all::<A::Event>(&recorded)?
         } else {
             Vec::new()

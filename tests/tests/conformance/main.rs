@@ -98,6 +98,7 @@ conformance! {
     repository_cases::command_id_executes_once,
     repository_cases::command_id_without_events_executes_once,
     repository_cases::concurrent_command_id_executes_once,
+    repository_cases::command_id_reused_on_another_stream_is_refused,
     repository_cases::load_at_version,
     repository_cases::load_as_of,
 }

@@ -936,3 +936,74 @@ pub async fn load_as_of<S: Store>(store: S) {
         .unwrap();
     assert_eq!(loaded.version, 2);
 }
+
+pub async fn command_id_reused_on_another_stream_is_refused<S: Store>(store: S) {
+    let repo = counters(&store);
+    // a and b at version 3, c at version 2.
+    for (counter, increments) in [("a", 1), ("b", 2), ("c", 1)] {
+        create(&repo, counter).await;
+        for by in 1..=increments {
+            increment(&repo, counter, by).await;
+        }
+    }
+    let command_id = Uuid::new_v4();
+    let first = repo
+        .execute_with(
+            Increment { id: id("a"), by: 5 },
+            with_command_id(command_id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.version, 3);
+
+    // The first execution appended version 3 of a. Version 3 of b is another command's
+    // event, and c has none: neither is this command's outcome.
+    for counter in ["b", "c"] {
+        let before = read(&store, COUNTER, counter, StreamRange::ALL).await;
+        let result = repo
+            .execute_with(
+                Increment {
+                    id: id(counter),
+                    by: 5,
+                },
+                with_command_id(command_id),
+            )
+            .await;
+        match &result {
+            Err(ExecuteError::CommandIdReused {
+                command_id: reused,
+                stream_type,
+                stream_id,
+            }) => assert_eq!(
+                (*reused, stream_type.as_str(), stream_id.as_str()),
+                (command_id, COUNTER, counter)
+            ),
+            other => panic!("a command id reused on {counter} returned {other:?}"),
+        }
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            format!(
+                "command id {command_id} was already executed on a stream other than counter/{counter}"
+            )
+        );
+        assert_eq!(
+            read(&store, COUNTER, counter, StreamRange::ALL).await,
+            before
+        );
+    }
+    // On its own stream it is still an ordinary repeat.
+    let again = repo
+        .execute_with(
+            Increment { id: id("a"), by: 5 },
+            with_command_id(command_id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Executed {
+            duplicate: true,
+            ..first
+        }
+    );
+}
