@@ -21,6 +21,8 @@ pub use store::{
 };
 #[cfg(feature = "sqlite")]
 pub use store::SqliteStore;
+#[cfg(feature = "postgres")]
+pub use store::{PgStore, PgStoreOptions};
 
 #[cfg(feature = "derive")]
 pub use annals_macros::{aggregate, projection, Command, Event, Events};
