@@ -123,8 +123,10 @@ impl SqliteStore {
     /// A store over an existing pool (for read models kept in the same database), after
     /// migrating its schema. The store's tables are all named `annals_*`.
     ///
-    /// Appends take the write lock with `BEGIN IMMEDIATE`; give the pool a busy timeout so
-    /// concurrent writers wait for each other rather than fail.
+    /// The pool's options are kept as they are: set the WAL journal and a busy timeout
+    /// (appends take the write lock with `BEGIN IMMEDIATE`, and wait for it only that long).
+    /// Clones of the store queue their appends in-process; separate stores on one database
+    /// are ordered by SQLite's lock alone.
     pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
         let store = SqliteStore {
             pool,
@@ -189,8 +191,12 @@ impl MigrationTarget for SqliteConnection {
             version: migration.version,
             source: Box::new(e),
         };
-        // An unprepared, uncached run: a migration may hold several statements.
-        self.execute(migration.sql).await.map_err(failed)?;
+        // Several statements, run once: kept out of the connection's statement cache.
+        sqlx::query(migration.sql)
+            .persistent(false)
+            .execute(&mut *self)
+            .await
+            .map_err(failed)?;
         sqlx::query(
             "INSERT INTO annals_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
         )
