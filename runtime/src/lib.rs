@@ -4,8 +4,8 @@
 
 pub mod aggregate;
 pub mod error;
-pub mod projection;
 pub mod event;
+pub mod projection;
 pub mod repository;
 pub mod store;
 pub mod testing;
@@ -13,16 +13,22 @@ pub mod testing;
 pub use aggregate::{Aggregate, Command, Handle, StreamPolicy};
 pub use error::{Error, ExecuteError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};
-pub use projection::{CheckpointStore, Progress, Projection, ProjectionError, ProjectionRunner, Status};
+pub use projection::{
+    CheckpointStore, Progress, Projection, ProjectionError, ProjectionRunner, Status,
+};
 pub use repository::{Executed, Loaded, Repository};
+/// The sqlx version the stores use, for read models in the same database.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sqlx;
 pub use store::{
     AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, Headers,
-    MemoryStore, MemoryTx, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
+    LocalLease, MemoryStore, MemoryTx, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
+    StreamRange,
 };
-#[cfg(feature = "sqlite")]
-pub use store::SqliteStore;
 #[cfg(feature = "postgres")]
 pub use store::{PgStore, PgStoreOptions};
+#[cfg(feature = "sqlite")]
+pub use store::{SqliteStore, SqliteTx};
 
 #[cfg(feature = "derive")]
 pub use annals_macros::{aggregate, projection, Command, Event, Events};

@@ -120,14 +120,19 @@ async fn migrations_run_once_and_are_recorded() {
     let dir = TempDir::new("migrations");
     for _ in 0..3 {
         let store = SqliteStore::open(dir.db()).await.unwrap();
-        let rows: Vec<(i64, String, i64)> =
-            sqlx::query_as("SELECT version, name, applied_at FROM annals_migrations")
-                .fetch_all(store.pool())
-                .await
-                .unwrap();
-        assert_eq!(rows.len(), 1, "{rows:?}");
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT version, name, applied_at FROM annals_migrations ORDER BY version",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
         assert_eq!((rows[0].0, rows[0].1.as_str()), (1, "initial"));
-        assert!(rows[0].2 > 1_600_000_000_000_000, "applied_at in micros");
+        assert_eq!((rows[1].0, rows[1].1.as_str()), (2, "checkpoints"));
+        assert!(
+            rows.iter().all(|r| r.2 > 1_600_000_000_000_000),
+            "applied_at in micros"
+        );
         close(store).await;
     }
 }
@@ -144,7 +149,7 @@ async fn concurrent_opens_of_a_new_file_migrate_once() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(count, 1);
+        assert_eq!(count, 2);
     }
 }
 
@@ -176,7 +181,7 @@ async fn a_database_from_a_newer_build_is_refused_untouched() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 1
+                known: 2
             }
         ),
         "{err:?}"
@@ -1104,7 +1109,7 @@ async fn hostile_stream_ids() {
     .fetch_one(store.pool())
     .await
     .unwrap();
-    assert_eq!(tables, 5);
+    assert_eq!(tables, 6);
 }
 
 #[tokio::test]

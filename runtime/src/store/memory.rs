@@ -1,7 +1,7 @@
 //! An in-process store: for tests, prototypes and the fixture. Nothing survives the process.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{Notify, OwnedMutexGuard};
@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::{
     now_micros, validate_stream, AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore,
-    ExpectedVersion, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
+    ExpectedVersion, LocalLease, LocalLeases, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
+    StreamRange,
 };
 use crate::error::StoreError;
 use crate::projection::CheckpointStore;
@@ -20,7 +21,7 @@ use crate::projection::CheckpointStore;
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     appended: Arc<Notify>,
-    leases: Arc<Mutex<HashSet<String>>>,
+    leases: LocalLeases,
     /// Serializes transactions (and so appends): see [`MemoryTx`].
     writer: Arc<tokio::sync::Mutex<()>>,
 }
@@ -223,25 +224,9 @@ impl MemoryTx {
     }
 }
 
-/// The lease of a projection on a [`MemoryStore`]; released on drop.
-#[derive(Debug)]
-pub struct MemoryLease {
-    leases: Arc<Mutex<HashSet<String>>>,
-    name: String,
-}
-
-impl Drop for MemoryLease {
-    fn drop(&mut self) {
-        self.leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.name);
-    }
-}
-
 impl CheckpointStore for MemoryStore {
     type Tx = MemoryTx;
-    type Lease = MemoryLease;
+    type Lease = LocalLease;
 
     async fn begin(&self) -> Result<MemoryTx, StoreError> {
         Ok(MemoryTx {
@@ -384,14 +369,7 @@ impl CheckpointStore for MemoryStore {
         Ok(())
     }
 
-    async fn try_lease(&self, name: &str) -> Result<Option<MemoryLease>, StoreError> {
-        let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
-        if !leases.insert(name.to_owned()) {
-            return Ok(None);
-        }
-        Ok(Some(MemoryLease {
-            leases: Arc::clone(&self.leases),
-            name: name.to_owned(),
-        }))
+    async fn try_lease(&self, name: &str) -> Result<Option<LocalLease>, StoreError> {
+        Ok(self.leases.try_take(name))
     }
 }

@@ -10,13 +10,13 @@ use uuid::Uuid;
 use crate::error::StoreError;
 
 mod memory;
-pub use memory::{MemoryLease, MemoryStore, MemoryTx};
+pub use memory::{MemoryStore, MemoryTx};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrate;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, SqliteTx};
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
@@ -341,4 +341,39 @@ pub fn now_micros() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     let micros = now.microsecond();
     now.replace_microsecond(micros).unwrap_or(now)
+}
+
+/// A projection lease held within this process (memory and SQLite stores); released on
+/// drop. Several processes on one SQLite file are not coordinated: run a projection in one
+/// of them, or use PostgreSQL.
+#[derive(Debug)]
+pub struct LocalLease {
+    leases: LocalLeases,
+    name: String,
+}
+
+impl Drop for LocalLease {
+    fn drop(&mut self) {
+        self.leases.held().remove(&self.name);
+    }
+}
+
+/// The projection names leased in this process, shared by a store's clones.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LocalLeases(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl LocalLeases {
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The lease of `name`, unless something in this process holds it.
+    pub(crate) fn try_take(&self, name: &str) -> Option<LocalLease> {
+        self.held().insert(name.to_owned()).then(|| LocalLease {
+            leases: self.clone(),
+            name: name.to_owned(),
+        })
+    }
 }

@@ -13,21 +13,31 @@ use sqlx::sqlite::{
 };
 use sqlx::{Decode, Executor, Row, Sqlite, Type};
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
 use super::{
     now_micros, validate_stream, AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore,
-    ExpectedVersion, Headers, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
+    ExpectedVersion, Headers, LocalLease, LocalLeases, NewEvent, RecordedEvent, Snapshot,
+    SnapshotStore, StreamRange,
 };
 use crate::error::{BoxError, StoreError};
+use crate::projection::CheckpointStore;
 
 /// The schema, in order. Append new files; never edit an applied one.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "checkpoints",
+        sql: include_str!("../../migrations/sqlite/0002_checkpoints.sql"),
+    },
+];
 
 /// How long a writer waits for the write lock before failing with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,7 +64,14 @@ pub struct SqliteStore {
     /// that lock taken sleeps in SQLite's busy handler (1 ms, then longer), one waiting here
     /// is woken as soon as the previous append commits.
     write: Arc<tokio::sync::Mutex<()>>,
+    /// Wakes this process's live projections after an append commits.
+    appended: Arc<Notify>,
+    leases: LocalLeases,
 }
+
+/// The transaction [`SqliteStore`] projections write their read models in:
+/// `sqlx::query(..).execute(&mut **tx)`.
+pub type SqliteTx = sqlx::Transaction<'static, Sqlite>;
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file at `path` and migrates its schema.
@@ -131,6 +148,8 @@ impl SqliteStore {
         let store = SqliteStore {
             pool,
             write: Arc::default(),
+            appended: Arc::default(),
+            leases: LocalLeases::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -401,108 +420,43 @@ impl EventStore for SqliteStore {
         events: Vec<NewEvent>,
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
-        const OP: &str = "append";
         validate_stream(stream_type, stream_id)?;
-        let headers = serde_json::to_string(&meta.headers)
-            .map_err(|e| StoreError::database("header encoding", e))?;
-        let command_id = meta.command_id.map(Uuid::hyphenated);
-
-        let _queued = self.write.lock().await;
+        let queued = self.write.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(|e| StoreError::database(OP, e))?;
-        // When the writer names the version (the repository always does), the first insert
-        // checks it: no lookup round trip unless the check fails.
-        let named = match expected {
-            ExpectedVersion::NoStream => Some(0),
-            ExpectedVersion::Exact(n) => i64::try_from(n).is_ok().then_some(n),
-            ExpectedVersion::Any | ExpectedVersion::Exists => None,
-        };
-        let current = match named.filter(|_| !events.is_empty()) {
-            Some(current) => current,
-            None => match check(&mut tx, stream_type, stream_id, expected, command_id).await? {
-                Checked::Accepted(current) => current,
-                refused => return refused.refuse(tx, stream_type, stream_id, expected).await,
-            },
-        };
-
-        let Some(count) = u64::try_from(events.len()).ok().filter(|&n| n > 0) else {
-            if let Some(command_id) = command_id {
-                sqlx::query(INSERT_EMPTY_COMMAND)
-                    .bind(command_id)
-                    .bind(stream_type)
-                    .bind(stream_id)
-                    .bind(to_i64(current, "stream version")?)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| StoreError::database(OP, e))?;
+            .map_err(|e| StoreError::database("append", e))?;
+        let written = write(
+            &mut tx,
+            stream_type,
+            stream_id,
+            expected,
+            events,
+            meta,
+            false,
+        )
+        .await;
+        match written {
+            Ok((outcome, _)) if outcome.duplicate => {
+                rollback(tx).await?;
+                Ok(outcome)
             }
-            tx.commit().await.map_err(|e| StoreError::database(OP, e))?;
-            return Ok(AppendOutcome {
-                first_version: current,
-                last_version: current,
-                last_position: 0,
-                duplicate: false,
-            });
-        };
-        let last_version = current.checked_add(count).ok_or(StoreError::OutOfRange {
-            what: "stream version",
-            value: current,
-        })?;
-        let at = to_i64(current, "stream version")?;
-        let first = to_i64(current + 1, "stream version")?;
-        let last = to_i64(last_version, "stream version")?;
-
-        let recorded_at = micros(now_micros());
-        let mut last_position = 0;
-        for (version, event) in (first..).zip(events) {
-            let sql = insert_statement(version == first, version == last, command_id.is_some());
-            let inserted = sqlx::query(sql)
-                .bind(stream_type)
-                .bind(stream_id)
-                .bind(version)
-                .bind(event.event_type)
-                .bind(i64::from(event.event_version))
-                .bind(event.event_id.hyphenated())
-                .bind(command_id)
-                .bind(meta.correlation_id.map(Uuid::hyphenated))
-                .bind(meta.causation_id.map(Uuid::hyphenated))
-                .bind(recorded_at)
-                .bind(headers.as_str())
-                .bind(event.payload)
-                .bind(first)
-                .bind(at)
-                .execute(&mut *tx)
-                .await;
-            match inserted {
-                Ok(done) if done.rows_affected() == 0 => {
-                    // The first insert's check failed: say why.
-                    let checked =
-                        check(&mut tx, stream_type, stream_id, expected, command_id).await?;
-                    return checked.refuse(tx, stream_type, stream_id, expected).await;
+            Ok((outcome, _)) => {
+                tx.commit()
+                    .await
+                    .map_err(|e| StoreError::database("append", e))?;
+                drop(queued);
+                if outcome.last_position > 0 {
+                    self.appended.notify_waiters();
                 }
-                Ok(done) => {
-                    last_position = stored_u64(done.last_insert_rowid(), "position", 0)?;
-                }
-                Err(e) if is_version_conflict(&e) => {
-                    // Only a writer bypassing `annals_streams` gets here: the check ran
-                    // under the write lock.
-                    rollback(tx).await?;
-                    let actual = self.stream_version(stream_type, stream_id).await?;
-                    return Err(wrong_version(stream_type, stream_id, expected, actual));
-                }
-                Err(e) => return Err(StoreError::database(OP, e)),
+                Ok(outcome)
+            }
+            Err(error) => {
+                rollback(tx).await?;
+                Err(error)
             }
         }
-        tx.commit().await.map_err(|e| StoreError::database(OP, e))?;
-        Ok(AppendOutcome {
-            first_version: current + 1,
-            last_version,
-            last_position,
-            duplicate: false,
-        })
     }
 
     async fn read_stream(
@@ -650,6 +604,111 @@ impl EventStore for SqliteStore {
     }
 }
 
+impl CheckpointStore for SqliteStore {
+    type Tx = SqliteTx;
+    type Lease = LocalLease;
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE`): SQLite has one writer at a time,
+    /// and taking the lock up front means a batch never fails half-way on an upgrade.
+    async fn begin(&self) -> Result<SqliteTx, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| StoreError::database("begin", e))
+    }
+
+    async fn commit(&self, tx: SqliteTx) -> Result<(), StoreError> {
+        tx.commit()
+            .await
+            .map_err(|e| StoreError::database("commit", e))?;
+        self.appended.notify_waiters();
+        Ok(())
+    }
+
+    async fn append_in<'a>(
+        &'a self,
+        tx: &'a mut SqliteTx,
+        stream_type: &'a str,
+        stream_id: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        meta: &'a CommitMeta,
+    ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
+        validate_stream(stream_type, stream_id)?;
+        write(tx, stream_type, stream_id, expected, events, meta, true).await
+    }
+
+    async fn checkpoint(&self, name: &str) -> Result<u64, StoreError> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM annals_checkpoints WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| StoreError::database("checkpoint read", e))?;
+        position.map_or(Ok(0), |p| stored_u64(p, "checkpoint", 0))
+    }
+
+    async fn advance_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut SqliteTx,
+        name: &'a str,
+        expected: u64,
+        position: u64,
+    ) -> Result<bool, StoreError> {
+        let expected = to_i64(expected, "checkpoint")?;
+        let position = to_i64(position, "checkpoint")?;
+        let now = micros(now_micros());
+        // Compare-and-set: a missing row counts as position 0.
+        let done = sqlx::query(
+            "INSERT INTO annals_checkpoints (name, position, updated_at) \
+             SELECT ?1, ?3, ?4 WHERE ?2 = 0 \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
+             updated_at = excluded.updated_at WHERE annals_checkpoints.position = ?2",
+        )
+        .bind(name)
+        .bind(expected)
+        .bind(position)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| StoreError::database("checkpoint write", e))?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        if expected == 0 {
+            return Ok(false);
+        }
+        let done = sqlx::query(
+            "UPDATE annals_checkpoints SET position = ?3, updated_at = ?4 \
+             WHERE name = ?1 AND position = ?2",
+        )
+        .bind(name)
+        .bind(expected)
+        .bind(position)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| StoreError::database("checkpoint write", e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
+        let notified = self.appended.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if self.head().await? > after {
+            return Ok(());
+        }
+        // Writers in other processes do not notify: the timeout bounds how late they are seen.
+        let _ = tokio::time::timeout(timeout, notified).await;
+        Ok(())
+    }
+
+    async fn try_lease(&self, name: &str) -> Result<Option<LocalLease>, StoreError> {
+        Ok(self.leases.try_take(name))
+    }
+}
+
 impl SnapshotStore for SqliteStore {
     async fn save_snapshot(
         &self,
@@ -726,17 +785,15 @@ enum Checked {
 }
 
 impl Checked {
-    /// Ends the transaction of an append that will not write.
-    async fn refuse(
+    /// The outcome of an append that will not write.
+    fn refuse(
         self,
-        tx: sqlx::Transaction<'static, Sqlite>,
         stream_type: &str,
         stream_id: &str,
         expected: ExpectedVersion,
-    ) -> Result<AppendOutcome, StoreError> {
-        rollback(tx).await?;
+    ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
         match self {
-            Checked::Duplicate(first) => Ok(first),
+            Checked::Duplicate(first) => Ok((first, Vec::new())),
             Checked::Conflict(actual) => {
                 Err(wrong_version(stream_type, stream_id, expected, actual))
             }
@@ -750,6 +807,141 @@ impl Checked {
             }),
         }
     }
+}
+
+/// Appends inside an open write transaction, without ending it. A refused append (a
+/// duplicate command id, a version conflict) writes nothing.
+async fn write(
+    tx: &mut SqliteConnection,
+    stream_type: &str,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    meta: &CommitMeta,
+    keep: bool,
+) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
+    const OP: &str = "append";
+    let headers = serde_json::to_string(&meta.headers)
+        .map_err(|e| StoreError::database("header encoding", e))?;
+    let command_id = meta.command_id.map(Uuid::hyphenated);
+    // When the writer names the version (the repository always does), the first insert
+    // checks it: no lookup round trip unless the check fails.
+    let named = match expected {
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(n) => i64::try_from(n).is_ok().then_some(n),
+        ExpectedVersion::Any | ExpectedVersion::Exists => None,
+    };
+    let current = match named.filter(|_| !events.is_empty()) {
+        Some(current) => current,
+        None => match check(tx, stream_type, stream_id, expected, command_id).await? {
+            Checked::Accepted(current) => current,
+            refused => return refused.refuse(stream_type, stream_id, expected),
+        },
+    };
+
+    let Some(count) = u64::try_from(events.len()).ok().filter(|&n| n > 0) else {
+        if let Some(command_id) = command_id {
+            sqlx::query(INSERT_EMPTY_COMMAND)
+                .bind(command_id)
+                .bind(stream_type)
+                .bind(stream_id)
+                .bind(to_i64(current, "stream version")?)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::database(OP, e))?;
+        }
+        let outcome = AppendOutcome {
+            first_version: current,
+            last_version: current,
+            last_position: 0,
+            duplicate: false,
+        };
+        return Ok((outcome, Vec::new()));
+    };
+    let last_version = current.checked_add(count).ok_or(StoreError::OutOfRange {
+        what: "stream version",
+        value: current,
+    })?;
+    let at = to_i64(current, "stream version")?;
+    let first = to_i64(current + 1, "stream version")?;
+    let last = to_i64(last_version, "stream version")?;
+
+    let now = now_micros();
+    let recorded_at = micros(now);
+    let mut last_position = 0;
+    let mut recorded = Vec::with_capacity(if keep { events.len() } else { 0 });
+    for (version, event) in (first..).zip(events) {
+        // Inline projections need the events as stored; plain appends skip the copies.
+        let kept = keep.then(|| {
+            let copy = (event.event_type.clone(), event.payload.clone());
+            (copy, event.event_version, event.event_id)
+        });
+        let sql = insert_statement(version == first, version == last, command_id.is_some());
+        let inserted = sqlx::query(sql)
+            .bind(stream_type)
+            .bind(stream_id)
+            .bind(version)
+            .bind(event.event_type)
+            .bind(i64::from(event.event_version))
+            .bind(event.event_id.hyphenated())
+            .bind(command_id)
+            .bind(meta.correlation_id.map(Uuid::hyphenated))
+            .bind(meta.causation_id.map(Uuid::hyphenated))
+            .bind(recorded_at)
+            .bind(headers.as_str())
+            .bind(event.payload)
+            .bind(first)
+            .bind(at)
+            .execute(&mut *tx)
+            .await;
+        match inserted {
+            Ok(done) if done.rows_affected() == 0 => {
+                // The first insert's check failed: say why.
+                let checked = check(tx, stream_type, stream_id, expected, command_id).await?;
+                return checked.refuse(stream_type, stream_id, expected);
+            }
+            Ok(done) => {
+                last_position = stored_u64(done.last_insert_rowid(), "position", 0)?;
+            }
+            Err(e) if is_version_conflict(&e) => {
+                // Only a writer bypassing `annals_streams` gets here: the check ran
+                // under the write lock.
+                let actual = match check(tx, stream_type, stream_id, expected, None).await? {
+                    Checked::Conflict(actual) => actual,
+                    Checked::Accepted(current) => Some(current),
+                    Checked::Duplicate(first) => Some(first.last_version),
+                };
+                return Err(wrong_version(stream_type, stream_id, expected, actual));
+            }
+            Err(e) => return Err(StoreError::database(OP, e)),
+        }
+        if let Some(((event_type, payload), event_version, event_id)) = kept {
+            recorded.push(RecordedEvent {
+                meta: EventMeta {
+                    position: last_position,
+                    stream_type: stream_type.to_owned(),
+                    stream_id: stream_id.to_owned(),
+                    version: stored_u64(version, "stream version", last_position)?,
+                    event_type,
+                    event_version,
+                    event_id,
+                    command_id: meta.command_id,
+                    correlation_id: meta.correlation_id,
+                    causation_id: meta.causation_id,
+                    recorded_at: now,
+                    headers: meta.headers.clone(),
+                },
+                payload,
+            });
+        }
+    }
+    let outcome = AppendOutcome {
+        first_version: current + 1,
+        last_version,
+        last_position,
+        duplicate: false,
+    };
+    Ok((outcome, recorded))
 }
 
 /// Looks up the command id's outcome and the stream's version, and checks `expected`.
