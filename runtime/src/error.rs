@@ -202,6 +202,9 @@ pub enum ExecuteError<E> {
         /// Stream id of this command.
         stream_id: String,
     },
+    /// An inline projection failed; nothing was appended.
+    #[error("inline projection failed")]
+    Projection(#[source] crate::projection::ProjectionError),
     /// Loading or storing failed.
     #[error(transparent)]
     Failed(#[from] Error),

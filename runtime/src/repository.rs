@@ -1,5 +1,7 @@
 //! Loading aggregates and executing commands against a store.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
@@ -8,6 +10,7 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, Command, Handle, StreamPolicy};
 use crate::error::{Error, ExecuteError, StoreError};
 use crate::event::Events;
+use crate::projection::{CheckpointStore, Projection, ProjectionError};
 use crate::store::{
     validate_stream, AppendOutcome, CommitMeta, EventStore, ExpectedVersion, NewEvent,
     RecordedEvent, Snapshot, SnapshotStore, StreamRange,
@@ -47,26 +50,57 @@ pub struct Executed<E> {
 /// let accounts = annals::Repository::<A, _>::new(store);
 /// # Ok(()) }
 /// ```
-pub struct Repository<A: Aggregate, S> {
+pub struct Repository<A: Aggregate, S: CheckpointStore> {
     store: S,
     services: Arc<A::Services>,
     max_attempts: u32,
+    inline: Vec<Arc<dyn InlineProjection<S>>>,
 }
 
-impl<A: Aggregate, S: Clone> Clone for Repository<A, S> {
+impl<A: Aggregate, S: CheckpointStore> Clone for Repository<A, S> {
     fn clone(&self) -> Self {
         Repository {
             store: self.store.clone(),
             services: Arc::clone(&self.services),
             max_attempts: self.max_attempts,
+            inline: self.inline.clone(),
         }
+    }
+}
+
+/// A projection run inside the append transaction (see [`Repository::with_inline`]).
+trait InlineProjection<S: CheckpointStore>: Send + Sync {
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut S::Tx,
+        events: &'a [RecordedEvent],
+    ) -> Pin<Box<dyn Future<Output = Result<(), ProjectionError>> + Send + 'a>>;
+}
+
+impl<S, P> InlineProjection<S> for tokio::sync::Mutex<P>
+where
+    S: CheckpointStore,
+    P: Projection<S::Tx>,
+{
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut S::Tx,
+        events: &'a [RecordedEvent],
+    ) -> Pin<Box<dyn Future<Output = Result<(), ProjectionError>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut projection = self.lock().await;
+            for event in events {
+                projection.handle(event, tx).await?;
+            }
+            Ok(())
+        })
     }
 }
 
 impl<A, S> Repository<A, S>
 where
     A: Aggregate,
-    S: EventStore + SnapshotStore,
+    S: EventStore + SnapshotStore + CheckpointStore,
 {
     /// A repository whose handlers take no services (or default ones).
     pub fn new(store: S) -> Self
@@ -82,7 +116,23 @@ where
             store,
             services: Arc::new(services),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            inline: Vec::new(),
         }
+    }
+
+    /// Runs `projection` inside every append's transaction: the read model changes commit
+    /// with the events or not at all, and a failing handler fails the command
+    /// ([`ExecuteError::Projection`]). Inline projections keep no checkpoint; to build one
+    /// over events already stored, run it once with a [`crate::ProjectionRunner`].
+    ///
+    /// The projection is shared: keep a clone of the `Arc` to read an in-memory read model.
+    #[must_use]
+    pub fn with_inline<P>(mut self, projection: Arc<tokio::sync::Mutex<P>>) -> Self
+    where
+        P: Projection<S::Tx>,
+    {
+        self.inline.push(projection);
+        self
     }
 
     /// How many times a command is handled when concurrent writers cause version conflicts
@@ -230,11 +280,7 @@ where
             } else {
                 ExpectedVersion::NoStream
             };
-            match self
-                .store
-                .append(A::NAME, &stream_id, expected, encoded, &meta)
-                .await
-            {
+            match self.append(&stream_id, expected, encoded, &meta).await {
                 Ok(outcome) if outcome.duplicate => {
                     // Another execution with the same command id won the race (stores report
                     // duplicates only for appends that carry a command id).
@@ -254,11 +300,14 @@ where
                         duplicate: false,
                     });
                 }
-                Err(StoreError::WrongExpectedVersion { .. }) if attempt < self.max_attempts => {
+                Err(AppendError::Store(StoreError::WrongExpectedVersion { .. }))
+                    if attempt < self.max_attempts =>
+                {
                     tokio::task::yield_now().await;
                 }
-                Err(StoreError::WrongExpectedVersion { .. }) => break,
-                Err(e) => return Err(e.into()),
+                Err(AppendError::Store(StoreError::WrongExpectedVersion { .. })) => break,
+                Err(AppendError::Store(e)) => return Err(e.into()),
+                Err(AppendError::Projection(e)) => return Err(ExecuteError::Projection(e)),
             }
         }
         Err(ExecuteError::Conflict {
@@ -266,6 +315,35 @@ where
             stream_id,
             attempts: self.max_attempts,
         })
+    }
+
+    /// Appends, in one transaction with the inline projections when there are any.
+    async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        meta: &CommitMeta,
+    ) -> Result<AppendOutcome, AppendError> {
+        if self.inline.is_empty() {
+            return Ok(self
+                .store
+                .append(A::NAME, stream_id, expected, events, meta)
+                .await?);
+        }
+        let mut tx = self.store.begin().await?;
+        let (outcome, recorded) = self
+            .store
+            .append_in(&mut tx, A::NAME, stream_id, expected, events, meta)
+            .await?;
+        for projection in &self.inline {
+            projection
+                .apply(&mut tx, &recorded)
+                .await
+                .map_err(AppendError::Projection)?;
+        }
+        self.store.commit(tx).await?;
+        Ok(outcome)
     }
 
     /// The events of the first execution of `command_id`, read back from this command's
@@ -380,4 +458,15 @@ pub fn encode_all<E: Events>(events: &[E]) -> Result<Vec<NewEvent>, Error> {
             ))
         })
         .collect()
+}
+
+enum AppendError {
+    Store(StoreError),
+    Projection(ProjectionError),
+}
+
+impl From<StoreError> for AppendError {
+    fn from(e: StoreError) -> Self {
+        AppendError::Store(e)
+    }
 }

@@ -12,9 +12,9 @@ mod store_cases;
 mod stores;
 
 /// What every case needs of a store: what `annals::Repository` needs.
-pub trait Store: annals::EventStore + annals::SnapshotStore {}
+pub trait Store: annals::EventStore + annals::SnapshotStore + annals::CheckpointStore {}
 
-impl<S: annals::EventStore + annals::SnapshotStore> Store for S {}
+impl<S: annals::EventStore + annals::SnapshotStore + annals::CheckpointStore> Store for S {}
 
 /// Instantiates each listed case (`module::function`) as a test in `mod memory`,
 /// `mod sqlite` and `mod postgres` (feature `postgres`), named after the function.
