@@ -29,7 +29,10 @@ pub struct DepositedV1 {
 
 impl From<DepositedV1> for Deposited {
     fn from(v1: DepositedV1) -> Self {
-        Deposited { amount: v1.amount, memo: String::new() }
+        Deposited {
+            amount: v1.amount,
+            memo: String::new(),
+        }
     }
 }
 
@@ -121,7 +124,10 @@ impl Account {
         if cmd.amount == 0 {
             return Err(AccountError::ZeroAmount);
         }
-        Ok(Deposited { amount: cmd.amount, memo: String::new() })
+        Ok(Deposited {
+            amount: cmd.amount,
+            memo: String::new(),
+        })
     }
 
     #[command]
@@ -130,7 +136,10 @@ impl Account {
             return Err(AccountError::ZeroAmount);
         }
         if cmd.amount > self.balance {
-            return Err(AccountError::InsufficientFunds { balance: self.balance, requested: cmd.amount });
+            return Err(AccountError::InsufficientFunds {
+                balance: self.balance,
+                requested: cmd.amount,
+            });
         }
         Ok(Withdrawn { amount: cmd.amount })
     }

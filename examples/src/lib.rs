@@ -1,3 +1,4 @@
 //! Domains shared by the runnable examples.
 
 pub mod bank;
+pub mod shop;
