@@ -7,6 +7,7 @@
 //! SQLite file in a temporary directory, a new PostgreSQL schema (dropped afterwards).
 
 mod domain;
+mod projection_cases;
 mod repository_cases;
 mod store_cases;
 mod stores;
@@ -101,4 +102,12 @@ conformance! {
     repository_cases::command_id_reused_on_another_stream_is_refused,
     repository_cases::load_at_version,
     repository_cases::load_as_of,
+    projection_cases::catch_up_applies_each_event_once,
+    projection_cases::checkpoint_survives_the_runner,
+    projection_cases::failing_handler_keeps_the_checkpoint,
+    projection_cases::rebuild_replays_everything,
+    projection_cases::leases_are_exclusive,
+    projection_cases::run_wakes_on_appends,
+    projection_cases::inline_projection_commits_with_the_events,
+    projection_cases::failing_inline_projection_appends_nothing,
 }

@@ -1,0 +1,292 @@
+//! What projections get from every store: catch-up that applies each handled event once,
+//! filtered fetches, checkpoints that move only with a committed batch, rebuild, leases,
+//! live wake-ups, and inline projections that commit or fail with the append.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals::{projection, EventMeta, ExecuteError, ProjectionError, ProjectionRunner, Repository};
+use tokio::sync::Mutex;
+
+use crate::domain::{Counter, Create, Created, Increment, Incremented, Step};
+use crate::Store;
+
+/// A read model kept in the projection itself, so it runs on any store: the totals per
+/// counter and every position it saw. Increments of 13 make it fail.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub totals: std::collections::BTreeMap<String, u64>,
+    pub seen: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("13 is unlucky (position {0})")]
+pub struct Unlucky(u64);
+
+#[projection(name = "totals")]
+impl Totals {
+    #[on]
+    fn created(&mut self, _: &Created, meta: &EventMeta) {
+        self.totals.insert(meta.stream_id.clone(), 0);
+        self.seen.push(meta.position);
+    }
+
+    #[on]
+    async fn incremented(&mut self, e: &Incremented, meta: &EventMeta) -> Result<(), Unlucky> {
+        if e.by == 13 {
+            return Err(Unlucky(meta.position));
+        }
+        *self.totals.entry(meta.stream_id.clone()).or_default() += e.by;
+        self.seen.push(meta.position);
+        Ok(())
+    }
+
+    #[reset]
+    fn clear(&mut self) {
+        *self = Totals::default();
+    }
+}
+
+async fn counters<S: Store>(store: &S) -> Repository<Counter, S> {
+    Repository::new(store.clone())
+}
+
+async fn create<S: Store>(repo: &Repository<Counter, S>, id: &str) {
+    let name = id.to_owned();
+    repo.execute(Create {
+        id: id.into(),
+        name,
+    })
+    .await
+    .unwrap();
+}
+
+async fn add<S: Store>(repo: &Repository<Counter, S>, id: &str, by: u64) {
+    repo.execute(Increment { id: id.into(), by }).await.unwrap();
+}
+
+async fn step<S: Store>(repo: &Repository<Counter, S>, id: &str) {
+    repo.execute(Step {
+        id: id.into(),
+        by: 1,
+    })
+    .await
+    .unwrap();
+}
+
+/// Every event of the store with a type the projection handles, as (position, stream id).
+async fn handled_positions<S: Store>(store: &S) -> Vec<u64> {
+    let all = store
+        .read_all(0, usize::MAX, &annals::EventFilter::all())
+        .await
+        .unwrap();
+    all.iter()
+        .filter(|e| e.meta.event_type != "Stepped")
+        .map(|e| e.meta.position)
+        .collect()
+}
+
+pub async fn catch_up_applies_each_event_once<S: Store>(store: S) {
+    let repo = counters(&store).await;
+    for id in ["a", "b", "c"] {
+        create(&repo, id).await;
+    }
+    for i in 0..10 {
+        add(&repo, ["a", "b", "c"][i % 3], 1 + i as u64).await;
+        step(&repo, "a").await;
+    }
+    let mut runner = ProjectionRunner::new(store.clone(), Totals::default()).batch_size(3);
+    let done = runner.catch_up().await.unwrap();
+    assert_eq!(done.handled, 13);
+    let expected = handled_positions(&store).await;
+    assert_eq!(
+        runner.projection().seen,
+        expected,
+        "each handled event once, in order"
+    );
+    let totals: Vec<u64> = runner.projection().totals.values().copied().collect();
+    assert_eq!(totals, [1 + 4 + 7 + 10, 2 + 5 + 8, 3 + 6 + 9]);
+
+    let status = runner.status().await.unwrap();
+    assert_eq!(
+        status.position,
+        store.head().await.unwrap(),
+        "past the skipped `Stepped`"
+    );
+    assert_eq!(status.lag(), 0);
+
+    assert_eq!(runner.catch_up().await.unwrap().handled, 0, "nothing new");
+    add(&repo, "b", 100).await;
+    assert_eq!(runner.catch_up().await.unwrap().handled, 1);
+    assert_eq!(runner.projection().totals["b"], 2 + 5 + 8 + 100);
+    assert_eq!(runner.projection().seen, handled_positions(&store).await);
+}
+
+pub async fn checkpoint_survives_the_runner<S: Store>(store: S) {
+    let repo = counters(&store).await;
+    create(&repo, "a").await;
+    add(&repo, "a", 1).await;
+    let mut first = ProjectionRunner::new(store.clone(), Totals::default());
+    first.catch_up().await.unwrap();
+    drop(first);
+
+    add(&repo, "a", 2).await;
+    // A new runner (another process, a restart) starts from the committed checkpoint.
+    let mut second = ProjectionRunner::new(store.clone(), Totals::default());
+    assert_eq!(second.catch_up().await.unwrap().handled, 1);
+    assert_eq!(second.projection().totals["a"], 2);
+}
+
+pub async fn failing_handler_keeps_the_checkpoint<S: Store>(store: S) {
+    let repo = counters(&store).await;
+    create(&repo, "a").await;
+    add(&repo, "a", 1).await;
+    add(&repo, "a", 13).await;
+    add(&repo, "a", 2).await;
+    let mut runner = ProjectionRunner::new(store.clone(), Totals::default()).batch_size(2);
+    let error = runner.catch_up().await.unwrap_err();
+    let positions = handled_positions(&store).await;
+    match &error {
+        ProjectionError::Handler {
+            projection,
+            event_type,
+            position,
+            source,
+        } => {
+            assert_eq!(
+                (*projection, event_type.as_str()),
+                ("totals", "Incremented")
+            );
+            assert_eq!(*position, positions[2]);
+            assert_eq!(
+                source.to_string(),
+                format!("13 is unlucky (position {position})")
+            );
+        }
+        other => panic!("expected a handler error, got {other:?}"),
+    }
+    // The first batch (two events) committed; the failing one did not move the checkpoint.
+    assert_eq!(runner.status().await.unwrap().position, positions[1]);
+}
+
+pub async fn rebuild_replays_everything<S: Store>(store: S) {
+    let repo = counters(&store).await;
+    for id in ["a", "b"] {
+        create(&repo, id).await;
+        add(&repo, id, 5).await;
+    }
+    let mut runner = ProjectionRunner::new(store.clone(), Totals::default()).batch_size(1);
+    runner.catch_up().await.unwrap();
+    let before = runner.projection().totals.clone();
+    let mut reports = Vec::new();
+    let done = runner.rebuild(|p| reports.push(p)).await.unwrap();
+    assert_eq!(done.handled, 4);
+    assert_eq!(runner.projection().totals, before);
+    assert_eq!(runner.projection().seen, handled_positions(&store).await);
+    assert_eq!(reports.len(), 4, "one report per batch: {reports:?}");
+}
+
+pub async fn leases_are_exclusive<S: Store>(store: S) {
+    let lease = store
+        .try_lease("totals")
+        .await
+        .unwrap()
+        .expect("free at first");
+    assert!(store.try_lease("totals").await.unwrap().is_none(), "held");
+    assert!(
+        store.clone().try_lease("totals").await.unwrap().is_none(),
+        "held for clones too"
+    );
+    let other = store.try_lease("other").await.unwrap();
+    assert!(other.is_some(), "leases are per projection");
+    drop(lease);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while store.try_lease("totals").await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("released when dropped");
+}
+
+pub async fn run_wakes_on_appends<S: Store>(store: S) {
+    let repo = counters(&store).await;
+    create(&repo, "a").await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner_store = store.clone();
+    let task = tokio::spawn(async move {
+        // Only a wake-up can make it see the appends in time: the poll is a minute away.
+        let mut runner = ProjectionRunner::new(runner_store, Totals::default())
+            .idle_timeout(Duration::from_secs(60));
+        runner
+            .run(async { stopped.await.unwrap_or(()) })
+            .await
+            .unwrap();
+        runner.into_projection()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for by in 1..=5 {
+        add(&repo, "a", by).await;
+    }
+    let head = store.head().await.unwrap();
+    let probe = ProjectionRunner::new(store.clone(), Totals::default());
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while probe.status().await.unwrap().position < head {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the live runner followed the appends");
+    stop.send(()).unwrap();
+    let model = task.await.unwrap();
+    assert_eq!(model.totals["a"], 15);
+    assert_eq!(model.seen, handled_positions(&store).await);
+}
+
+pub async fn inline_projection_commits_with_the_events<S: Store>(store: S) {
+    let totals = Arc::new(Mutex::new(Totals::default()));
+    let repo = Repository::<Counter, _>::new(store.clone()).with_inline(Arc::clone(&totals));
+    create(&repo, "a").await;
+    add(&repo, "a", 4).await;
+    step(&repo, "a").await;
+    add(&repo, "a", 6).await;
+    let model = totals.lock().await;
+    assert_eq!(
+        model.totals["a"], 10,
+        "up to date as soon as execute returns"
+    );
+    assert_eq!(
+        model.seen,
+        handled_positions(&store).await,
+        "the stored positions"
+    );
+}
+
+pub async fn failing_inline_projection_appends_nothing<S: Store>(store: S) {
+    let totals = Arc::new(Mutex::new(Totals::default()));
+    let repo = Repository::<Counter, _>::new(store.clone()).with_inline(Arc::clone(&totals));
+    create(&repo, "a").await;
+    let head = store.head().await.unwrap();
+    let error = repo
+        .execute(Increment {
+            id: "a".into(),
+            by: 13,
+        })
+        .await
+        .unwrap_err();
+    match error {
+        ExecuteError::Projection(ProjectionError::Handler { event_type, .. }) => {
+            assert_eq!(event_type, "Incremented");
+        }
+        other => panic!("expected the inline projection's error, got {other:?}"),
+    }
+    assert_eq!(
+        store.head().await.unwrap(),
+        head,
+        "the events were rolled back"
+    );
+    assert_eq!(store.stream_version("counter", "a").await.unwrap(), Some(1));
+    add(&repo, "a", 2).await;
+    assert_eq!(store.stream_version("counter", "a").await.unwrap(), Some(2));
+    assert_eq!(totals.lock().await.totals["a"], 2);
+}
