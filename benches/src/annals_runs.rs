@@ -17,7 +17,7 @@ use crate::error::BenchError;
 use crate::plan::{self, Expected, Op, Step};
 
 /// Runs one command of the plan.
-async fn execute<S: EventStore + SnapshotStore>(
+async fn execute<S: CheckpointStore + SnapshotStore>(
     repo: &Repository<Account, S>,
     step: &Step,
 ) -> Result<(), ExecuteError<crate::bank::AccountError>> {
@@ -37,7 +37,7 @@ async fn execute<S: EventStore + SnapshotStore>(
 }
 
 /// (version, balance) of every account, loaded through the repository.
-async fn accounts<S: EventStore + SnapshotStore>(
+async fn accounts<S: CheckpointStore + SnapshotStore>(
     repo: &Repository<Account, S>,
     count: usize,
 ) -> Result<Vec<(u64, u64)>, BenchError> {
@@ -51,7 +51,7 @@ async fn accounts<S: EventStore + SnapshotStore>(
 
 /// W1: the plan's commands one after the other. Checks the final state after the clock
 /// stops.
-pub async fn sequential<S: EventStore + SnapshotStore>(
+pub async fn sequential<S: CheckpointStore + SnapshotStore>(
     store: S,
     commands: &[Step],
     accounts_count: usize,
@@ -71,7 +71,7 @@ pub async fn sequential<S: EventStore + SnapshotStore>(
 /// W2: the plan's commands over `tasks` tasks with disjoint accounts. Returns the time and
 /// how many commands gave up on a version conflict (none are expected; the state check is
 /// skipped when some did).
-pub async fn concurrent<S: EventStore + SnapshotStore>(
+pub async fn concurrent<S: CheckpointStore + SnapshotStore>(
     store: S,
     commands: &[Step],
     accounts_count: usize,
@@ -152,7 +152,7 @@ async fn seed<S: EventStore>(
 
 /// W3: writes one stream of `n` events (untimed), then times `Repository::load` of it
 /// `repeat` times and returns the median.
-pub async fn rehydrate<S: EventStore + SnapshotStore>(
+pub async fn rehydrate<S: CheckpointStore + SnapshotStore>(
     store: S,
     n: usize,
     repeat: usize,

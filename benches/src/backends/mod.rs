@@ -2,28 +2,27 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::Duration;
 
 // mod postgres;
-// mod sqlite;
+mod sqlite;
 
-use annals::{CheckpointStore, EventStore, MemoryStore, Projection, SnapshotStore};
+use annals::{CheckpointStore, MemoryStore, SnapshotStore};
 
-use crate::annals_runs::MemoryBalances;
+use crate::annals_runs::{self, MemoryBalances};
 use crate::cli::{Backend, Workload};
 use crate::error::BenchError;
 use crate::raw::RawBaseline;
 
 // pub use postgres::PostgresSetup;
-// pub use sqlite::SqliteSetup;
+pub use sqlite::SqliteSetup;
 
 /// What the harness needs from a backend.
 pub trait Setup {
     /// The backend's name in RESULT lines.
     const BACKEND: Backend;
     /// The annals store.
-    type Store: EventStore + SnapshotStore + CheckpointStore;
-    /// W4's projection, writing in the store's transaction.
-    type ReadModel: Projection<<Self::Store as CheckpointStore>::Tx>;
+    type Store: CheckpointStore + SnapshotStore;
     /// The raw sqlx baseline.
     type Raw: RawBaseline;
 
@@ -33,18 +32,14 @@ pub trait Setup {
         workload: Workload,
     ) -> impl Future<Output = Result<Self::Store, BenchError>>;
 
-    /// A fresh read model (its table created beside the store's) for W4.
-    fn read_model(
+    /// W4 on a store holding the seeded events: creates the read model beside the store,
+    /// times `ProjectionRunner::catch_up()` with the backend's `#[projection]`, and reads
+    /// back what the read model holds.
+    fn replay(
         &mut self,
-        store: &Self::Store,
-    ) -> impl Future<Output = Result<Self::ReadModel, BenchError>>;
-
-    /// What the read model holds: (version, balance) per account.
-    fn balances(
-        &mut self,
-        store: &Self::Store,
-        model: Self::ReadModel,
-    ) -> impl Future<Output = Result<HashMap<String, (u64, u64)>, BenchError>>;
+        store: Self::Store,
+        batch: usize,
+    ) -> impl Future<Output = Result<Replayed, BenchError>>;
 
     /// A fresh raw baseline for one workload; `None` when the backend has none.
     fn raw(
@@ -56,29 +51,37 @@ pub trait Setup {
     fn finish(self) -> impl Future<Output = Result<(), BenchError>>;
 }
 
+/// What W4 through annals did.
+#[derive(Debug)]
+pub struct Replayed {
+    /// Time spent in `catch_up()`.
+    pub elapsed: Duration,
+    /// Events the projection handled.
+    pub handled: u64,
+    /// (version, balance) per account, read back from the read model.
+    pub balances: HashMap<String, (u64, u64)>,
+}
+
 /// `MemoryStore`, with the read model in a `HashMap`; no raw baseline.
 pub struct MemorySetup;
 
 impl Setup for MemorySetup {
     const BACKEND: Backend = Backend::Memory;
     type Store = MemoryStore;
-    type ReadModel = MemoryBalances;
     type Raw = crate::raw::sqlite::RawSqlite;
 
     async fn store(&mut self, _workload: Workload) -> Result<MemoryStore, BenchError> {
         Ok(MemoryStore::new())
     }
 
-    async fn read_model(&mut self, _store: &MemoryStore) -> Result<MemoryBalances, BenchError> {
-        Ok(MemoryBalances::default())
-    }
-
-    async fn balances(
-        &mut self,
-        _store: &MemoryStore,
-        model: MemoryBalances,
-    ) -> Result<HashMap<String, (u64, u64)>, BenchError> {
-        Ok(model.accounts)
+    async fn replay(&mut self, store: MemoryStore, batch: usize) -> Result<Replayed, BenchError> {
+        let (elapsed, handled, model) =
+            annals_runs::replay(store, MemoryBalances::default(), batch).await?;
+        Ok(Replayed {
+            elapsed,
+            handled,
+            balances: model.accounts,
+        })
     }
 
     async fn raw(&mut self, _workload: Workload) -> Result<Option<Self::Raw>, BenchError> {

@@ -1,12 +1,11 @@
 //! The PostgreSQL backend.
 
-use std::collections::HashMap;
-
 use annals::{projection, CheckpointStore, EventMeta, PgStore};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-use super::{balance_rows, Setup};
+use super::{balance_rows, Replayed, Setup};
+use crate::annals_runs;
 use crate::bank::{AccountOpened, Deposited, Withdrawn};
 use crate::cli::{Backend, Workload};
 use crate::error::{sqlx_error, BenchError};
@@ -54,7 +53,7 @@ impl PostgresSetup {
     }
 }
 
-/// W4's read model on PostgreSQL: a `balances` table in the store's sch/// W4's read model on PostgreSQL: a `balances` table in the store's schema, written in the
+/// W4's read model on PostgreSQL: a `balances` table in the store's schema, written in the
 /// runner's transaction.
 #[derive(Debug)]
 pub struct PgBalances {
@@ -134,9 +133,9 @@ impl PgBalances {
     }
 }
 
-tgres;
+impl Setup for PostgresSetup {
+    const BACKEND: Backend = Backend::Postgres;
     type Store = PgStore;
-    type ReadModel = PgBalances;
     type Raw = RawPostgres;
 
     async fn store(&mut self, workload: Workload) -> Result<PgStore, BenchError> {
@@ -148,8 +147,8 @@ tgres;
             .await?)
     }
 
-    async fn read_model(&mut self, store: &PgStore) -> Result<PgBalances, BenchError> {
-        let schema = store.schema();
+    async fn replay(&mut self, store: PgStore, batch: usize) -> Result<Replayed, BenchError> {
+        let schema = store.schema().to_owned();
         sqlx::raw_sql(&format!(
             "CREATE TABLE \"{schema}\".balances (
                 account text   NOT NULL PRIMARY KEY,
@@ -160,22 +159,19 @@ tgres;
         .execute(store.pool())
         .await
         .map_err(sqlx_error("postgres", "creating the read model"))?;
-        Ok(PgBalances::new(schema))
-    }
-
-    async fn balances(
-        &mut self,
-        store: &PgStore,
-        _model: PgBalances,
-    ) -> Result<HashMap<String, (u64, u64)>, BenchError> {
+        let (elapsed, handled, _) =
+            annals_runs::replay(store.clone(), PgBalances::new(&schema), batch).await?;
         let rows = sqlx::query_as(&format!(
-            "SELECT account, version, balance FROM \"{}\".balances",
-            store.schema()
+            "SELECT account, version, balance FROM \"{schema}\".balances"
         ))
         .fetch_all(store.pool())
         .await
         .map_err(sqlx_error("postgres", "reading the read model"))?;
-        balance_rows(rows)
+        Ok(Replayed {
+            elapsed,
+            handled,
+            balances: balance_rows(rows)?,
+        })
     }
 
     async fn raw(&mut self, workload: Workload) -> Result<Option<RawPostgres>, BenchError> {

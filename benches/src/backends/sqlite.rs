@@ -1,10 +1,9 @@
 //! The SQLite backend.
 
-use std::collections::HashMap;
-
 use annals::{projection, CheckpointStore, EventMeta, SqliteStore};
 
-use super::{balance_rows, Setup};
+use super::{balance_rows, Replayed, Setup};
+use crate::annals_runs;
 use crate::bank::{AccountOpened, Deposited, Withdrawn};
 use crate::cli::{Backend, Workload};
 use crate::error::{sqlx_error, BenchError};
@@ -31,7 +30,7 @@ impl SqliteSetup {
     }
 }
 
-/// W4's read model on SQLite: a `balances` table in the store's databas/// W4's read model on SQLite: a `balances` table in the store's database, written in the
+/// W4's read model on SQLite: a `balances` table in the store's database, written in the
 /// runner's transaction.
 #[derive(Debug, Default)]
 pub struct SqliteBalances;
@@ -89,9 +88,9 @@ impl SqliteBalances {
     }
 }
 
-e;
+impl Setup for SqliteSetup {
+    const BACKEND: Backend = Backend::Sqlite;
     type Store = SqliteStore;
-    type ReadModel = SqliteBalances;
     type Raw = RawSqlite;
 
     async fn store(&mut self, workload: Workload) -> Result<SqliteStore, BenchError> {
@@ -99,7 +98,7 @@ e;
         Ok(SqliteStore::open(path).await?)
     }
 
-    async fn read_model(&mut self, store: &SqliteStore) -> Result<SqliteBalances, BenchError> {
+    async fn replay(&mut self, store: SqliteStore, batch: usize) -> Result<Replayed, BenchError> {
         sqlx::raw_sql(
             "CREATE TABLE balances (
                 account TEXT    NOT NULL PRIMARY KEY,
@@ -110,19 +109,17 @@ e;
         .execute(store.pool())
         .await
         .map_err(sqlx_error("sqlite", "creating the read model"))?;
-        Ok(SqliteBalances)
-    }
-
-    async fn balances(
-        &mut self,
-        store: &SqliteStore,
-        _model: SqliteBalances,
-    ) -> Result<HashMap<String, (u64, u64)>, BenchError> {
+        let (elapsed, handled, _) =
+            annals_runs::replay(store.clone(), SqliteBalances, batch).await?;
         let rows = sqlx::query_as("SELECT account, version, balance FROM balances")
             .fetch_all(store.pool())
             .await
             .map_err(sqlx_error("sqlite", "reading the read model"))?;
-        balance_rows(rows)
+        Ok(Replayed {
+            elapsed,
+            handled,
+            balances: balance_rows(rows)?,
+        })
     }
 
     async fn raw(&mut self, workload: Workload) -> Result<Option<RawSqlite>, BenchError> {
@@ -137,4 +134,3 @@ e;
             .map_err(|e| BenchError::Usage(format!("cannot remove the temporary directory: {e}")))
     }
 }
-
