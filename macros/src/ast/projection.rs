@@ -22,6 +22,8 @@ pub struct Projection {
 /// How a method is called: which of the optional parameters it takes.
 pub struct Method {
     pub ident: Ident,
+    /// Where a wrong return type is reported: the declared type, or the method's name.
+    pub output_span: Span,
     pub is_async: bool,
     pub takes_meta: bool,
     pub takes_tx: bool,
@@ -84,6 +86,7 @@ impl Projection {
         };
 
         let mut handlers = Vec::new();
+        let mut marked_on = 0usize;
         let mut reset = Once::<Method>::new("#[reset]");
         let mut tx = None::<Type>;
         for impl_item in &mut item.items {
@@ -111,6 +114,7 @@ impl Projection {
             });
             match role {
                 Some(("on", _)) => {
+                    marked_on += 1;
                     if let Some(handler) = parse_on(method, &mut tx, errors) {
                         handlers.push(handler);
                     }
@@ -135,7 +139,7 @@ impl Projection {
                 );
             }
         }
-        if handlers.is_empty() {
+        if marked_on == 0 {
             errors.spanned(
                 &item.self_ty,
                 "a projection needs at least one `#[on]` handler",
@@ -181,6 +185,7 @@ fn parse_on(method: &ImplItemFn, tx: &mut Option<Type>, errors: &mut Errors) -> 
     event.map(|event| OnHandler {
         method: Method {
             ident: sig.ident.clone(),
+            output_span: output_span(sig),
             is_async: sig.asyncness.is_some(),
             takes_meta,
             takes_tx,
@@ -197,6 +202,7 @@ fn parse_reset(method: &ImplItemFn, tx: &mut Option<Type>, errors: &mut Errors) 
     check_output(sig, errors);
     Some(Method {
         ident: sig.ident.clone(),
+        output_span: output_span(sig),
         is_async: sig.asyncness.is_some(),
         takes_meta: false,
         takes_tx,
@@ -277,6 +283,13 @@ fn check_output(sig: &syn::Signature, errors: &mut Errors) {
                  converts into `Box<dyn Error + Send + Sync>`",
             );
         }
+    }
+}
+
+fn output_span(sig: &syn::Signature) -> Span {
+    match &sig.output {
+        ReturnType::Type(_, ty) => syn::spanned::Spanned::span(&**ty),
+        ReturnType::Default => sig.ident.span(),
     }
 }
 

@@ -66,17 +66,23 @@ fn generate(projection: &Projection) -> TokenStream {
     let arms = projection.handlers.iter().map(|h| {
         let event = &h.event;
         let call = call(&h.method, quote!(&decoded));
+        let into_outcome = quote_spanned!(h.method.output_span=>
+            #private::ProjectionOutcome::into_outcome(outcome)
+        );
         quote! {
             if #private::event_is::<#event>(event_type) {
                 let decoded = #root::projection::decode_for::<#event>(event)?;
                 let outcome = #call;
-                return #private::ProjectionOutcome::into_outcome(outcome)
+                return #into_outcome
                     .map_err(|source| #root::projection::handler_error(NAME, &event.meta, source));
             }
         }
     });
     let reset = projection.reset.as_ref().map(|method| {
         let call = call(method, quote!());
+        let into_outcome = quote_spanned!(method.output_span=>
+            #private::ProjectionOutcome::into_outcome(outcome)
+        );
         quote! {
             fn reset<'a>(
                 &'a mut self,
@@ -86,7 +92,7 @@ fn generate(projection: &Projection) -> TokenStream {
             > + ::core::marker::Send + 'a {
                 async move {
                     let outcome = #call;
-                    #private::ProjectionOutcome::into_outcome(outcome).map_err(|source| {
+                    #into_outcome.map_err(|source| {
                         #root::ProjectionError::Reset { projection: #name, source }
                     })
                 }

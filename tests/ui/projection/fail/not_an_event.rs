@@ -1,0 +1,14 @@
+use annals::projection;
+
+struct NotAnEvent;
+
+#[derive(Default)]
+struct Totals;
+
+#[projection(name = "totals")]
+impl Totals {
+    #[on]
+    fn seen(&mut self, _: &NotAnEvent) {}
+}
+
+fn main() {}
