@@ -423,6 +423,8 @@ fn command_enum(
             #private::serde::Deserialize,
         )]
         #[serde(crate = #serde_crate, tag = #tag, #content)]
+        // Variants are named after the command types, which often share a suffix.
+        #[allow(clippy::enum_variant_names, clippy::large_enum_variant)]
         #vis enum #ident {
             #(#variant_defs)*
         }
