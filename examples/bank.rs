@@ -21,18 +21,44 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let existing = accounts.load(&ada).await?;
     if existing.version == 0 {
         println!("{path} is new: opening accounts");
-        accounts.execute(OpenAccount { account: ada.clone(), owner: "Ada".into() }).await?;
-        accounts.execute(Deposit { account: ada.clone(), amount: 100 }).await?;
-        accounts.execute(Withdraw { account: ada.clone(), amount: 30 }).await?;
+        accounts
+            .execute(OpenAccount {
+                account: ada.clone(),
+                owner: "Ada".into(),
+            })
+            .await?;
+        accounts
+            .execute(Deposit {
+                account: ada.clone(),
+                amount: 100,
+            })
+            .await?;
+        accounts
+            .execute(Withdraw {
+                account: ada.clone(),
+                amount: 30,
+            })
+            .await?;
     } else {
         println!(
             "reloaded from {path}: {} has balance {} after {} events",
             existing.state.owner, existing.state.balance, existing.version
         );
-        accounts.execute(Deposit { account: ada.clone(), amount: 10 }).await?;
+        accounts
+            .execute(Deposit {
+                account: ada.clone(),
+                amount: 10,
+            })
+            .await?;
     }
 
-    match accounts.execute(Withdraw { account: ada.clone(), amount: 1_000_000 }).await {
+    match accounts
+        .execute(Withdraw {
+            account: ada.clone(),
+            amount: 1_000_000,
+        })
+        .await
+    {
         Err(ExecuteError::Rejected(AccountError::InsufficientFunds { balance, requested })) => {
             println!("overdraft refused: balance {balance}, requested {requested}");
         }
@@ -40,7 +66,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
 
     let now = accounts.load(&ada).await?;
-    println!("{} now has balance {} (stream version {})", now.state.owner, now.state.balance, now.version);
+    println!(
+        "{} now has balance {} (stream version {})",
+        now.state.owner, now.state.balance, now.version
+    );
     println!("run again to reload the account from {path}");
     Ok(())
 }
