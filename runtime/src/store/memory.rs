@@ -8,9 +8,9 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::{
-    now_micros, validate_stream, AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore,
-    ExpectedVersion, LocalLease, LocalLeases, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
-    StreamRange,
+    now_micros, validate_stream, wait_for_append, AppendOutcome, CommitMeta, EventFilter,
+    EventMeta, EventStore, ExpectedVersion, LocalLease, LocalLeases, NewEvent, RecordedEvent,
+    Snapshot, SnapshotStore, StreamRange,
 };
 use crate::error::StoreError;
 use crate::projection::CheckpointStore;
@@ -359,14 +359,10 @@ impl CheckpointStore for MemoryStore {
     }
 
     async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
-        let notified = self.appended.notified();
-        let mut notified = std::pin::pin!(notified);
-        notified.as_mut().enable();
-        if self.lock().log.len() as u64 > after {
-            return Ok(());
-        }
-        let _ = tokio::time::timeout(timeout, notified).await;
-        Ok(())
+        wait_for_append(&self.appended, after, timeout, async {
+            Ok(self.lock().log.len() as u64)
+        })
+        .await
     }
 
     async fn try_lease(&self, name: &str) -> Result<Option<LocalLease>, StoreError> {

@@ -20,7 +20,7 @@ pub use sqlite::{SqliteStore, SqliteTx};
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
-pub use postgres::{PgStore, PgStoreOptions};
+pub use postgres::{PgLease, PgStore, PgStoreOptions, PgTx};
 
 /// The longest stream id a store accepts, in bytes.
 pub const MAX_STREAM_ID_LEN: usize = 512;
@@ -376,4 +376,22 @@ impl LocalLeases {
             name: name.to_owned(),
         })
     }
+}
+
+/// Waits until `appended` fires or `timeout` passes, unless `head` is already past `after`.
+/// Subscribes before reading the head, so an append between the two is not missed.
+pub(crate) async fn wait_for_append(
+    appended: &tokio::sync::Notify,
+    after: u64,
+    timeout: std::time::Duration,
+    head: impl Future<Output = Result<u64, StoreError>>,
+) -> Result<(), StoreError> {
+    let notified = std::pin::pin!(appended.notified());
+    let mut notified = notified;
+    notified.as_mut().enable();
+    if head.await? > after {
+        return Ok(());
+    }
+    let _ = tokio::time::timeout(timeout, notified).await;
+    Ok(())
 }

@@ -18,9 +18,9 @@ use uuid::Uuid;
 
 use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
 use super::{
-    now_micros, validate_stream, AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore,
-    ExpectedVersion, Headers, LocalLease, LocalLeases, NewEvent, RecordedEvent, Snapshot,
-    SnapshotStore, StreamRange,
+    now_micros, validate_stream, wait_for_append, AppendOutcome, CommitMeta, EventFilter,
+    EventMeta, EventStore, ExpectedVersion, Headers, LocalLease, LocalLeases, NewEvent,
+    RecordedEvent, Snapshot, SnapshotStore, StreamRange,
 };
 use crate::error::{BoxError, StoreError};
 use crate::projection::CheckpointStore;
@@ -693,15 +693,8 @@ impl CheckpointStore for SqliteStore {
     }
 
     async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
-        let notified = self.appended.notified();
-        let mut notified = std::pin::pin!(notified);
-        notified.as_mut().enable();
-        if self.head().await? > after {
-            return Ok(());
-        }
         // Writers in other processes do not notify: the timeout bounds how late they are seen.
-        let _ = tokio::time::timeout(timeout, notified).await;
-        Ok(())
+        wait_for_append(&self.appended, after, timeout, self.head()).await
     }
 
     async fn try_lease(&self, name: &str) -> Result<Option<LocalLease>, StoreError> {
