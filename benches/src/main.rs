@@ -89,8 +89,12 @@ async fn run(config: &Config) -> Result<Vec<Measurement>, BenchError> {
                 bench(backends::SqliteSetup::new()?, config, &mut results).await?;
             }
             Backend::Postgres => {
-                // Until `PgStore` implements `CheckpointStore` (which `Repository` needs).
-                eprintln!("SKIP backend=postgres: PgStore is not a CheckpointStore yet");
+                bench(
+                    backends::PostgresSetup::new(&config.database_url).await?,
+                    config,
+                    &mut results,
+                )
+                .await?;
             }
         }
     }
@@ -98,50 +102,6 @@ async fn run(config: &Config) -> Result<Vec<Measurement>, BenchError> {
         println!("{line}");
     }
     Ok(results)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The whole harness at small sizes: every run checks the state it left, so this fails
-    /// if a backend, a baseline or the read models go wrong.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_backend_runs_every_workload() {
-        let config = Config {
-            n1: 300,
-            n2: 300,
-            accounts: 25,
-            n3: 500,
-            n4: 700,
-            batch: 64,
-            repeat: 1,
-            ..Config::default()
-        };
-        let results = run(&config).await.unwrap();
-        let lines: Vec<String> = results.iter().map(ToString::to_string).collect();
-        for workload in ["W1", "W2", "W3", "W4"] {
-            let shape = format!("impl=annals backend=memory workload={workload} ");
-            assert!(
-                lines.iter().any(|l| l.contains(&shape)),
-                "{shape}: {lines:#?}"
-            );
-            for backend in ["sqlite"] {
-                for imp in ["annals", "raw"] {
-                    let shape = format!("impl={imp} backend={backend} workload={workload} ");
-                    assert!(
-                        lines.iter().any(|l| l.contains(&shape)),
-                        "{shape}: {lines:#?}"
-                    );
-                }
-            }
-        }
-        assert!(lines.iter().all(|l| l.starts_with("RESULT ")));
-        assert_eq!(
-            report::ratios(&results).len(),
-            results.iter().filter(|m| m.imp == Impl::Raw).count()
-        );
-    }
 }
 
 /// Runs the workloads on one backend, then releases its databases even when a run failed.
@@ -273,4 +233,48 @@ fn check_handled(what: &str, handled: u64, expected: usize) -> Result<(), BenchE
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole harness at small sizes: every run checks the state it left, so this fails
+    /// if a backend, a baseline or the read models go wrong.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_backend_runs_every_workload() {
+        let config = Config {
+            n1: 300,
+            n2: 300,
+            accounts: 25,
+            n3: 500,
+            n4: 700,
+            batch: 64,
+            repeat: 1,
+            ..Config::default()
+        };
+        let results = run(&config).await.unwrap();
+        let lines: Vec<String> = results.iter().map(ToString::to_string).collect();
+        for workload in ["W1", "W2", "W3", "W4"] {
+            let shape = format!("impl=annals backend=memory workload={workload} ");
+            assert!(
+                lines.iter().any(|l| l.contains(&shape)),
+                "{shape}: {lines:#?}"
+            );
+            for backend in ["sqlite", "postgres"] {
+                for imp in ["annals", "raw"] {
+                    let shape = format!("impl={imp} backend={backend} workload={workload} ");
+                    assert!(
+                        lines.iter().any(|l| l.contains(&shape)),
+                        "{shape}: {lines:#?}"
+                    );
+                }
+            }
+        }
+        assert!(lines.iter().all(|l| l.starts_with("RESULT ")));
+        assert_eq!(
+            report::ratios(&results).len(),
+            results.iter().filter(|m| m.imp == Impl::Raw).count()
+        );
+    }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-// mod postgres;
+mod postgres;
 mod sqlite;
 
 use annals::{CheckpointStore, MemoryStore, SnapshotStore};
@@ -14,7 +14,7 @@ use crate::cli::{Backend, Workload};
 use crate::error::BenchError;
 use crate::raw::RawBaseline;
 
-// pub use postgres::PostgresSetup;
+pub use postgres::PostgresSetup;
 pub use sqlite::SqliteSetup;
 
 /// What the harness needs from a backend.

@@ -47,7 +47,11 @@ impl PostgresSetup {
     }
 
     fn schema(&mut self, imp: &str, workload: Workload) -> String {
-        let schema = format!("{}_{imp}_{}", self.prefix, workload.to_string().to_lowercase());
+        let schema = format!(
+            "{}_{imp}_{}",
+            self.prefix,
+            workload.to_string().to_lowercase()
+        );
         self.schemas.push(schema.clone());
         schema
     }
