@@ -26,7 +26,7 @@ pub use store::{
     StreamRange,
 };
 #[cfg(feature = "postgres")]
-pub use store::{PgStore, PgStoreOptions};
+pub use store::{PgLease, PgStore, PgStoreOptions, PgTx};
 #[cfg(feature = "sqlite")]
 pub use store::{SqliteStore, SqliteTx};
 

@@ -157,6 +157,17 @@ pub trait CheckpointStore: EventStore {
         &self,
         name: &str,
     ) -> impl Future<Output = Result<Option<Self::Lease>, StoreError>> + Send;
+
+    /// Whether `lease` still holds its projection. A lease that can be lost while held (the
+    /// connection holding a database lock dies) reports false, and the runner stops working
+    /// and waits to take a lease again. By default a lease lasts until it is dropped.
+    fn lease_alive<'a>(
+        &'a self,
+        lease: &'a mut Self::Lease,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
+        let _ = lease;
+        async { Ok(true) }
+    }
 }
 
 /// Where a projection stands.
@@ -342,16 +353,26 @@ where
     ) -> Result<(), ProjectionError> {
         let mut shutdown = std::pin::pin!(shutdown);
         let work = async {
-            let _lease = loop {
-                if let Some(lease) = self.store.try_lease(P::NAME).await? {
-                    break lease;
-                }
-                tokio::time::sleep(self.idle_timeout).await;
-            };
             loop {
-                if self.step().await?.is_none() {
-                    let at = self.store.checkpoint(P::NAME).await?;
-                    self.store.wait_for_events(at, self.idle_timeout).await?;
+                let mut lease = loop {
+                    if let Some(lease) = self.store.try_lease(P::NAME).await? {
+                        break lease;
+                    }
+                    tokio::time::sleep(self.idle_timeout).await;
+                };
+                // A lost lease may already be another runner's: stop before the next batch.
+                while self.store.lease_alive(&mut lease).await? {
+                    match self.step().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            let at = self.store.checkpoint(P::NAME).await?;
+                            self.store.wait_for_events(at, self.idle_timeout).await?;
+                        }
+                        // Moved by a runner that had not yet noticed losing its lease; the
+                        // batch was rolled back, so read on from the new checkpoint.
+                        Err(ProjectionError::Superseded { .. }) => {}
+                        Err(error) => return Err(error),
+                    }
                 }
             }
         };

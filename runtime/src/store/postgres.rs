@@ -18,13 +18,24 @@
 //! `read_all` and `head` need no filter and a writer reads its own appends at once. The
 //! lock is taken after the stream's row is locked, so appends wait on each other only for
 //! the last step (insert and commit), which `pg_notify` serializes anyway.
+//!
+//! # Projections
+//!
+//! Checkpoints live in `annals_checkpoints` and move by compare-and-set in the projection's
+//! own transaction ([`PgTx`]), so the read model's writes and the checkpoint commit
+//! together. A runner waiting for events listens on [`PgStore::notify_channel`] (one
+//! listening connection per store, shared by its clones). The lease that makes one runner
+//! active among several processes is a session advisory lock held on a connection of its
+//! own: it is released when the lease is dropped or when its process or connection dies.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Executor, Postgres, Row};
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
@@ -33,13 +44,57 @@ use super::{
     ExpectedVersion, Headers, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
 };
 use crate::error::StoreError;
+use crate::projection::CheckpointStore;
 
 /// The embedded schema history, applied in order.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../../migrations/postgres/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "checkpoints",
+        sql: include_str!("../../migrations/postgres/0002_checkpoints.sql"),
+    },
+];
+
+/// How long a lease's connection may take to answer a ping before the lease counts as lost.
+const LEASE_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The transaction a [`PgStore`] gives projection handlers: write the read model with
+/// `&mut **tx` as the executor, and it commits with the projection's checkpoint.
+///
+/// ```no_run
+/// use annals::{projection, EventMeta, PgTx};
+/// # #[derive(annals::Event, serde::Serialize, serde::Deserialize)]
+/// # struct Deposited { amount: i64 }
+///
+/// struct Balances;
+///
+/// #[projection(name = "balances")]
+/// impl Balances {
+///     #[on]
+///     async fn deposited(
+///         &mut self,
+///         e: &Deposited,
+///         meta: &EventMeta,
+///         tx: &mut PgTx,
+///     ) -> Result<(), annals::sqlx::Error> {
+///         annals::sqlx::query(
+///             "INSERT INTO balances (account, balance) VALUES ($1, $2) \
+///              ON CONFLICT (account) DO UPDATE SET balance = balances.balance + $2",
+///         )
+///         .bind(&meta.stream_id)
+///         .bind(e.amount)
+///         .execute(&mut **tx)
+///         .await?;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub type PgTx = sqlx::Transaction<'static, Postgres>;
 
 /// The longest schema name accepted: PostgreSQL names hold 63 bytes, and the notification
 /// channel `<schema>_events` must fit too.
@@ -49,8 +104,8 @@ const MAX_SCHEMA_LEN: usize = 56;
 /// database's default isolation is above read committed) is run again.
 const SERIALIZATION_RETRIES: u32 = 3;
 
-/// A PostgreSQL [`EventStore`] and [`SnapshotStore`], in one schema of one database.
-/// Clones share the connection pool.
+/// A PostgreSQL [`EventStore`], [`SnapshotStore`] and [`CheckpointStore`], in one schema
+/// of one database. Clones share the connection pool and the notification listener.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), annals::StoreError> {
@@ -73,6 +128,12 @@ struct Inner {
     channel: String,
     append_lock: i64,
     sql: Statements,
+    /// Wake-ups from the notification listener, started by the first wait for events; its
+    /// sender closes when the listener stops (and the next wait starts another).
+    wake_ups: tokio::sync::Mutex<Option<watch::Receiver<u64>>>,
+    /// A connection that failed to take a lease, kept for the next try: a standby runner
+    /// retries every idle timeout.
+    spare_lease_connection: Mutex<Option<PgConnection>>,
 }
 
 impl fmt::Debug for PgStore {
@@ -154,6 +215,8 @@ impl PgStoreOptions {
                 sql: Statements::new(&self.schema),
                 schema: self.schema,
                 pool,
+                wake_ups: tokio::sync::Mutex::new(None),
+                spare_lease_connection: Mutex::new(None),
             }),
         };
         if self.migrate {
@@ -663,6 +726,250 @@ impl SnapshotStore for PgStore {
     }
 }
 
+impl CheckpointStore for PgStore {
+    type Tx = PgTx;
+    type Lease = PgLease;
+
+    async fn begin(&self) -> Result<PgTx, StoreError> {
+        self.inner
+            .pool
+            .begin()
+            .await
+            .map_err(|e| StoreError::database("begin", e))
+    }
+
+    async fn commit(&self, tx: PgTx) -> Result<(), StoreError> {
+        tx.commit()
+            .await
+            .map_err(|e| StoreError::database("commit", e))
+    }
+
+    async fn append_in<'a>(
+        &'a self,
+        tx: &'a mut PgTx,
+        stream_type: &'a str,
+        stream_id: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        meta: &'a CommitMeta,
+    ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
+        // The inherent `append_in`: the same statement as every other append.
+        let outcome = PgStore::append_in(
+            self,
+            tx,
+            stream_type,
+            stream_id,
+            expected,
+            events,
+            meta,
+        )
+        .await?;
+        if outcome.duplicate || outcome.last_position == 0 {
+            return Ok((outcome, Vec::new()));
+        }
+        // Read back inside the transaction: the events exactly as stored (positions, time).
+        let rows = sqlx::query(&self.inner.sql.read_stream)
+            .bind(stream_type)
+            .bind(stream_id)
+            .bind(to_i64(outcome.first_version, "stream version")?)
+            .bind(to_i64(outcome.last_version, "stream version")?)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| StoreError::database("read back appended events", e))?;
+        let recorded = rows
+            .iter()
+            .map(decode_event)
+            .collect::<Result<Vec<_>, _>>()?;
+        let expected_count = outcome.last_version - outcome.first_version + 1;
+        if recorded.len() as u64 != expected_count {
+            return Err(StoreError::Corrupt {
+                position: outcome.last_position,
+                reason: format!(
+                    "appended versions {}..={} of {stream_type}/{stream_id} but read back {} \
+                     events",
+                    outcome.first_version,
+                    outcome.last_version,
+                    recorded.len()
+                ),
+            });
+        }
+        Ok((outcome, recorded))
+    }
+
+    async fn checkpoint(&self, name: &str) -> Result<u64, StoreError> {
+        let position: Option<i64> = sqlx::query_scalar(&self.inner.sql.checkpoint)
+            .bind(name)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|e| StoreError::database("read checkpoint", e))?;
+        position.map_or(Ok(0), |p| stored_u64(p, "checkpoint", 0))
+    }
+
+    async fn advance_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut PgTx,
+        name: &'a str,
+        expected: u64,
+        position: u64,
+    ) -> Result<bool, StoreError> {
+        sqlx::query_scalar(&self.inner.sql.advance_checkpoint)
+            .bind(name)
+            .bind(to_i64(expected, "checkpoint")?)
+            .bind(to_i64(position, "checkpoint")?)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| StoreError::database("advance checkpoint", e))
+    }
+
+    async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
+        let mut wake_ups = self.wake_ups().await?;
+        // Mark what was seen before looking at the head: an append committed after the look
+        // notifies the listener, which is already listening, and changes the value.
+        wake_ups.borrow_and_update();
+        if self.head().await? > after {
+            return Ok(());
+        }
+        // A closed channel (the listener stopped) returns at once: the caller reads again and
+        // its next wait starts a new listener.
+        let _ = tokio::time::timeout(timeout, wake_ups.changed()).await;
+        Ok(())
+    }
+
+    async fn try_lease(&self, name: &str) -> Result<Option<PgLease>, StoreError> {
+        const OP: &str = "take projection lease";
+        let key = lock_key("projection", &format!("{}/{name}", self.inner.schema));
+        let spare = self
+            .inner
+            .spare_lease_connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let kept = match spare {
+            // `Err`: the kept connection went away meanwhile; try on a new one.
+            Some(mut connection) => try_advisory_lock(&mut connection, key)
+                .await
+                .ok()
+                .map(|held| (connection, held)),
+            None => None,
+        };
+        let (connection, held) = match kept {
+            Some(kept) => kept,
+            None => {
+                let mut connection = self.lease_connection().await?;
+                let held = try_advisory_lock(&mut connection, key)
+                    .await
+                    .map_err(|e| StoreError::database(OP, e))?;
+                (connection, held)
+            }
+        };
+        if !held {
+            *self
+                .inner
+                .spare_lease_connection
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(connection);
+            return Ok(None);
+        }
+        Ok(Some(PgLease {
+            connection,
+            projection: name.to_owned(),
+        }))
+    }
+
+    async fn lease_alive<'a>(&'a self, lease: &'a mut PgLease) -> Result<bool, StoreError> {
+        // A session lock lives as long as its session: a live connection still holds it.
+        let ping = tokio::time::timeout(LEASE_PING_TIMEOUT, lease.connection.ping()).await;
+        Ok(matches!(ping, Ok(Ok(()))))
+    }
+}
+
+/// The lease of a projection on a [`PgStore`]: a session advisory lock held on a
+/// connection of its own (keyed by schema and projection name). Dropping the lease closes
+/// the connection, which releases the lock; so does the death of the holding process.
+pub struct PgLease {
+    connection: PgConnection,
+    projection: String,
+}
+
+impl PgLease {
+    /// The projection this lease is for.
+    pub fn projection(&self) -> &str {
+        &self.projection
+    }
+}
+
+impl fmt::Debug for PgLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgLease")
+            .field("projection", &self.projection)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn try_advisory_lock(connection: &mut PgConnection, key: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(connection)
+        .await
+}
+
+impl PgStore {
+    /// A connection outside the pool, for a lease: it must not go back to the pool while
+    /// holding the lock, and closing it must release the lock.
+    async fn lease_connection(&self) -> Result<PgConnection, StoreError> {
+        let options = (*self.inner.pool.connect_options())
+            .clone()
+            .application_name("annals projection lease");
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| StoreError::database("take projection lease", e))
+    }
+
+    /// The wake-ups of this store's notification listener, starting it if none runs.
+    async fn wake_ups(&self) -> Result<watch::Receiver<u64>, StoreError> {
+        let mut slot = self.inner.wake_ups.lock().await;
+        if let Some(wake_ups) = slot.as_ref() {
+            if wake_ups.has_changed().is_ok() {
+                return Ok(wake_ups.clone());
+            }
+        }
+        // A pool of its own, so the listener never takes one of the store's connections.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with((*self.inner.pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&pool)
+            .await
+            .map_err(|e| StoreError::database("listen for appends", e))?;
+        listener
+            .listen(&self.inner.channel)
+            .await
+            .map_err(|e| StoreError::database("listen for appends", e))?;
+        let (sender, receiver) = watch::channel(0);
+        tokio::spawn(follow_notifications(listener, sender));
+        *slot = Some(receiver.clone());
+        Ok(receiver)
+    }
+}
+
+/// Counts notifications (and reconnections, after which some may have been missed) until
+/// the store is dropped or the listener fails.
+async fn follow_notifications(mut listener: PgListener, wake_ups: watch::Sender<u64>) {
+    loop {
+        tokio::select! {
+            () = wake_ups.closed() => return,
+            received = listener.try_recv() => match received {
+                // `None`: the connection was lost and re-established; appends committed
+                // meanwhile notified no one.
+                Ok(_) => wake_ups.send_modify(|n| *n = n.wrapping_add(1)),
+                // Dropping the sender wakes the waiters; the next wait starts a new listener.
+                Err(_) => return,
+            },
+        }
+    }
+}
+
 /// The outcome the append statement returned.
 fn appended(row: &PgRow) -> Result<AppendOutcome, StoreError> {
     Ok(AppendOutcome {
@@ -779,6 +1086,8 @@ struct Statements {
     head: String,
     save_snapshot: String,
     load_snapshot: String,
+    checkpoint: String,
+    advance_checkpoint: String,
 }
 
 const EVENT_COLUMNS: &str = "position, stream_type, stream_id, version, event_type, \
@@ -809,6 +1118,7 @@ impl Statements {
         let streams = format!("{schema}.annals_streams");
         let commands = format!("{schema}.annals_commands");
         let snapshots = format!("{schema}.annals_snapshots");
+        let checkpoints = format!("{schema}.annals_checkpoints");
         let insert_stream = format!(
             "INSERT INTO {streams} AS s (stream_type, stream_id, version) \
              SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT FROM prior) \
@@ -876,6 +1186,22 @@ impl Statements {
                 "SELECT version, snapshot_version, state::text FROM {snapshots} \
                  WHERE stream_type = $1 AND stream_id = $2 AND version <= $3 \
                  ORDER BY version DESC LIMIT 1"
+            ),
+            checkpoint: format!("SELECT position FROM {checkpoints} WHERE name = $1"),
+            // Compare-and-set, a missing row reading as 0. A concurrent mover holds the row
+            // (or the key, for a first insert) until it commits; this statement then sees the
+            // committed position and does nothing.
+            advance_checkpoint: format!(
+                "WITH moved AS ( \
+                     UPDATE {checkpoints} SET position = $3, updated_at = now() \
+                     WHERE name = $1 AND position = $2 RETURNING 1 \
+                 ), \
+                 created AS ( \
+                     INSERT INTO {checkpoints} (name, position) \
+                     SELECT $1, $3 WHERE $2 = 0 AND NOT EXISTS (SELECT FROM moved) \
+                     ON CONFLICT (name) DO NOTHING RETURNING 1 \
+                 ) \
+                 SELECT EXISTS (SELECT FROM moved) OR EXISTS (SELECT FROM created)"
             ),
         }
     }
