@@ -754,16 +754,8 @@ impl CheckpointStore for PgStore {
         meta: &'a CommitMeta,
     ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
         // The inherent `append_in`: the same statement as every other append.
-        let outcome = PgStore::append_in(
-            self,
-            tx,
-            stream_type,
-            stream_id,
-            expected,
-            events,
-            meta,
-        )
-        .await?;
+        let outcome =
+            PgStore::append_in(self, tx, stream_type, stream_id, expected, events, meta).await?;
         if outcome.duplicate || outcome.last_position == 0 {
             return Ok((outcome, Vec::new()));
         }
