@@ -23,7 +23,7 @@ pub use sqlx;
 pub use store::{
     AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, Headers,
     LocalLease, MemoryStore, MemoryTx, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
-    StreamRange,
+    StreamEvent, StreamRange,
 };
 #[cfg(feature = "postgres")]
 pub use store::{PgLease, PgStore, PgStoreOptions, PgTx};

@@ -13,7 +13,7 @@ use crate::event::Events;
 use crate::projection::{CheckpointStore, Projection, ProjectionError};
 use crate::store::{
     validate_stream, AppendOutcome, CommitMeta, EventStore, ExpectedVersion, NewEvent,
-    RecordedEvent, Snapshot, SnapshotStore, StreamRange,
+    RecordedEvent, Snapshot, SnapshotStore, StreamEvent, StreamRange,
 };
 
 /// How many times [`Repository::execute`] handles a command before reporting a conflict.
@@ -173,14 +173,12 @@ where
             to: None,
             until: Some(at),
         };
-        let events = self.store.read_stream(A::NAME, &stream_id, range).await?;
-        fold(
-            Loaded {
-                state: A::default(),
-                version: 0,
-            },
-            &events,
-        )
+        let events = self.store.load_stream(A::NAME, &stream_id, range).await?;
+        let loaded = Loaded {
+            state: A::default(),
+            version: 0,
+        };
+        fold(loaded, &stream_id, &events)
     }
 
     async fn load_stream(&self, stream_id: &str, to: Option<u64>) -> Result<Loaded<A>, Error> {
@@ -212,8 +210,8 @@ where
             to,
             until: None,
         };
-        let events = self.store.read_stream(A::NAME, stream_id, range).await?;
-        fold(loaded, &events)
+        let events = self.store.load_stream(A::NAME, stream_id, range).await?;
+        fold(loaded, stream_id, &events)
     }
 
     /// Executes a command: load, handle, append with the loaded version as the expected
@@ -419,11 +417,24 @@ where
     }
 }
 
-fn fold<A: Aggregate>(mut loaded: Loaded<A>, events: &[RecordedEvent]) -> Result<Loaded<A>, Error> {
-    for recorded in events {
-        let event = decode_one::<A::Event>(recorded)?;
+fn fold<A: Aggregate>(
+    mut loaded: Loaded<A>,
+    stream_id: &str,
+    events: &[StreamEvent],
+) -> Result<Loaded<A>, Error> {
+    for stored in events {
+        let event = A::Event::decode(&stored.event_type, stored.event_version, &stored.payload)
+            .map_err(|reason| Error::Decode {
+                stream_type: A::NAME.to_owned(),
+                stream_id: stream_id.to_owned(),
+                version: stored.version,
+                position: stored.position,
+                event_type: stored.event_type.clone(),
+                event_version: stored.event_version,
+                reason,
+            })?;
         loaded.state.apply(&event);
-        loaded.version = recorded.meta.version;
+        loaded.version = stored.version;
     }
     Ok(loaded)
 }

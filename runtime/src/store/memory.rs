@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{
     now_micros, validate_stream, wait_for_append, AppendOutcome, CommitMeta, EventFilter,
     EventMeta, EventStore, ExpectedVersion, LocalLease, LocalLeases, NewEvent, RecordedEvent,
-    Snapshot, SnapshotStore, StreamRange,
+    Snapshot, SnapshotStore, StreamEvent, StreamRange,
 };
 use crate::error::StoreError;
 use crate::projection::CheckpointStore;
@@ -38,6 +38,29 @@ struct Inner {
     /// Snapshots per stream, in version order.
     snapshots: HashMap<(String, String), Vec<Snapshot>>,
     checkpoints: HashMap<String, u64>,
+}
+
+/// The events of a stream within `range`, in version order.
+fn stream_window<'a>(
+    inner: &'a Inner,
+    stream_type: &str,
+    stream_id: &str,
+    range: StreamRange,
+) -> Result<impl Iterator<Item = &'a RecordedEvent>, StoreError> {
+    validate_stream(stream_type, stream_id)?;
+    let indexes: &[usize] = inner
+        .streams
+        .get(&key(stream_type, stream_id))
+        .map_or(&[], Vec::as_slice);
+    let from = usize::try_from(range.from.max(1) - 1).unwrap_or(usize::MAX);
+    let to = range.to.map_or(indexes.len(), |to| {
+        usize::try_from(to).unwrap_or(usize::MAX).min(indexes.len())
+    });
+    let window = indexes.get(from..to.max(from)).unwrap_or_default();
+    Ok(window
+        .iter()
+        .map(|&i| &inner.log[i])
+        .take_while(move |e| range.until.is_none_or(|until| e.meta.recorded_at <= until)))
 }
 
 fn key(stream_type: &str, stream_id: &str) -> (String, String) {
@@ -82,24 +105,31 @@ impl EventStore for MemoryStore {
         stream_id: &str,
         range: StreamRange,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        validate_stream(stream_type, stream_id)?;
         let inner = self.lock();
-        let Some(indexes) = inner.streams.get(&key(stream_type, stream_id)) else {
-            return Ok(Vec::new());
-        };
-        let from = usize::try_from(range.from.max(1) - 1).unwrap_or(usize::MAX);
-        let to = range.to.map_or(indexes.len(), |to| {
-            usize::try_from(to).unwrap_or(usize::MAX).min(indexes.len())
-        });
-        let Some(window) = indexes.get(from..to.max(from)) else {
-            return Ok(Vec::new());
-        };
-        Ok(window
-            .iter()
-            .map(|&i| &inner.log[i])
-            .take_while(|e| range.until.is_none_or(|until| e.meta.recorded_at <= until))
+        let events = stream_window(&inner, stream_type, stream_id, range)?
             .cloned()
-            .collect())
+            .collect();
+        Ok(events)
+    }
+
+    async fn load_stream(
+        &self,
+        stream_type: &str,
+        stream_id: &str,
+        range: StreamRange,
+    ) -> Result<Vec<StreamEvent>, StoreError> {
+        // Only the fields a load needs are copied, not the metadata.
+        let inner = self.lock();
+        let events = stream_window(&inner, stream_type, stream_id, range)?
+            .map(|e| StreamEvent {
+                position: e.meta.position,
+                version: e.meta.version,
+                event_type: e.meta.event_type.clone(),
+                event_version: e.meta.event_version,
+                payload: e.payload.clone(),
+            })
+            .collect();
+        Ok(events)
     }
 
     async fn read_all(

@@ -144,6 +144,34 @@ pub struct RecordedEvent {
     pub payload: String,
 }
 
+/// The part of a stored event that rebuilding an aggregate needs: what
+/// [`EventStore::load_stream`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEvent {
+    /// Position in the global order (for error messages).
+    pub position: u64,
+    /// Version within the stream.
+    pub version: u64,
+    /// Stored type name.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub event_version: u32,
+    /// JSON payload, as stored.
+    pub payload: String,
+}
+
+impl From<RecordedEvent> for StreamEvent {
+    fn from(event: RecordedEvent) -> Self {
+        StreamEvent {
+            position: event.meta.position,
+            version: event.meta.version,
+            event_type: event.meta.event_type,
+            event_version: event.meta.event_version,
+            payload: event.payload,
+        }
+    }
+}
+
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -254,6 +282,20 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         stream_id: &str,
         range: StreamRange,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Reads a stream like [`EventStore::read_stream`], with only what rebuilding an
+    /// aggregate needs: the repository's load path, so stores skip the metadata columns.
+    fn load_stream(
+        &self,
+        stream_type: &str,
+        stream_id: &str,
+        range: StreamRange,
+    ) -> impl Future<Output = Result<Vec<StreamEvent>, StoreError>> + Send {
+        async move {
+            let events = self.read_stream(stream_type, stream_id, range).await?;
+            Ok(events.into_iter().map(StreamEvent::from).collect())
+        }
+    }
 
     /// Reads up to `limit` events with position greater than `after`, in position order,
     /// passing `filter`. Never returns an event while an earlier-positioned event may still

@@ -41,7 +41,8 @@ use uuid::Uuid;
 use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
 use super::{
     now_micros, validate_stream, AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore,
-    ExpectedVersion, Headers, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamRange,
+    ExpectedVersion, Headers, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamEvent,
+    StreamRange,
 };
 use crate::error::StoreError;
 use crate::projection::CheckpointStore;
@@ -624,6 +625,50 @@ impl EventStore for PgStore {
         rows.iter().map(decode_event).collect()
     }
 
+    async fn load_stream(
+        &self,
+        stream_type: &str,
+        stream_id: &str,
+        range: StreamRange,
+    ) -> Result<Vec<StreamEvent>, StoreError> {
+        if range.until.is_some() {
+            let events = self.read_stream(stream_type, stream_id, range).await?;
+            return Ok(events.into_iter().map(StreamEvent::from).collect());
+        }
+        validate_stream(stream_type, stream_id)?;
+        let from = i64::try_from(range.from.max(1)).unwrap_or(i64::MAX);
+        let to = range
+            .to
+            .map_or(i64::MAX, |to| i64::try_from(to).unwrap_or(i64::MAX));
+        let rows = sqlx::query(&self.inner.sql.load_stream)
+            .bind(stream_type)
+            .bind(stream_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(|e| StoreError::database("stream read", e))?;
+        rows.iter()
+            .map(|row| {
+                let position = stored_u64(column(row, 0, "position", 0)?, "position", 0)?;
+                let version: i64 = column(row, 1, "version", position)?;
+                let event_version: i32 = column(row, 3, "event_version", position)?;
+                Ok(StreamEvent {
+                    position,
+                    version: stored_u64(version, "version", position)?,
+                    event_type: column(row, 2, "event_type", position)?,
+                    event_version: u32::try_from(event_version).map_err(|_| {
+                        StoreError::Corrupt {
+                            position,
+                            reason: format!("event version {event_version} is out of range"),
+                        }
+                    })?,
+                    payload: column(row, 4, "payload", position)?,
+                })
+            })
+            .collect()
+    }
+
     async fn read_all(
         &self,
         after: u64,
@@ -1072,6 +1117,7 @@ struct Statements {
     stream_version: String,
     command_outcome: String,
     read_stream: String,
+    load_stream: String,
     read_stream_until: String,
     read_all: String,
     read_all_types: String,
@@ -1144,6 +1190,11 @@ impl Statements {
             ),
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} \
+                 WHERE stream_type = $1 AND stream_id = $2 AND version BETWEEN $3 AND $4 \
+                 ORDER BY version"
+            ),
+            load_stream: format!(
+                "SELECT position, version, event_type, event_version, payload::text FROM {events} \
                  WHERE stream_type = $1 AND stream_id = $2 AND version BETWEEN $3 AND $4 \
                  ORDER BY version"
             ),

@@ -20,7 +20,7 @@ use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
 use super::{
     now_micros, validate_stream, wait_for_append, AppendOutcome, CommitMeta, EventFilter,
     EventMeta, EventStore, ExpectedVersion, Headers, LocalLease, LocalLeases, NewEvent,
-    RecordedEvent, Snapshot, SnapshotStore, StreamRange,
+    RecordedEvent, Snapshot, SnapshotStore, StreamEvent, StreamRange,
 };
 use crate::error::{BoxError, StoreError};
 use crate::projection::CheckpointStore;
@@ -344,6 +344,11 @@ const INSERT_EMPTY_COMMAND: &str = "\
         last_version, last_position) \
     VALUES (?1, ?2, ?3, ?4, ?4, 0)";
 
+/// The columns of a [`StreamEvent`], for loading aggregates.
+const LOAD_STREAM: &str = "SELECT position, version, event_type, event_version, payload \
+     FROM annals_events WHERE stream_type = ? AND stream_id = ? AND version BETWEEN ? AND ? \
+     ORDER BY version";
+
 const READ_STREAM: &str = concat!(
     "SELECT ",
     event_columns!(),
@@ -494,6 +499,54 @@ impl EventStore for SqliteStore {
             .await
             .map_err(|e| StoreError::database("stream read", e))?;
         rows.iter().map(decode_event).collect()
+    }
+
+    async fn load_stream(
+        &self,
+        stream_type: &str,
+        stream_id: &str,
+        range: StreamRange,
+    ) -> Result<Vec<StreamEvent>, StoreError> {
+        if range.until.is_some() {
+            let events = self.read_stream(stream_type, stream_id, range).await?;
+            return Ok(events.into_iter().map(StreamEvent::from).collect());
+        }
+        validate_stream(stream_type, stream_id)?;
+        let Ok(from) = i64::try_from(range.from.max(1)) else {
+            return Ok(Vec::new());
+        };
+        let to = range
+            .to
+            .map_or(i64::MAX, |to| i64::try_from(to).unwrap_or(i64::MAX));
+        if to < from {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(LOAD_STREAM)
+            .bind(stream_type)
+            .bind(stream_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::database("stream read", e))?;
+        rows.iter()
+            .map(|row| {
+                let position = stored_u64(column(row, 0, 0)?, "position", 0)?;
+                let event_version: i64 = column(row, 3, position)?;
+                Ok(StreamEvent {
+                    position,
+                    version: stored_u64(column(row, 1, position)?, "version", position)?,
+                    event_type: column(row, 2, position)?,
+                    event_version: u32::try_from(event_version).map_err(|_| {
+                        StoreError::Corrupt {
+                            position,
+                            reason: format!("event version {event_version} is out of range"),
+                        }
+                    })?,
+                    payload: column(row, 4, position)?,
+                })
+            })
+            .collect()
     }
 
     async fn read_all(

@@ -72,6 +72,7 @@ conformance! {
     store_cases::streams_are_isolated,
     store_cases::read_stream_ranges,
     store_cases::read_stream_until,
+    store_cases::load_stream_matches_read_stream,
     store_cases::read_all_pages,
     store_cases::read_all_filters_event_types,
     store_cases::positions_strictly_increase,

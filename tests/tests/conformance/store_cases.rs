@@ -6,7 +6,7 @@ use std::time::Duration;
 use annals::store::MAX_STREAM_ID_LEN;
 use annals::{
     AppendOutcome, CommitMeta, EventFilter, EventStore, ExpectedVersion, Headers, NewEvent,
-    OffsetDateTime, RecordedEvent, Snapshot, StoreError, StreamRange, Uuid,
+    OffsetDateTime, RecordedEvent, Snapshot, StoreError, StreamEvent, StreamRange, Uuid,
 };
 use serde_json::{json, Value};
 
@@ -1402,4 +1402,75 @@ pub async fn duplicate_event_id_is_refused<S: Store>(store: S) {
         );
         assert_eq!(observe(&store, ACCOUNT, "b").await, before);
     }
+}
+
+/// `load_stream` (the repository's narrow read) returns exactly the fields `read_stream`
+/// returns for every range, with and without `until`.
+pub async fn load_stream_matches_read_stream<S: Store>(store: S) {
+    append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 3)).await;
+    append(&store, ACCOUNT, "b", ExpectedVersion::Any, numbered(1, 2)).await;
+    tokio::time::sleep(Duration::from_millis(15)).await;
+    append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(4, 2)).await;
+    let all = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
+    let cut = all[2].meta.recorded_at;
+    let ranges = [
+        StreamRange::ALL,
+        StreamRange::from(2),
+        StreamRange {
+            from: 2,
+            to: Some(4),
+            until: None,
+        },
+        StreamRange {
+            from: 5,
+            to: Some(1),
+            until: None,
+        },
+        StreamRange {
+            from: u64::MAX,
+            to: None,
+            until: None,
+        },
+        StreamRange {
+            from: 1,
+            to: None,
+            until: Some(cut),
+        },
+    ];
+    for range in ranges {
+        let full: Vec<StreamEvent> = read(&store, ACCOUNT, "a", range)
+            .await
+            .into_iter()
+            .map(StreamEvent::from)
+            .collect();
+        let narrow = store.load_stream(ACCOUNT, "a", range).await.unwrap();
+        assert_eq!(narrow, full, "{range:?}");
+    }
+    let until_cut = store
+        .load_stream(
+            ACCOUNT,
+            "a",
+            StreamRange {
+                from: 1,
+                to: None,
+                until: Some(cut),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        until_cut.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(store
+        .load_stream(ACCOUNT, "missing", StreamRange::ALL)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(matches!(
+        store
+            .load_stream(ACCOUNT, "bad\u{0}id", StreamRange::ALL)
+            .await,
+        Err(StoreError::InvalidStream { .. })
+    ));
 }
