@@ -144,7 +144,10 @@ async fn migrations_are_recorded_once_and_reopening_is_harmless() {
         .await
         .unwrap()
     };
-    assert_eq!(recorded().await, [(1, "initial".to_owned())]);
+    assert_eq!(
+        recorded().await,
+        [(1, "initial".to_owned()), (2, "checkpoints".to_owned())]
+    );
     db.store
         .append(
             "account",
@@ -160,7 +163,10 @@ async fn migrations_are_recorded_once_and_reopening_is_harmless() {
         .await
         .unwrap();
     again.migrate().await.unwrap();
-    assert_eq!(recorded().await, [(1, "initial".to_owned())]);
+    assert_eq!(
+        recorded().await,
+        [(1, "initial".to_owned()), (2, "checkpoints".to_owned())]
+    );
     assert_eq!(again.stream_version("account", "1").await.unwrap(), Some(2));
     db.finish().await;
 }
@@ -195,7 +201,7 @@ async fn processes_starting_together_migrate_once() {
     assert_eq!(
         db.count("SELECT count(*) FROM {schema}.annals_migrations")
             .await,
-        1
+        2
     );
     // Each of them works on the same tables.
     for (n, store) in stores.iter().enumerate() {
@@ -230,7 +236,7 @@ async fn a_schema_migrated_by_a_newer_build_is_refused() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 1
+                known: 2
             }
         ),
         "{err:?}"
