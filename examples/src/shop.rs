@@ -283,15 +283,15 @@ impl Order {
 pub struct ShopView;
 
 /// Creates the read model's tables if missing.
-pub async fn create_view(store: &SqliteStore) -> Result<(), annals::sqlx::Error> {
-    annals::sqlx::query(
+pub async fn create_view(store: &SqliteStore) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "CREATE TABLE IF NOT EXISTS shop_orders (
              id TEXT PRIMARY KEY, sku TEXT NOT NULL, quantity INTEGER NOT NULL,
              status TEXT NOT NULL, position INTEGER NOT NULL)",
     )
     .execute(store.pool())
     .await?;
-    annals::sqlx::query(
+    sqlx::query(
         "CREATE TABLE IF NOT EXISTS shop_stock (sku TEXT PRIMARY KEY, available INTEGER NOT NULL)",
     )
     .execute(store.pool())
@@ -307,8 +307,8 @@ impl ShopView {
         e: &OrderPlaced,
         m: &EventMeta,
         tx: &mut SqliteTx,
-    ) -> Result<(), annals::sqlx::Error> {
-        annals::sqlx::query(
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
             "INSERT INTO shop_orders (id, sku, quantity, status, position) VALUES (?, ?, ?, 'placed', ?)",
         )
         .bind(&m.stream_id)
@@ -326,7 +326,7 @@ impl ShopView {
         _: &OrderConfirmed,
         m: &EventMeta,
         tx: &mut SqliteTx,
-    ) -> Result<(), annals::sqlx::Error> {
+    ) -> Result<(), sqlx::Error> {
         set_status(tx, &m.stream_id, "confirmed").await
     }
 
@@ -336,7 +336,7 @@ impl ShopView {
         e: &OrderRejected,
         m: &EventMeta,
         tx: &mut SqliteTx,
-    ) -> Result<(), annals::sqlx::Error> {
+    ) -> Result<(), sqlx::Error> {
         set_status(tx, &m.stream_id, &format!("rejected: {}", e.reason)).await
     }
 
@@ -346,7 +346,7 @@ impl ShopView {
         e: &StockAdded,
         m: &EventMeta,
         tx: &mut SqliteTx,
-    ) -> Result<(), annals::sqlx::Error> {
+    ) -> Result<(), sqlx::Error> {
         change_stock(tx, &m.stream_id, i64::from(e.quantity)).await
     }
 
@@ -356,28 +356,24 @@ impl ShopView {
         e: &StockReserved,
         m: &EventMeta,
         tx: &mut SqliteTx,
-    ) -> Result<(), annals::sqlx::Error> {
+    ) -> Result<(), sqlx::Error> {
         change_stock(tx, &m.stream_id, -i64::from(e.quantity)).await
     }
 
     #[reset]
-    async fn truncate(&mut self, tx: &mut SqliteTx) -> Result<(), annals::sqlx::Error> {
-        annals::sqlx::query("DELETE FROM shop_orders")
+    async fn truncate(&mut self, tx: &mut SqliteTx) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM shop_orders")
             .execute(&mut **tx)
             .await?;
-        annals::sqlx::query("DELETE FROM shop_stock")
+        sqlx::query("DELETE FROM shop_stock")
             .execute(&mut **tx)
             .await?;
         Ok(())
     }
 }
 
-async fn set_status(
-    tx: &mut SqliteTx,
-    order: &str,
-    status: &str,
-) -> Result<(), annals::sqlx::Error> {
-    annals::sqlx::query("UPDATE shop_orders SET status = ? WHERE id = ?")
+async fn set_status(tx: &mut SqliteTx, order: &str, status: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE shop_orders SET status = ? WHERE id = ?")
         .bind(status)
         .bind(order)
         .execute(&mut **tx)
@@ -385,8 +381,8 @@ async fn set_status(
     Ok(())
 }
 
-async fn change_stock(tx: &mut SqliteTx, sku: &str, delta: i64) -> Result<(), annals::sqlx::Error> {
-    annals::sqlx::query(
+async fn change_stock(tx: &mut SqliteTx, sku: &str, delta: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
         "INSERT INTO shop_stock (sku, available) VALUES (?, ?)
          ON CONFLICT (sku) DO UPDATE SET available = available + excluded.available",
     )
@@ -411,12 +407,11 @@ pub struct OrderRow {
 }
 
 /// The orders list, oldest first.
-pub async fn list_orders(store: &SqliteStore) -> Result<Vec<OrderRow>, annals::sqlx::Error> {
-    use annals::sqlx::Row;
-    let rows =
-        annals::sqlx::query("SELECT id, sku, quantity, status FROM shop_orders ORDER BY position")
-            .fetch_all(store.pool())
-            .await?;
+pub async fn list_orders(store: &SqliteStore) -> Result<Vec<OrderRow>, sqlx::Error> {
+    use sqlx::Row;
+    let rows = sqlx::query("SELECT id, sku, quantity, status FROM shop_orders ORDER BY position")
+        .fetch_all(store.pool())
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(OrderRow {
@@ -430,8 +425,8 @@ pub async fn list_orders(store: &SqliteStore) -> Result<Vec<OrderRow>, annals::s
 }
 
 /// Stock levels per product.
-pub async fn stock_levels(store: &SqliteStore) -> Result<Vec<(String, i64)>, annals::sqlx::Error> {
-    annals::sqlx::query_as("SELECT sku, available FROM shop_stock ORDER BY sku")
+pub async fn stock_levels(store: &SqliteStore) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT sku, available FROM shop_stock ORDER BY sku")
         .fetch_all(store.pool())
         .await
 }

@@ -17,9 +17,6 @@ pub use projection::{
     CheckpointStore, Progress, Projection, ProjectionError, ProjectionRunner, Status,
 };
 pub use repository::{Executed, Loaded, Repository};
-/// The sqlx version the stores use, for read models in the same database.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use sqlx;
 pub use store::{
     AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, Headers,
     LocalLease, MemoryStore, MemoryTx, NewEvent, RecordedEvent, Snapshot, SnapshotStore,

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use annals::sqlx::{self, Row};
 use annals::{
     aggregate, projection, CheckpointStore, Command, Event, EventMeta, EventStore, Events, PgStore,
     PgTx, Progress, ProjectionError, ProjectionRunner, Repository, Uuid,
 };
 use serde::{Deserialize, Serialize};
+use sqlx::Row;
 use tokio::task::JoinHandle;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -82,8 +82,8 @@ const LEASE_PING_TIMEOUT: Duration = Duration::from_secs(5);
 ///         e: &Deposited,
 ///         meta: &EventMeta,
 ///         tx: &mut PgTx,
-///     ) -> Result<(), annals::sqlx::Error> {
-///         annals::sqlx::query(
+///     ) -> Result<(), sqlx::Error> {
+///         sqlx::query(
 ///             "INSERT INTO balances (account, balance) VALUES ($1, $2) \
 ///              ON CONFLICT (account) DO UPDATE SET balance = balances.balance + $2",
 ///         )
