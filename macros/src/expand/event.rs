@@ -10,18 +10,7 @@ use crate::ast::event::{EventStruct, UpcastStep};
 use crate::attr::{CratePath, Errors};
 
 pub fn derive(input: TokenStream) -> TokenStream {
-    let input = match syn::parse2::<DeriveInput>(input) {
-        Ok(input) => input,
-        Err(error) => return error.to_compile_error(),
-    };
-    match expand(&input) {
-        Ok(tokens) => tokens,
-        Err(error) => {
-            let mut tokens = error.to_compile_error();
-            tokens.extend(fallback(&input));
-            tokens
-        }
-    }
+    super::derive(input, expand, fallback)
 }
 
 pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {

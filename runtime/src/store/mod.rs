@@ -213,6 +213,17 @@ impl StreamRange {
             until: None,
         }
     }
+
+    /// The inclusive version bounds as SQL integers; `None` when the range selects nothing.
+    /// Versions are stored as `i64`, so bounds beyond it are clamped.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn sql_bounds(&self) -> Option<(i64, i64)> {
+        let from = i64::try_from(self.from.max(1)).ok()?;
+        let to = self
+            .to
+            .map_or(i64::MAX, |to| i64::try_from(to).unwrap_or(i64::MAX));
+        (from <= to).then_some((from, to))
+    }
 }
 
 /// Which events a global-order read returns.

@@ -604,11 +604,9 @@ impl EventStore for PgStore {
         range: StreamRange,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         validate_stream(stream_type, stream_id)?;
-        // Bounds beyond bigint select nothing more than the bigint maximum does.
-        let from = i64::try_from(range.from.max(1)).unwrap_or(i64::MAX);
-        let to = range
-            .to
-            .map_or(i64::MAX, |to| i64::try_from(to).unwrap_or(i64::MAX));
+        let Some((from, to)) = range.sql_bounds() else {
+            return Ok(Vec::new());
+        };
         let sql = &self.inner.sql;
         let query = match range.until {
             None => sqlx::query(&sql.read_stream),
@@ -636,10 +634,9 @@ impl EventStore for PgStore {
             return Ok(events.into_iter().map(StreamEvent::from).collect());
         }
         validate_stream(stream_type, stream_id)?;
-        let from = i64::try_from(range.from.max(1)).unwrap_or(i64::MAX);
-        let to = range
-            .to
-            .map_or(i64::MAX, |to| i64::try_from(to).unwrap_or(i64::MAX));
+        let Some((from, to)) = range.sql_bounds() else {
+            return Ok(Vec::new());
+        };
         let rows = sqlx::query(&self.inner.sql.load_stream)
             .bind(stream_type)
             .bind(stream_id)

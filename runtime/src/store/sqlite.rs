@@ -471,16 +471,9 @@ impl EventStore for SqliteStore {
         range: StreamRange,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         validate_stream(stream_type, stream_id)?;
-        // Versions are stored as i64: bounds beyond that select nothing / everything.
-        let Ok(from) = i64::try_from(range.from.max(1)) else {
+        let Some((from, to)) = range.sql_bounds() else {
             return Ok(Vec::new());
         };
-        let to = range
-            .to
-            .map_or(i64::MAX, |to| i64::try_from(to).unwrap_or(i64::MAX));
-        if to < from {
-            return Ok(Vec::new());
-        }
         let query = match range.until {
             None => sqlx::query(READ_STREAM)
                 .bind(stream_type)
@@ -512,15 +505,9 @@ impl EventStore for SqliteStore {
             return Ok(events.into_iter().map(StreamEvent::from).collect());
         }
         validate_stream(stream_type, stream_id)?;
-        let Ok(from) = i64::try_from(range.from.max(1)) else {
+        let Some((from, to)) = range.sql_bounds() else {
             return Ok(Vec::new());
         };
-        let to = range
-            .to
-            .map_or(i64::MAX, |to| i64::try_from(to).unwrap_or(i64::MAX));
-        if to < from {
-            return Ok(Vec::new());
-        }
         let rows = sqlx::query(LOAD_STREAM)
             .bind(stream_type)
             .bind(stream_id)
