@@ -302,10 +302,7 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         stream_id: &str,
         range: StreamRange,
     ) -> impl Future<Output = Result<Vec<StreamEvent>, StoreError>> + Send {
-        async move {
-            let events = self.read_stream(stream_type, stream_id, range).await?;
-            Ok(events.into_iter().map(StreamEvent::from).collect())
-        }
+        load_through_read_stream(self, stream_type, stream_id, range)
     }
 
     /// Reads up to `limit` events with position greater than `after`, in position order,
@@ -447,4 +444,16 @@ pub(crate) async fn wait_for_append(
     }
     let _ = tokio::time::timeout(timeout, notified).await;
     Ok(())
+}
+
+/// [`EventStore::load_stream`] by way of [`EventStore::read_stream`]: the default, and what
+/// the SQL stores do for the rare temporal (`until`) loads.
+pub(crate) async fn load_through_read_stream<S: EventStore + ?Sized>(
+    store: &S,
+    stream_type: &str,
+    stream_id: &str,
+    range: StreamRange,
+) -> Result<Vec<StreamEvent>, StoreError> {
+    let events = store.read_stream(stream_type, stream_id, range).await?;
+    Ok(events.into_iter().map(StreamEvent::from).collect())
 }

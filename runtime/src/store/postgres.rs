@@ -40,9 +40,9 @@ use uuid::Uuid;
 
 use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
 use super::{
-    now_micros, validate_stream, AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore,
-    ExpectedVersion, Headers, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamEvent,
-    StreamRange,
+    load_through_read_stream, now_micros, validate_stream, AppendOutcome, CommitMeta, EventFilter,
+    EventMeta, EventStore, ExpectedVersion, Headers, NewEvent, RecordedEvent, Snapshot,
+    SnapshotStore, StreamEvent, StreamRange,
 };
 use crate::error::StoreError;
 use crate::projection::CheckpointStore;
@@ -630,8 +630,7 @@ impl EventStore for PgStore {
         range: StreamRange,
     ) -> Result<Vec<StreamEvent>, StoreError> {
         if range.until.is_some() {
-            let events = self.read_stream(stream_type, stream_id, range).await?;
-            return Ok(events.into_iter().map(StreamEvent::from).collect());
+            return load_through_read_stream(self, stream_type, stream_id, range).await;
         }
         validate_stream(stream_type, stream_id)?;
         let Some((from, to)) = range.sql_bounds() else {
