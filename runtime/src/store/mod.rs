@@ -448,7 +448,7 @@ pub(crate) async fn wait_for_append(
 
 /// [`EventStore::load_stream`] by way of [`EventStore::read_stream`]: the default, and what
 /// the SQL stores do for the rare temporal (`until`) loads.
-pub(crate) async fn load_through_read_stream<S: EventStore + ?Sized>(
+pub(crate) async fn load_through_read_stream<S: EventStore>(
     store: &S,
     stream_type: &str,
     stream_id: &str,
