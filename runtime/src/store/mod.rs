@@ -95,10 +95,12 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// A new event with a fresh random id.
+    /// A new event with a fresh, time-ordered (v7) id.
     pub fn new(event_type: impl Into<String>, event_version: u32, payload: String) -> Self {
         NewEvent {
-            event_id: Uuid::new_v4(),
+            // Time-ordered (v7): the stores' unique index on event ids grows at its end
+            // instead of taking each new id at a random place.
+            event_id: Uuid::now_v7(),
             event_type: event_type.into(),
             event_version,
             payload,
