@@ -22,6 +22,17 @@ pub enum StoreError {
         /// The stream's version (`None`: no stream).
         actual: Option<u64>,
     },
+    /// An event's id is already stored, or appears twice in one append; nothing was
+    /// appended.
+    #[error("event id {event_id} appended to {stream_type}/{stream_id} is already taken")]
+    DuplicateEventId {
+        /// Stream type of the refused append.
+        stream_type: String,
+        /// Stream id of the refused append.
+        stream_id: String,
+        /// The repeated id.
+        event_id: uuid::Uuid,
+    },
     /// A stream type or id was refused before reaching storage.
     #[error("invalid {what} `{value}`: {reason}")]
     InvalidStream {

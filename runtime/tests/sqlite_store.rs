@@ -665,6 +665,7 @@ async fn a_failed_append_leaves_nothing_behind() {
         .await
         .unwrap();
     // The second event reuses an event id: the whole append must roll back.
+    let taken_id = taken.event_id;
     let meta = CommitMeta {
         command_id: Some(Uuid::new_v4()),
         ..CommitMeta::default()
@@ -674,12 +675,15 @@ async fn a_failed_append_leaves_nothing_behind() {
             "acc",
             "2",
             ExpectedVersion::NoStream,
-            vec![event("E", 2), taken],
+            vec![event("E", 2), taken.clone()],
             &meta,
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::DuplicateEventId { event_id, .. } if event_id == taken_id),
+        "{err:?}"
+    );
     assert_eq!(store.stream_version("acc", "2").await.unwrap(), None);
     assert_eq!(store.head().await.unwrap(), 1);
     assert_eq!(

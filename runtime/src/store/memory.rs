@@ -327,10 +327,11 @@ impl CheckpointStore for MemoryStore {
             .iter()
             .find(|e| taken(&e.event_id) || !batch_ids.insert(e.event_id))
         {
-            return Err(StoreError::database(
-                "append",
-                format!("event id {} is not unique", event.event_id),
-            ));
+            return Err(StoreError::DuplicateEventId {
+                stream_type: k.0,
+                stream_id: k.1,
+                event_id: event.event_id,
+            });
         }
         let current = actual.unwrap_or(0);
         let next_position = (inner.log.len() + tx.events.len()) as u64 + 1;

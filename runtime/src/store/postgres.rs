@@ -416,6 +416,14 @@ impl PgStore {
                 )
                 .await
             }
+            (Some("23505"), Some("annals_events_event_id_key")) => {
+                let event_id = self.taken_event_id(conn, batch).await?;
+                Err(StoreError::DuplicateEventId {
+                    stream_type: stream_type.to_owned(),
+                    stream_id: stream_id.to_owned(),
+                    event_id,
+                })
+            }
             (Some("22P02" | "22P05" | "22021" | "22025"), _) => {
                 Err(match batch.invalid_payload() {
                     Some(invalid) => StoreError::database("append", invalid),
@@ -424,6 +432,26 @@ impl PgStore {
             }
             _ => Err(StoreError::database("append", error)),
         }
+    }
+
+    /// The id that made an append fail on the unique event id: one repeated within the
+    /// batch, or the first already stored.
+    async fn taken_event_id(
+        &self,
+        conn: &mut PgConnection,
+        batch: &Batch<'_>,
+    ) -> Result<Uuid, StoreError> {
+        let mut seen = std::collections::HashSet::with_capacity(batch.ids.len());
+        if let Some(repeated) = batch.ids.iter().find(|id| !seen.insert(**id)) {
+            return Ok(*repeated);
+        }
+        let stored: Option<Uuid> = sqlx::query_scalar(&self.inner.sql.taken_event_id)
+            .bind(&batch.ids)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| StoreError::database("append", e))?;
+        // Taken by a concurrent append that has since rolled back: name the batch's first.
+        Ok(stored.unwrap_or(batch.ids[0]))
     }
 
     /// Nothing was appended: the command id was recorded by another append (return that
@@ -1114,6 +1142,7 @@ struct Statements {
     command_outcome: String,
     read_stream: String,
     load_stream: String,
+    taken_event_id: String,
     read_stream_until: String,
     read_all: String,
     read_all_types: String,
@@ -1188,6 +1217,9 @@ impl Statements {
                 "SELECT {EVENT_COLUMNS} FROM {events} \
                  WHERE stream_type = $1 AND stream_id = $2 AND version BETWEEN $3 AND $4 \
                  ORDER BY version"
+            ),
+            taken_event_id: format!(
+                "SELECT event_id FROM {events} WHERE event_id = ANY($1) ORDER BY position LIMIT 1"
             ),
             load_stream: format!(
                 "SELECT position, version, event_type, event_version, payload::text FROM {events} \

@@ -935,6 +935,13 @@ async fn write(
             Ok(done) => {
                 last_position = stored_u64(done.last_insert_rowid(), "position", 0)?;
             }
+            Err(e) if is_unique_violation(&e, "annals_events.event_id") => {
+                return Err(StoreError::DuplicateEventId {
+                    stream_type: stream_type.to_owned(),
+                    stream_id: stream_id.to_owned(),
+                    event_id: event.event_id,
+                });
+            }
             Err(e) if is_version_conflict(&e) => {
                 // Only a writer bypassing `annals_streams` gets here: the check ran
                 // under the write lock.
@@ -1114,9 +1121,13 @@ fn wrong_version(
 
 /// Whether an insert failed on `UNIQUE (stream_type, stream_id, version)`.
 fn is_version_conflict(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|db| {
-        db.kind() == ErrorKind::UniqueViolation && db.message().contains("annals_events.version")
-    })
+    is_unique_violation(e, "annals_events.version")
+}
+
+/// Whether a statement failed on a unique constraint whose message names `column`.
+fn is_unique_violation(e: &sqlx::Error, column: &str) -> bool {
+    e.as_database_error()
+        .is_some_and(|db| db.kind() == ErrorKind::UniqueViolation && db.message().contains(column))
 }
 
 async fn rollback(tx: sqlx::Transaction<'_, Sqlite>) -> Result<(), StoreError> {

@@ -1377,9 +1377,12 @@ pub async fn duplicate_event_id_is_refused<S: Store>(store: S) {
     let mut reused = event("Noted", &json!({ "n": 2 }));
     reused.event_id = first.event_id;
     let twice = event("Noted", &json!({ "n": 3 }));
-    for batch in [
-        vec![event("Noted", &json!({ "n": 4 })), reused],
-        vec![twice.clone(), twice],
+    for (batch, expected_id) in [
+        (
+            vec![event("Noted", &json!({ "n": 4 })), reused],
+            first.event_id,
+        ),
+        (vec![twice.clone(), twice.clone()], twice.event_id),
     ] {
         let result = store
             .append(
@@ -1390,16 +1393,17 @@ pub async fn duplicate_event_id_is_refused<S: Store>(store: S) {
                 &CommitMeta::default(),
             )
             .await;
-        assert!(
-            matches!(
-                result,
-                Err(StoreError::Database {
-                    operation: "append",
-                    ..
-                })
-            ),
-            "{result:?}"
-        );
+        match &result {
+            Err(StoreError::DuplicateEventId {
+                stream_type,
+                stream_id,
+                event_id,
+            }) => {
+                assert_eq!((stream_type.as_str(), stream_id.as_str()), (ACCOUNT, "b"));
+                assert_eq!(*event_id, expected_id, "names the repeated id");
+            }
+            other => panic!("expected DuplicateEventId, got {other:?}"),
+        }
         assert_eq!(observe(&store, ACCOUNT, "b").await, before);
     }
 }
