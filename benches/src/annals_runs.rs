@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::bank::{
-    Account, AccountEvent, AccountOpened, Deposit, Deposited, OpenAccount, Withdraw, Withdrawn,
-};
 use annals::{
     projection, Aggregate, CheckpointStore, CommitMeta, EventMeta, EventStore, Events,
     ExecuteError, ExpectedVersion, NewEvent, Projection, ProjectionRunner, Repository,
     SnapshotStore,
+};
+use annals_examples::bank::{
+    Account, AccountEvent, AccountOpened, Deposit, Deposited, OpenAccount, Withdraw, Withdrawn,
 };
 
 use crate::error::BenchError;
@@ -20,7 +20,7 @@ use crate::plan::{self, Expected, Op, Step};
 async fn execute<S: CheckpointStore + SnapshotStore>(
     repo: &Repository<Account, S>,
     step: &Step,
-) -> Result<(), ExecuteError<crate::bank::AccountError>> {
+) -> Result<(), ExecuteError<annals_examples::bank::AccountError>> {
     let account = plan::account_id(step.account);
     match step.op {
         Op::Open => {

@@ -1,6 +1,6 @@
 //! The harness's error type.
 
-use crate::bank::AccountError;
+use annals_examples::bank::AccountError;
 
 /// Why a benchmark run failed.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,6 @@
 
 mod annals_runs;
 mod backends;
-mod bank;
 mod cli;
 mod error;
 mod plan;

@@ -4,7 +4,7 @@
 //! Both implementations (annals and raw sqlx) run the very same plan, and every run is
 //! checked against [`Expected`] after the clock stops, so a fast but wrong run cannot pass.
 
-use crate::bank::{AccountEvent, AccountOpened, Deposited, Withdrawn};
+use annals_examples::bank::{AccountEvent, AccountOpened, Deposited, Withdrawn};
 
 /// What a command does to its account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,11 +6,11 @@ use sqlx::PgPool;
 
 use super::{balance_rows, Replayed, Setup};
 use crate::annals_runs;
-use crate::bank::{AccountOpened, Deposited, Withdrawn};
 use crate::cli::{Backend, Workload};
 use crate::error::{sqlx_error, BenchError};
 use crate::raw::postgres::RawPostgres;
 use crate::raw::to_i64;
+use annals_examples::bank::{AccountOpened, Deposited, Withdrawn};
 
 /// The transaction `PgStore` hands projection handlers.
 type PgTx = <PgStore as CheckpointStore>::Tx;

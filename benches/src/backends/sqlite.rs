@@ -4,11 +4,11 @@ use annals::{projection, CheckpointStore, EventMeta, SqliteStore};
 
 use super::{balance_rows, Replayed, Setup};
 use crate::annals_runs;
-use crate::bank::{AccountOpened, Deposited, Withdrawn};
 use crate::cli::{Backend, Workload};
 use crate::error::{sqlx_error, BenchError};
 use crate::raw::sqlite::RawSqlite;
 use crate::raw::to_i64;
+use annals_examples::bank::{AccountOpened, Deposited, Withdrawn};
 
 /// The transaction `SqliteStore` hands projection handlers.
 type SqliteTx = <SqliteStore as CheckpointStore>::Tx;

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use crate::bank::{AccountEvent, AccountOpened, Deposited, Withdrawn};
 use annals::Event;
+use annals_examples::bank::{AccountEvent, AccountOpened, Deposited, Withdrawn};
 
 use crate::annals_runs::median;
 use crate::error::BenchError;
@@ -103,7 +103,7 @@ impl RawAccount {
         }
     }
 
-    /// The account's business rules (the same as `crate::bank::Account`): returns
+    /// The account's business rules (the same as `annals_examples::bank::Account`): returns
     /// the stored type name and JSON payload of the event the command produces.
     pub fn decide(
         &self,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::bank::AccountEvent;
+use annals_examples::bank::AccountEvent;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
