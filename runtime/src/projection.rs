@@ -257,6 +257,12 @@ where
     /// Processes one batch; returns `None` when there was nothing to do, else how many
     /// events it handled (possibly 0 when it only moved past events the filter skips).
     pub async fn step(&mut self) -> Result<Option<u64>, ProjectionError> {
+        Ok(self.advance().await?.0)
+    }
+
+    /// [`Self::step`], also returning the checkpoint it left, so callers need not read it
+    /// back.
+    async fn advance(&mut self) -> Result<(Option<u64>, u64), ProjectionError> {
         let from = self.store.checkpoint(P::NAME).await?;
         // The head is read first: a read that comes back short has then returned every
         // matching event up to it, so the checkpoint can move past the events the filter
@@ -273,7 +279,7 @@ where
             last
         };
         if to <= from {
-            return Ok(None);
+            return Ok((None, from));
         }
         let mut tx = self.store.begin().await?;
         for event in &events {
@@ -290,7 +296,7 @@ where
             });
         }
         self.store.commit(tx).await?;
-        Ok(Some(events.len() as u64))
+        Ok((Some(events.len() as u64), to))
     }
 
     /// Processes every readable event, then returns (for cron jobs and serverless triggers).
@@ -306,9 +312,8 @@ where
         let head = self.store.head().await?;
         let mut handled = 0;
         loop {
-            let step = self.step().await?;
+            let (step, position) = self.advance().await?;
             handled += step.unwrap_or(0);
-            let position = self.store.checkpoint(P::NAME).await?;
             let report = Progress {
                 position,
                 head,
@@ -362,10 +367,9 @@ where
                 };
                 // A lost lease may already be another runner's: stop before the next batch.
                 while self.store.lease_alive(&mut lease).await? {
-                    match self.step().await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => {
-                            let at = self.store.checkpoint(P::NAME).await?;
+                    match self.advance().await {
+                        Ok((Some(_), _)) => {}
+                        Ok((None, at)) => {
                             self.store.wait_for_events(at, self.idle_timeout).await?;
                         }
                         // Moved by a runner that had not yet noticed losing its lease; the
