@@ -459,3 +459,25 @@ pub(crate) async fn load_through_read_stream<S: EventStore>(
     let events = store.read_stream(stream_type, stream_id, range).await?;
     Ok(events.into_iter().map(StreamEvent::from).collect())
 }
+
+/// A stored count (position, version) read back from a signed SQL integer; a negative one
+/// means the row is corrupt.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn stored_u64(value: i64, what: &str, position: u64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt {
+        position,
+        reason: format!("{what} {value} is negative"),
+    })
+}
+
+/// An event's stored schema version read back from a SQL integer.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn stored_event_version<T>(value: T, position: u64) -> Result<u32, StoreError>
+where
+    T: TryInto<u32> + Copy + fmt::Display,
+{
+    value.try_into().map_err(|_| StoreError::Corrupt {
+        position,
+        reason: format!("event version {value} is out of range"),
+    })
+}

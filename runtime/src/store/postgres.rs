@@ -40,9 +40,9 @@ use uuid::Uuid;
 
 use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
 use super::{
-    load_through_read_stream, now_micros, validate_stream, AppendOutcome, CommitMeta, EventFilter,
-    EventMeta, EventStore, ExpectedVersion, Headers, NewEvent, RecordedEvent, Snapshot,
-    SnapshotStore, StreamEvent, StreamRange,
+    load_through_read_stream, now_micros, stored_event_version, stored_u64, validate_stream,
+    AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, Headers,
+    NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamEvent, StreamRange,
 };
 use crate::error::StoreError;
 use crate::projection::CheckpointStore;
@@ -681,12 +681,7 @@ impl EventStore for PgStore {
                     position,
                     version: stored_u64(version, "version", position)?,
                     event_type: column(row, 2, "event_type", position)?,
-                    event_version: u32::try_from(event_version).map_err(|_| {
-                        StoreError::Corrupt {
-                            position,
-                            reason: format!("event version {event_version} is out of range"),
-                        }
-                    })?,
+                    event_version: stored_event_version(event_version, position)?,
                     payload: column(row, 4, "payload", position)?,
                 })
             })
@@ -1387,10 +1382,7 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
             stream_id: column_at(row, 2, position)?,
             version: stored_u64(version, "version", position)?,
             event_type: column_at(row, 4, position)?,
-            event_version: u32::try_from(event_version).map_err(|_| StoreError::Corrupt {
-                position,
-                reason: format!("negative event version {event_version}"),
-            })?,
+            event_version: stored_event_version(event_version, position)?,
             event_id: column_at(row, 6, position)?,
             command_id: column_at(row, 7, position)?,
             correlation_id: column_at(row, 8, position)?,
@@ -1421,13 +1413,6 @@ where
     row.try_get(index).map_err(|e| StoreError::Corrupt {
         position,
         reason: format!("column {name}: {e}"),
-    })
-}
-
-fn stored_u64(value: i64, what: &str, position: u64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt {
-        position,
-        reason: format!("negative {what} {value}"),
     })
 }
 

@@ -18,9 +18,10 @@ use uuid::Uuid;
 
 use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
 use super::{
-    load_through_read_stream, now_micros, validate_stream, wait_for_append, AppendOutcome,
-    CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, Headers, LocalLease,
-    LocalLeases, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamEvent, StreamRange,
+    load_through_read_stream, now_micros, stored_event_version, stored_u64, validate_stream,
+    wait_for_append, AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore,
+    ExpectedVersion, Headers, LocalLease, LocalLeases, NewEvent, RecordedEvent, Snapshot,
+    SnapshotStore, StreamEvent, StreamRange,
 };
 use crate::error::{BoxError, StoreError};
 use crate::projection::CheckpointStore;
@@ -523,12 +524,7 @@ impl EventStore for SqliteStore {
                     position,
                     version: stored_u64(column(row, 1, position)?, "version", position)?,
                     event_type: column(row, 2, position)?,
-                    event_version: u32::try_from(event_version).map_err(|_| {
-                        StoreError::Corrupt {
-                            position,
-                            reason: format!("event version {event_version} is out of range"),
-                        }
-                    })?,
+                    event_version: stored_event_version(event_version, position)?,
                     payload: column(row, 4, position)?,
                 })
             })
@@ -1034,8 +1030,7 @@ fn decode_event(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
             stream_id: column(row, 2, position)?,
             version: stored_u64(version, "version", position)?,
             event_type: column(row, 4, position)?,
-            event_version: u32::try_from(event_version)
-                .map_err(|_| corrupt(format!("event version {event_version} is out of range")))?,
+            event_version: stored_event_version(event_version, position)?,
             event_id: uuid_column(row, 6, position)?
                 .ok_or_else(|| corrupt("event_id is null".to_owned()))?,
             command_id: uuid_column(row, 7, position)?,
@@ -1087,13 +1082,6 @@ fn uuid_column(row: &SqliteRow, index: usize, position: u64) -> Result<Option<Uu
 }
 
 /// A stored integer that must not be negative.
-fn stored_u64(value: i64, what: &str, position: u64) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt {
-        position,
-        reason: format!("{what} {value} is negative"),
-    })
-}
-
 /// A number headed for an `INTEGER` column.
 fn to_i64(value: u64, what: &'static str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
