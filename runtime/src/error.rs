@@ -213,9 +213,10 @@ pub enum ExecuteError<E> {
         /// Stream id of this command.
         stream_id: String,
     },
-    /// An inline projection failed; nothing was appended.
-    #[error("inline projection failed")]
-    Projection(#[source] crate::projection::ProjectionError),
+    /// An inline projection failed (the error names the projection, event type and
+    /// position); nothing was appended.
+    #[error(transparent)]
+    Projection(crate::projection::ProjectionError),
     /// Loading or storing failed.
     #[error(transparent)]
     Failed(#[from] Error),

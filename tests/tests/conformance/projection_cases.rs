@@ -274,6 +274,11 @@ pub async fn failing_inline_projection_appends_nothing<S: Store>(store: S) {
         })
         .await
         .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("`totals`") && message.contains("`Incremented`"),
+        "the error names the projection and the event: {message}"
+    );
     match error {
         ExecuteError::Projection(ProjectionError::Handler { event_type, .. }) => {
             assert_eq!(event_type, "Incremented");
