@@ -1,0 +1,16 @@
+use annals::{projection, Event};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+struct Opened;
+
+#[derive(Default)]
+struct Doors;
+
+#[projection(name = "doors", batch = 10)]
+impl Doors {
+    #[on]
+    fn opened(&mut self, _: &Opened) {}
+}
+
+fn main() {}
