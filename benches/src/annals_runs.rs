@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use annals::store::{CheckpointStore, EventLog, EventStore, NewEvent, SnapshotStore};
 use annals::{
-    projection, Aggregate, CheckpointStore, CommitMeta, EventMeta, EventStore, Events,
-    ExecuteError, ExpectedVersion, NewEvent, Projection, ProjectionRunner, Repository,
-    SnapshotStore,
+    projection, Aggregate, CommitMeta, EventMeta, Events, ExecuteError, ExpectedVersion,
+    Projection, ProjectionRunner, Repository, StreamRef,
 };
 use annals_examples::bank::{
     Account, AccountEvent, AccountOpened, Deposit, Deposited, OpenAccount, Withdraw, Withdrawn,
@@ -138,8 +138,7 @@ async fn seed<S: EventStore>(
         };
         let outcome = store
             .append(
-                Account::NAME,
-                stream_id,
+                StreamRef::new(Account::NAME, stream_id),
                 expected,
                 encoded,
                 &CommitMeta::default(),
@@ -224,7 +223,7 @@ pub async fn replay<S, P>(
     batch: usize,
 ) -> Result<(Duration, u64, P), BenchError>
 where
-    S: CheckpointStore,
+    S: CheckpointStore + EventLog,
     P: Projection<S::Tx>,
 {
     let mut runner = ProjectionRunner::new(store, projection).batch_size(batch);

@@ -471,11 +471,11 @@ impl Shop {
         quantity: u32,
     ) -> Result<Placement, ExecuteError<ShopError>> {
         let correlation = Uuid::new_v4();
-        let meta = |causation: Uuid| CommitMeta {
-            command_id: Some(Uuid::new_v4()),
-            correlation_id: Some(correlation),
-            causation_id: Some(causation),
-            ..CommitMeta::default()
+        let meta = |causation: Uuid| {
+            CommitMeta::new()
+                .command_id(Uuid::new_v4())
+                .correlation_id(correlation)
+                .causation_id(causation)
         };
         let place = PlaceOrder {
             order: order.into(),

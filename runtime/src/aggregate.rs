@@ -35,6 +35,10 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
     /// What handlers receive as their services parameter (`()` when none takes one).
     type Services: Send + Sync + 'static;
+    /// [`crate::Snapshots`] when the aggregate declares `snapshot(..)`, else
+    /// [`crate::NoSnapshots`]: a repository then needs a [`crate::store::SnapshotStore`]
+    /// only for aggregates that take snapshots.
+    type Snapshots: Send + Sync + 'static;
 
     /// Folds one event into the state.
     fn apply(&mut self, event: &Self::Event);

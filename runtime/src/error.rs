@@ -47,12 +47,23 @@ pub enum StoreError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A stored row could not be read back (a column out of range, corrupt metadata).
-    #[error("corrupt record at position {position}: {reason}")]
+    #[error("corrupt record {}: {reason}", display_position(*.position))]
     Corrupt {
-        /// The event's global position (0 when unknown).
-        position: u64,
+        /// The event's global position, when the row is an event's and its position is
+        /// readable.
+        position: Option<u64>,
         /// What is wrong.
         reason: String,
+    },
+    /// A value could not be encoded for storage (headers, a type filter); nothing was
+    /// written.
+    #[error("cannot encode {what} for the store")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
     },
     /// A number does not fit the database's integer type.
     #[error("{what} {value} is out of range for the store")]
@@ -86,11 +97,18 @@ pub enum StoreError {
     #[error("database error during {operation}")]
     Database {
         /// What the store was doing.
-        operation: &'static str,
+        operation: Operation,
         /// The database error.
         #[source]
         source: BoxError,
     },
+}
+
+fn display_position(position: Option<u64>) -> String {
+    match position {
+        Some(p) => format!("at position {p}"),
+        None => "(position unknown)".to_owned(),
+    }
 }
 
 fn display_actual(actual: Option<u64>) -> String {
@@ -102,11 +120,75 @@ fn display_actual(actual: Option<u64>) -> String {
 
 impl StoreError {
     /// Wraps a backend error with what the store was doing.
-    pub fn database(operation: &'static str, source: impl Into<BoxError>) -> Self {
+    pub fn database(operation: Operation, source: impl Into<BoxError>) -> Self {
         StoreError::Database {
             operation,
             source: source.into(),
         }
+    }
+}
+
+/// What a store was doing when its database failed: the same label on every store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Connecting to or opening the database.
+    Open,
+    /// Migrating the schema.
+    Migrate,
+    /// Appending events.
+    Append,
+    /// Reading a stream.
+    ReadStream,
+    /// Reading a stream's version.
+    StreamVersion,
+    /// Looking up a command id's outcome.
+    CommandOutcome,
+    /// Reading the global log.
+    ReadAll,
+    /// Reading the global log's head.
+    Head,
+    /// Saving a snapshot.
+    SaveSnapshot,
+    /// Loading a snapshot.
+    LoadSnapshot,
+    /// Starting a transaction.
+    Begin,
+    /// Committing a transaction.
+    Commit,
+    /// Rolling a transaction back.
+    Rollback,
+    /// Reading a checkpoint.
+    ReadCheckpoint,
+    /// Moving a checkpoint.
+    AdvanceCheckpoint,
+    /// Taking or checking a lease.
+    Lease,
+    /// Waiting for new events.
+    WaitForEvents,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operation::Open => "open",
+            Operation::Migrate => "migration",
+            Operation::Append => "append",
+            Operation::ReadStream => "stream read",
+            Operation::StreamVersion => "stream version lookup",
+            Operation::CommandOutcome => "command id lookup",
+            Operation::ReadAll => "global read",
+            Operation::Head => "head lookup",
+            Operation::SaveSnapshot => "snapshot save",
+            Operation::LoadSnapshot => "snapshot load",
+            Operation::Begin => "begin",
+            Operation::Commit => "commit",
+            Operation::Rollback => "rollback",
+            Operation::ReadCheckpoint => "checkpoint read",
+            Operation::AdvanceCheckpoint => "checkpoint write",
+            Operation::Lease => "lease",
+            Operation::WaitForEvents => "wait for events",
+        })
     }
 }
 
@@ -146,6 +228,19 @@ pub enum Error {
         /// The JSON error.
         reason: serde_json::Error,
     },
+    /// An aggregate's state could not be encoded as a snapshot; the command's events are
+    /// stored, the snapshot is not.
+    #[error("cannot encode snapshot of {stream_type}/{stream_id} at version {version}: {reason}")]
+    EncodeSnapshot {
+        /// Stream type.
+        stream_type: String,
+        /// Stream id.
+        stream_id: String,
+        /// Version the snapshot was to be taken at.
+        version: u64,
+        /// The JSON error.
+        reason: serde_json::Error,
+    },
     /// A stored snapshot could not be decoded.
     #[error("cannot decode snapshot of {stream_type}/{stream_id} at version {version}: {reason}")]
     Snapshot {
@@ -173,6 +268,48 @@ impl Error {
             reason,
         }
     }
+}
+
+/// An error from a projection or its runner.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] crate::Error),
+    /// A handler returned an error; the batch was rolled back and the checkpoint not moved.
+    #[error("projection `{projection}` failed on event `{event_type}` at position {position}")]
+    Handler {
+        /// The projection's name.
+        projection: &'static str,
+        /// The event's type.
+        event_type: String,
+        /// The event's position.
+        position: u64,
+        /// The handler's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The projection's `#[reset]` hook failed; the rebuild did not start.
+    #[error("projection `{projection}` failed to reset its read model")]
+    Reset {
+        /// The projection's name.
+        projection: &'static str,
+        /// The hook's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Another runner moved the checkpoint; this batch was rolled back.
+    #[error("projection `{projection}`: checkpoint moved by another runner (expected {expected})")]
+    Superseded {
+        /// The projection's name.
+        projection: &'static str,
+        /// The checkpoint this runner expected.
+        expected: u64,
+    },
 }
 
 /// Why [`crate::Repository::execute`] did not apply a command.
@@ -216,7 +353,7 @@ pub enum ExecuteError<E> {
     /// An inline projection failed (the error names the projection, event type and
     /// position); nothing was appended.
     #[error(transparent)]
-    Projection(crate::projection::ProjectionError),
+    Projection(ProjectionError),
     /// Loading or storing failed.
     #[error(transparent)]
     Failed(#[from] Error),

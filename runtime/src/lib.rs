@@ -2,30 +2,28 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod aggregate;
+mod aggregate;
 pub mod error;
-pub mod event;
-pub mod projection;
-pub mod repository;
+mod event;
+mod projection;
+mod repository;
 pub mod store;
 pub mod testing;
 
 pub use aggregate::{Aggregate, Command, Handle, StreamPolicy};
-pub use error::{Error, ExecuteError, StoreError};
+pub use error::{Error, ExecuteError, ProjectionError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};
-pub use projection::{
-    CheckpointStore, Progress, Projection, ProjectionError, ProjectionRunner, Status,
+pub use projection::{Progress, Projection, ProjectionRunner, Status};
+pub use repository::{
+    Executed, Loaded, NoSnapshots, Repository, SnapshotPolicy, Snapshots, DEFAULT_MAX_ATTEMPTS,
 };
-pub use repository::{Executed, Loaded, Repository};
 pub use store::{
-    AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, Headers,
-    LocalLease, MemoryStore, MemoryTx, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
-    StreamEvent, StreamRange,
+    CommitMeta, EventMeta, ExpectedVersion, MemoryStore, MemoryTx, RecordedEvent, StreamRef,
 };
 #[cfg(feature = "postgres")]
-pub use store::{PgLease, PgStore, PgStoreOptions, PgTx};
+pub use store::{PgStore, PgStoreOptions, PgTx};
 #[cfg(feature = "sqlite")]
-pub use store::{SqliteStore, SqliteTx};
+pub use store::{SqliteStore, SqliteStoreOptions, SqliteTx};
 
 #[cfg(feature = "derive")]
 pub use annals_macros::{aggregate, projection, Command, Event, Events};
@@ -42,7 +40,7 @@ pub mod __private {
     pub use crate::event::{
         const_str_eq, from_json, from_json_value, names_collide, to_json_value,
     };
-    pub use crate::projection::{event_is, ProjectionOutcome};
+    pub use crate::projection::{decode_for, event_is, handler_error, ProjectionOutcome};
     pub use core;
     pub use serde;
     pub use serde_json;

@@ -4,53 +4,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::{BoxError, StoreError};
+use crate::error::{BoxError, ProjectionError};
 use crate::store::{
-    AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, NewEvent,
-    RecordedEvent,
+    CheckpointStore, EventFilter, EventLog, EventMeta, LeaseStore, RecordedEvent, WakeUps,
 };
-
-/// An error from a projection or its runner.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProjectionError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A stored event could not be decoded.
-    #[error(transparent)]
-    Decode(#[from] crate::Error),
-    /// A handler returned an error; the batch was rolled back and the checkpoint not moved.
-    #[error("projection `{projection}` failed on event `{event_type}` at position {position}")]
-    Handler {
-        /// The projection's name.
-        projection: &'static str,
-        /// The event's type.
-        event_type: String,
-        /// The event's position.
-        position: u64,
-        /// The handler's error.
-        #[source]
-        source: BoxError,
-    },
-    /// The projection's `#[reset]` hook failed; the rebuild did not start.
-    #[error("projection `{projection}` failed to reset its read model")]
-    Reset {
-        /// The projection's name.
-        projection: &'static str,
-        /// The hook's error.
-        #[source]
-        source: BoxError,
-    },
-    /// Another runner moved the checkpoint; this batch was rolled back.
-    #[error("projection `{projection}`: checkpoint moved by another runner (expected {expected})")]
-    Superseded {
-        /// The projection's name.
-        projection: &'static str,
-        /// The checkpoint this runner expected.
-        expected: u64,
-    },
-}
 
 /// A read model fed by events, in position order.
 ///
@@ -83,14 +40,12 @@ pub trait Projection<Tx>: Send + 'static {
 }
 
 /// Decodes an event for a projection handler, naming where it is stored on failure.
-#[doc(hidden)]
 pub fn decode_for<E: crate::Event>(event: &RecordedEvent) -> Result<E, ProjectionError> {
     E::decode(event.meta.event_version, &event.payload)
         .map_err(|reason| ProjectionError::Decode(crate::Error::decode(&event.meta, reason)))
 }
 
 /// Wraps a handler's error with the event it failed on.
-#[doc(hidden)]
 pub fn handler_error(
     projection: &'static str,
     meta: &EventMeta,
@@ -104,74 +59,9 @@ pub fn handler_error(
     }
 }
 
-/// A store that keeps projection checkpoints and offers transactions to write read models in.
-pub trait CheckpointStore: EventStore {
-    /// The transaction projection handlers write in.
-    type Tx: Send + 'static;
-    /// Held while a runner is the active one for a projection.
-    type Lease: Send + 'static;
-
-    /// Starts a transaction.
-    fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
-
-    /// Commits a transaction.
-    fn commit(&self, tx: Self::Tx) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Appends like [`EventStore::append`], inside `tx`: the events commit with it, and are
-    /// returned as stored (positions, times) for inline projections to handle in the same
-    /// transaction. A duplicate command id returns the first outcome and no events.
-    #[allow(clippy::too_many_arguments)]
-    fn append_in<'a>(
-        &'a self,
-        tx: &'a mut Self::Tx,
-        stream_type: &'a str,
-        stream_id: &'a str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        meta: &'a CommitMeta,
-    ) -> impl Future<Output = Result<(AppendOutcome, Vec<RecordedEvent>), StoreError>> + Send + 'a;
-
-    /// The committed checkpoint of a projection (0 if it never ran).
-    fn checkpoint(&self, name: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
-    /// Moves a checkpoint from `expected` to `position` inside `tx`; returns false (and
-    /// changes nothing) when the stored checkpoint is not `expected`.
-    fn advance_checkpoint<'a>(
-        &'a self,
-        tx: &'a mut Self::Tx,
-        name: &'a str,
-        expected: u64,
-        position: u64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a;
-
-    /// Waits until events after `after` may be readable, or `timeout` passes.
-    fn wait_for_events(
-        &self,
-        after: u64,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Tries to become the one active runner of projection `name`; `None` if another holds
-    /// it. Released when the lease is dropped or its holder dies.
-    fn try_lease(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<Self::Lease>, StoreError>> + Send;
-
-    /// Whether `lease` still holds its projection. A lease that can be lost while held (the
-    /// connection holding a database lock dies) reports false, and the runner stops working
-    /// and waits to take a lease again. By default a lease lasts until it is dropped.
-    fn lease_alive<'a>(
-        &'a self,
-        lease: &'a mut Self::Lease,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
-        let _ = lease;
-        async { Ok(true) }
-    }
-}
-
 /// Where a projection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Status {
     /// The last position the projection has processed (its checkpoint).
     pub position: u64,
@@ -188,6 +78,7 @@ impl Status {
 
 /// Progress reported during [`ProjectionRunner::rebuild`] and catch-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Progress {
     /// The position reached.
     pub position: u64,
@@ -208,7 +99,7 @@ pub struct ProjectionRunner<P, S> {
 
 impl<P, S> ProjectionRunner<P, S>
 where
-    S: CheckpointStore,
+    S: EventLog + CheckpointStore,
     P: Projection<S::Tx>,
 {
     /// A runner with batches of 500 events.
@@ -355,7 +246,10 @@ where
     pub async fn run(
         &mut self,
         shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), ProjectionError> {
+    ) -> Result<(), ProjectionError>
+    where
+        S: LeaseStore + WakeUps,
+    {
         let mut shutdown = std::pin::pin!(shutdown);
         let work = async {
             loop {

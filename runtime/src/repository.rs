@@ -1,5 +1,6 @@
 //! Loading aggregates and executing commands against a store.
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,12 +9,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Command, Handle, StreamPolicy};
-use crate::error::{Error, ExecuteError, StoreError};
+use crate::error::{Error, ExecuteError, ProjectionError, StoreError};
 use crate::event::Events;
-use crate::projection::{CheckpointStore, Projection, ProjectionError};
+use crate::projection::Projection;
 use crate::store::{
     validate_stream, AppendOutcome, CommitMeta, EventStore, ExpectedVersion, NewEvent,
-    RecordedEvent, Snapshot, SnapshotStore, StreamEvent, StreamRange,
+    RecordedEvent, Snapshot, SnapshotStore, StreamEvent, StreamRange, StreamRef, TxStore,
 };
 
 /// How many times [`Repository::execute`] handles a command before reporting a conflict.
@@ -21,6 +22,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
 /// An aggregate rebuilt from its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Loaded<A> {
     /// The state.
     pub state: A,
@@ -28,13 +30,24 @@ pub struct Loaded<A> {
     pub version: u64,
 }
 
+impl<A> Loaded<A> {
+    /// The state `state` at stream version `version`.
+    pub fn new(state: A, version: u64) -> Self {
+        Loaded { state, version }
+    }
+}
+
 /// The result of a command that was applied.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Executed<E> {
     /// The stream id the events went to.
     pub stream_id: String,
     /// The stream's version after the command.
     pub version: u64,
+    /// The global position of the last event appended (for a duplicate, of the first
+    /// execution's last event); 0 when nothing was appended.
+    pub position: u64,
     /// The events the command produced.
     pub events: Vec<E>,
     /// True when the command id had been executed before: these are the first execution's
@@ -42,22 +55,85 @@ pub struct Executed<E> {
     pub duplicate: bool,
 }
 
+/// How a repository takes and reads an aggregate's snapshots on store `S`: the aggregate's
+/// [`Aggregate::Snapshots`] chooses, so only aggregates that declare `snapshot(..)` need a
+/// [`SnapshotStore`].
+#[diagnostic::on_unimplemented(
+    message = "this aggregate takes snapshots, and `{S}` cannot store them",
+    label = "the aggregate declares `snapshot(..)`",
+    note = "use a store that implements `annals::store::SnapshotStore`, or remove `snapshot(..)` from `#[aggregate]`"
+)]
+pub trait SnapshotPolicy<S>: Send + Sync + 'static {
+    /// The latest usable snapshot at or below `max_version`.
+    fn load(
+        store: &S,
+        stream: StreamRef<'_>,
+        max_version: Option<u64>,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    /// Stores a snapshot.
+    fn save(
+        store: &S,
+        stream: StreamRef<'_>,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The aggregate declares no snapshots: nothing is read or written, on any store.
+#[derive(Debug)]
+pub enum NoSnapshots {}
+
+/// The aggregate declares `snapshot(every = .., version = ..)`: the store must keep them.
+#[derive(Debug)]
+pub enum Snapshots {}
+
+impl<S: EventStore> SnapshotPolicy<S> for NoSnapshots {
+    async fn load(_: &S, _: StreamRef<'_>, _: Option<u64>) -> Result<Option<Snapshot>, StoreError> {
+        Ok(None)
+    }
+
+    async fn save(_: &S, _: StreamRef<'_>, _: Snapshot) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl<S: SnapshotStore> SnapshotPolicy<S> for Snapshots {
+    fn load(
+        store: &S,
+        stream: StreamRef<'_>,
+        max_version: Option<u64>,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+        store.load_snapshot(stream, max_version)
+    }
+
+    fn save(
+        store: &S,
+        stream: StreamRef<'_>,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        store.save_snapshot(stream, snapshot)
+    }
+}
+
 /// Loads aggregates of type `A` from store `S` and executes their commands.
 ///
+/// `S` needs only [`EventStore`]; [`SnapshotStore`] too when the aggregate declares
+/// snapshots, and [`TxStore`] for [`Repository::with_inline`].
+///
 /// ```no_run
-/// # async fn demo<A: annals::Aggregate<Services = ()>>() -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn demo<A: annals::Aggregate<Services = (), Snapshots = annals::NoSnapshots>>() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = annals::SqliteStore::open("bank.db").await?;
 /// let accounts = annals::Repository::<A, _>::new(store);
 /// # Ok(()) }
 /// ```
-pub struct Repository<A: Aggregate, S: CheckpointStore> {
+pub struct Repository<A: Aggregate, S: EventStore> {
     store: S,
     services: Arc<A::Services>,
     max_attempts: u32,
-    inline: Vec<Arc<dyn InlineProjection<S>>>,
+    inline: Option<Inline<A, S>>,
 }
 
-impl<A: Aggregate, S: CheckpointStore> Clone for Repository<A, S> {
+impl<A: Aggregate, S: EventStore> Clone for Repository<A, S> {
     fn clone(&self) -> Self {
         Repository {
             store: self.store.clone(),
@@ -68,8 +144,37 @@ impl<A: Aggregate, S: CheckpointStore> Clone for Repository<A, S> {
     }
 }
 
+/// The inline projections, and the transactional append that runs them. The list is kept
+/// type-erased (an `InlineList<S>`) so that `Repository` asks for [`TxStore`] only in
+/// [`Repository::with_inline`], where both are made.
+struct Inline<A: Aggregate, S: EventStore> {
+    projections: Arc<dyn Any + Send + Sync>,
+    append: InlineAppend<A, S>,
+}
+
+impl<A: Aggregate, S: EventStore> Clone for Inline<A, S> {
+    fn clone(&self) -> Self {
+        Inline {
+            projections: Arc::clone(&self.projections),
+            append: self.append,
+        }
+    }
+}
+
+type InlineAppend<A, S> = for<'a> fn(
+    &'a Repository<A, S>,
+    &'a str,
+    ExpectedVersion,
+    Vec<NewEvent>,
+    &'a CommitMeta,
+) -> Pin<
+    Box<dyn Future<Output = Result<AppendOutcome, AppendError>> + Send + 'a>,
+>;
+
+type InlineList<S> = Vec<Arc<dyn InlineProjection<S>>>;
+
 /// A projection run inside the append transaction (see [`Repository::with_inline`]).
-trait InlineProjection<S: CheckpointStore>: Send + Sync {
+trait InlineProjection<S: TxStore>: Send + Sync {
     fn apply<'a>(
         &'a self,
         tx: &'a mut S::Tx,
@@ -79,7 +184,7 @@ trait InlineProjection<S: CheckpointStore>: Send + Sync {
 
 impl<S, P> InlineProjection<S> for tokio::sync::Mutex<P>
 where
-    S: CheckpointStore,
+    S: TxStore,
     P: Projection<S::Tx>,
 {
     fn apply<'a>(
@@ -100,7 +205,70 @@ where
 impl<A, S> Repository<A, S>
 where
     A: Aggregate,
-    S: EventStore + SnapshotStore + CheckpointStore,
+    S: TxStore,
+{
+    /// Runs `projection` inside every append's transaction: the read model changes commit
+    /// with the events or not at all, and a failing handler fails the command
+    /// ([`ExecuteError::Projection`]). Inline projections keep no checkpoint; to build one
+    /// over events already stored, run it once with a [`crate::ProjectionRunner`].
+    ///
+    /// The projection is shared: keep a clone of the `Arc` to read an in-memory read model.
+    #[must_use]
+    pub fn with_inline<P>(mut self, projection: Arc<tokio::sync::Mutex<P>>) -> Self
+    where
+        P: Projection<S::Tx>,
+    {
+        let mut list: InlineList<S> = self
+            .inline
+            .as_ref()
+            .and_then(|inline| inline.projections.downcast_ref::<InlineList<S>>())
+            .cloned()
+            .unwrap_or_default();
+        list.push(projection);
+        self.inline = Some(Inline {
+            projections: Arc::new(list),
+            append: |repository, stream_id, expected, events, meta| {
+                Box::pin(repository.append_inline(stream_id, expected, events, meta))
+            },
+        });
+        self
+    }
+
+    /// Appends in one transaction with the inline projections.
+    async fn append_inline(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        meta: &CommitMeta,
+    ) -> Result<AppendOutcome, AppendError> {
+        let projections = self
+            .inline
+            .as_ref()
+            .and_then(|inline| inline.projections.downcast_ref::<InlineList<S>>())
+            .map_or(&[][..], Vec::as_slice);
+        let stream = StreamRef::new(A::NAME, stream_id);
+        let mut tx = self.store.begin().await?;
+        let (outcome, recorded) = self
+            .store
+            .append_in(&mut tx, stream, expected, events, meta)
+            .await?;
+        for projection in projections {
+            projection
+                .apply(&mut tx, &recorded)
+                .await
+                .map_err(AppendError::Projection)?;
+        }
+        self.store.commit(tx).await?;
+        Ok(outcome)
+    }
+}
+
+impl<A, S> Repository<A, S>
+where
+    A: Aggregate,
+    A::Snapshots: SnapshotPolicy<S>,
+    S: EventStore,
 {
     /// A repository whose handlers take no services (or default ones).
     pub fn new(store: S) -> Self
@@ -116,23 +284,8 @@ where
             store,
             services: Arc::new(services),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
-            inline: Vec::new(),
+            inline: None,
         }
-    }
-
-    /// Runs `projection` inside every append's transaction: the read model changes commit
-    /// with the events or not at all, and a failing handler fails the command
-    /// ([`ExecuteError::Projection`]). Inline projections keep no checkpoint; to build one
-    /// over events already stored, run it once with a [`crate::ProjectionRunner`].
-    ///
-    /// The projection is shared: keep a clone of the `Arc` to read an in-memory read model.
-    #[must_use]
-    pub fn with_inline<P>(mut self, projection: Arc<tokio::sync::Mutex<P>>) -> Self
-    where
-        P: Projection<S::Tx>,
-    {
-        self.inline.push(projection);
-        self
     }
 
     /// How many times a command is handled when concurrent writers cause version conflicts
@@ -167,13 +320,10 @@ where
     /// Loads the state from the events recorded at or before `at`.
     pub async fn load_as_of(&self, id: &A::Id, at: OffsetDateTime) -> Result<Loaded<A>, Error> {
         let stream_id = id.to_string();
-        validate_stream(A::NAME, &stream_id)?;
-        let range = StreamRange {
-            from: 1,
-            to: None,
-            until: Some(at),
-        };
-        let events = self.store.load_stream(A::NAME, &stream_id, range).await?;
+        let stream = StreamRef::new(A::NAME, &stream_id);
+        validate_stream(stream)?;
+        let range = StreamRange::ALL.until(at);
+        let events = self.store.load_stream(stream, range).await?;
         let loaded = Loaded {
             state: A::default(),
             version: 0,
@@ -182,13 +332,14 @@ where
     }
 
     async fn load_stream(&self, stream_id: &str, to: Option<u64>) -> Result<Loaded<A>, Error> {
-        validate_stream(A::NAME, stream_id)?;
+        let stream = StreamRef::new(A::NAME, stream_id);
+        validate_stream(stream)?;
         let mut loaded = Loaded {
             state: A::default(),
             version: 0,
         };
         if A::SNAPSHOT_EVERY > 0 {
-            if let Some(snapshot) = self.store.load_snapshot(A::NAME, stream_id, to).await? {
+            if let Some(snapshot) = A::Snapshots::load(&self.store, stream, to).await? {
                 if snapshot.snapshot_version == A::SNAPSHOT_VERSION {
                     if let Some(state) = A::decode_snapshot(&snapshot.state) {
                         let state = state.map_err(|reason| Error::Snapshot {
@@ -210,7 +361,7 @@ where
             to,
             until: None,
         };
-        let events = self.store.load_stream(A::NAME, stream_id, range).await?;
+        let events = self.store.load_stream(stream, range).await?;
         fold(loaded, stream_id, &events)
     }
 
@@ -238,7 +389,7 @@ where
         A: Handle<C>,
     {
         let stream_id = command.aggregate_id().to_string();
-        validate_stream(A::NAME, &stream_id)?;
+        validate_stream(StreamRef::new(A::NAME, &stream_id))?;
         if let Some(command_id) = meta.command_id {
             if let Some(first) = self.store.command_outcome(command_id).await? {
                 return self.replay_outcome(stream_id, command_id, &first).await;
@@ -268,6 +419,7 @@ where
                 return Ok(Executed {
                     stream_id,
                     version,
+                    position: 0,
                     events,
                     duplicate: false,
                 });
@@ -294,6 +446,7 @@ where
                     return Ok(Executed {
                         stream_id,
                         version: outcome.last_version,
+                        position: outcome.last_position,
                         events,
                         duplicate: false,
                     });
@@ -323,25 +476,13 @@ where
         events: Vec<NewEvent>,
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, AppendError> {
-        if self.inline.is_empty() {
-            return Ok(self
+        match &self.inline {
+            Some(inline) => (inline.append)(self, stream_id, expected, events, meta).await,
+            None => Ok(self
                 .store
-                .append(A::NAME, stream_id, expected, events, meta)
-                .await?);
+                .append(StreamRef::new(A::NAME, stream_id), expected, events, meta)
+                .await?),
         }
-        let mut tx = self.store.begin().await?;
-        let (outcome, recorded) = self
-            .store
-            .append_in(&mut tx, A::NAME, stream_id, expected, events, meta)
-            .await?;
-        for projection in &self.inline {
-            projection
-                .apply(&mut tx, &recorded)
-                .await
-                .map_err(AppendError::Projection)?;
-        }
-        self.store.commit(tx).await?;
-        Ok(outcome)
     }
 
     /// The events of the first execution of `command_id`, read back from this command's
@@ -355,12 +496,9 @@ where
         // An empty append reports the stream's version as both first and last version, like
         // a one-event append does; only its position (0) tells them apart.
         let events = if first.last_position > 0 {
-            let range = StreamRange {
-                from: first.first_version,
-                to: Some(first.last_version),
-                until: None,
-            };
-            let recorded = self.store.read_stream(A::NAME, &stream_id, range).await?;
+            let range = StreamRange::from(first.first_version).to(first.last_version);
+            let stream = StreamRef::new(A::NAME, &stream_id);
+            let recorded = self.store.read_stream(stream, range).await?;
             // The outcome does not say which stream it was on: the events tell.
             let expected = first.last_version.saturating_sub(first.first_version) + 1;
             let count = u64::try_from(recorded.len()).unwrap_or(u64::MAX);
@@ -382,6 +520,7 @@ where
         Ok(Executed {
             stream_id,
             version: first.last_version,
+            position: first.last_position,
             events,
             duplicate: true,
         })
@@ -401,18 +540,14 @@ where
         let Some(encoded) = state.encode_snapshot() else {
             return Ok(());
         };
-        let state = encoded.map_err(|reason| Error::Encode {
-            event_type: A::NAME,
+        let state = encoded.map_err(|reason| Error::EncodeSnapshot {
+            stream_type: A::NAME.to_owned(),
+            stream_id: stream_id.to_owned(),
+            version: after,
             reason,
         })?;
-        let snapshot = Snapshot {
-            version: after,
-            snapshot_version: A::SNAPSHOT_VERSION,
-            state,
-        };
-        self.store
-            .save_snapshot(A::NAME, stream_id, snapshot)
-            .await?;
+        let snapshot = Snapshot::new(after, A::SNAPSHOT_VERSION, state);
+        A::Snapshots::save(&self.store, StreamRef::new(A::NAME, stream_id), snapshot).await?;
         Ok(())
     }
 }
@@ -440,7 +575,7 @@ fn fold<A: Aggregate>(
 }
 
 /// Decodes one stored event, naming where it is stored on failure.
-pub fn decode_one<E: Events>(recorded: &RecordedEvent) -> Result<E, Error> {
+pub(crate) fn decode_one<E: Events>(recorded: &RecordedEvent) -> Result<E, Error> {
     E::decode(
         &recorded.meta.event_type,
         recorded.meta.event_version,
@@ -454,7 +589,7 @@ fn decode_all<E: Events>(recorded: &[RecordedEvent]) -> Result<Vec<E>, Error> {
 }
 
 /// Encodes events for appending.
-pub fn encode_all<E: Events>(events: &[E]) -> Result<Vec<NewEvent>, Error> {
+pub(crate) fn encode_all<E: Events>(events: &[E]) -> Result<Vec<NewEvent>, Error> {
     events
         .iter()
         .map(|event| {

@@ -10,9 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use annals::store::MAX_STREAM_ID_LEN;
+use annals::store::{
+    AppendOutcome, EventFilter, EventLog, EventStore, Headers, NewEvent, Snapshot, SnapshotStore,
+    StreamRange, TxStore,
+};
 use annals::{
-    AppendOutcome, CommitMeta, EventFilter, EventStore, ExpectedVersion, Headers, NewEvent,
-    OffsetDateTime, PgStore, RecordedEvent, Snapshot, SnapshotStore, StoreError, StreamRange, Uuid,
+    CommitMeta, ExpectedVersion, OffsetDateTime, PgStore, RecordedEvent, StoreError, StreamRef,
+    Uuid,
 };
 use sqlx::postgres::{PgListener, PgPool};
 
@@ -39,7 +43,7 @@ impl TestDb {
         let store = PgStore::options()
             .schema(fresh_schema())
             .max_connections(max)
-            .connect(&database_url())
+            .open(&database_url())
             .await
             .unwrap_or_else(|e| {
                 panic!(
@@ -57,10 +61,10 @@ impl TestDb {
     /// Runs SQL against the test's schema (names unqualified).
     async fn sql(&self, sql: &str) {
         let mut conn = self.pool().acquire().await.unwrap();
-        sqlx::raw_sql(&format!(
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "SET search_path TO \"{}\"; {sql}; RESET search_path",
             self.store.schema()
-        ))
+        )))
         .execute(&mut *conn)
         .await
         .unwrap();
@@ -68,17 +72,20 @@ impl TestDb {
 
     async fn count(&self, sql: &str) -> i64 {
         let sql = sql.replace("{schema}", &format!("\"{}\"", self.store.schema()));
-        sqlx::query_scalar(&sql)
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
             .fetch_one(self.pool())
             .await
             .unwrap()
     }
 
     async fn finish(self) {
-        sqlx::raw_sql(&format!("DROP SCHEMA \"{}\" CASCADE", self.store.schema()))
-            .execute(self.pool())
-            .await
-            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA \"{}\" CASCADE",
+            self.store.schema()
+        )))
+        .execute(self.pool())
+        .await
+        .unwrap();
         self.store.pool().close().await;
     }
 }
@@ -92,14 +99,11 @@ fn events(event_type: &str, count: u32) -> Vec<NewEvent> {
 }
 
 fn no_meta() -> CommitMeta {
-    CommitMeta::default()
+    CommitMeta::new()
 }
 
 fn with_command(id: Uuid) -> CommitMeta {
-    CommitMeta {
-        command_id: Some(id),
-        ..CommitMeta::default()
-    }
+    CommitMeta::new().command_id(id)
 }
 
 fn versions(events: &[RecordedEvent]) -> Vec<u64> {
@@ -136,10 +140,10 @@ impl Rng {
 async fn migrations_are_recorded_once_and_reopening_is_harmless() {
     let db = TestDb::new().await;
     let recorded = || async {
-        sqlx::query_as::<_, (i32, String)>(&format!(
+        sqlx::query_as::<_, (i32, String)>(sqlx::AssertSqlSafe(format!(
             "SELECT version, name FROM \"{}\".annals_migrations ORDER BY version",
             db.store.schema()
-        ))
+        )))
         .fetch_all(db.pool())
         .await
         .unwrap()
@@ -150,8 +154,7 @@ async fn migrations_are_recorded_once_and_reopening_is_harmless() {
     );
     db.store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::NoStream,
             events("Opened", 2),
             &no_meta(),
@@ -159,7 +162,9 @@ async fn migrations_are_recorded_once_and_reopening_is_harmless() {
         .await
         .unwrap();
 
-    let again = PgStore::from_pool(db.pool().clone(), db.store.schema())
+    let again = PgStore::options()
+        .schema(db.store.schema())
+        .with_pool(db.pool().clone())
         .await
         .unwrap();
     again.migrate().await.unwrap();
@@ -167,7 +172,13 @@ async fn migrations_are_recorded_once_and_reopening_is_harmless() {
         recorded().await,
         [(1, "initial".to_owned()), (2, "checkpoints".to_owned())]
     );
-    assert_eq!(again.stream_version("account", "1").await.unwrap(), Some(2));
+    assert_eq!(
+        again
+            .stream_version(StreamRef::new("account", "1"))
+            .await
+            .unwrap(),
+        Some(2)
+    );
     db.finish().await;
 }
 
@@ -181,7 +192,7 @@ async fn processes_starting_together_migrate_once() {
                 PgStore::options()
                     .schema(schema)
                     .max_connections(2)
-                    .connect(&database_url())
+                    .open(&database_url())
                     .await
             })
         })
@@ -207,8 +218,7 @@ async fn processes_starting_together_migrate_once() {
     for (n, store) in stores.iter().enumerate() {
         store
             .append(
-                "account",
-                &n.to_string(),
+                StreamRef::new("account", &n.to_string()),
                 ExpectedVersion::NoStream,
                 events("Opened", 1),
                 &no_meta(),
@@ -228,7 +238,9 @@ async fn a_schema_migrated_by_a_newer_build_is_refused() {
     let db = TestDb::new().await;
     db.sql("INSERT INTO annals_migrations (version, name) VALUES (99, 'future')")
         .await;
-    let err = PgStore::from_pool(db.pool().clone(), db.store.schema())
+    let err = PgStore::options()
+        .schema(db.store.schema())
+        .with_pool(db.pool().clone())
         .await
         .unwrap_err();
     assert!(
@@ -264,12 +276,15 @@ async fn schema_names_that_are_not_plain_identifiers_are_refused_before_any_sql(
         &"a".repeat(57),
     ];
     for hostile in hostile_names {
-        let by_url = PgStore::connect_with_schema(&url, hostile).await;
+        let by_url = PgStore::options().schema(hostile).open(&url).await;
         assert!(
             matches!(by_url, Err(StoreError::Config(_))),
             "{hostile:?}: {by_url:?}"
         );
-        let by_pool = PgStore::from_pool(db.pool().clone(), hostile).await;
+        let by_pool = PgStore::options()
+            .schema(hostile)
+            .with_pool(db.pool().clone())
+            .await;
         assert!(
             matches!(by_pool, Err(StoreError::Config(_))),
             "{hostile:?}: {by_pool:?}"
@@ -295,11 +310,14 @@ async fn schema_names_that_are_not_plain_identifiers_are_refused_before_any_sql(
     assert_eq!(public, 1, "the public schema is untouched");
     // The longest name accepted works, and so does a reserved word (it is quoted).
     for fine in ["a".repeat(56), "select".to_owned()] {
-        let store = PgStore::from_pool(db.pool().clone(), &fine).await.unwrap();
+        let store = PgStore::options()
+            .schema(&fine)
+            .with_pool(db.pool().clone())
+            .await
+            .unwrap();
         store
             .append(
-                "account",
-                "1",
+                StreamRef::new("account", "1"),
                 ExpectedVersion::Any,
                 events("Opened", 1),
                 &no_meta(),
@@ -307,10 +325,12 @@ async fn schema_names_that_are_not_plain_identifiers_are_refused_before_any_sql(
             .await
             .unwrap();
         assert_eq!(store.notify_channel(), format!("{fine}_events"));
-        sqlx::raw_sql(&format!("DROP SCHEMA \"{fine}\" CASCADE"))
-            .execute(db.pool())
-            .await
-            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA \"{fine}\" CASCADE"
+        )))
+        .execute(db.pool())
+        .await
+        .unwrap();
     }
     db.finish().await;
 }
@@ -323,8 +343,14 @@ async fn expected_versions_are_enforced() {
     let db = TestDb::new().await;
     let store = &db.store;
     let meta = no_meta();
-    let append =
-        |expected, n| store.append("account", "1", expected, events("Deposited", n), &meta);
+    let append = |expected, n| {
+        store.append(
+            StreamRef::new("account", "1"),
+            expected,
+            events("Deposited", n),
+            &meta,
+        )
+    };
     let conflict = |result: Result<AppendOutcome, StoreError>, expected, actual| match result {
         Err(StoreError::WrongExpectedVersion {
             stream_type,
@@ -349,15 +375,7 @@ async fn expected_versions_are_enforced() {
         None,
     );
     let first = append(ExpectedVersion::NoStream, 2).await.unwrap();
-    assert_eq!(
-        first,
-        AppendOutcome {
-            first_version: 1,
-            last_version: 2,
-            last_position: 2,
-            duplicate: false
-        }
-    );
+    assert_eq!(first, AppendOutcome::new(1, 2, 2));
     conflict(
         append(ExpectedVersion::NoStream, 1).await,
         ExpectedVersion::NoStream,
@@ -398,8 +416,7 @@ async fn expected_versions_are_enforced() {
     // Exact(0) creates a stream, like NoStream; Any creates one too.
     store
         .append(
-            "account",
-            "2",
+            StreamRef::new("account", "2"),
             ExpectedVersion::Exact(0),
             events("Opened", 1),
             &no_meta(),
@@ -408,8 +425,7 @@ async fn expected_versions_are_enforced() {
         .unwrap();
     store
         .append(
-            "account",
-            "3",
+            StreamRef::new("account", "3"),
             ExpectedVersion::Any,
             events("Opened", 1),
             &no_meta(),
@@ -419,12 +435,24 @@ async fn expected_versions_are_enforced() {
 
     // Nothing a refused append carried was stored.
     let stream = store
-        .read_stream("account", "1", StreamRange::ALL)
+        .read_stream(StreamRef::new("account", "1"), StreamRange::ALL)
         .await
         .unwrap();
     assert_eq!(versions(&stream), (1..=8).collect::<Vec<_>>());
-    assert_eq!(store.stream_version("account", "1").await.unwrap(), Some(8));
-    assert_eq!(store.stream_version("account", "9").await.unwrap(), None);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("account", "1"))
+            .await
+            .unwrap(),
+        Some(8)
+    );
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("account", "9"))
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(store.head().await.unwrap(), 10);
     db.finish().await;
 }
@@ -435,30 +463,26 @@ async fn an_empty_append_checks_the_version_and_appends_nothing() {
     let store = &db.store;
     let none = store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::NoStream,
             Vec::new(),
             &no_meta(),
         )
         .await
         .unwrap();
-    assert_eq!(
-        none,
-        AppendOutcome {
-            first_version: 0,
-            last_version: 0,
-            last_position: 0,
-            duplicate: false
-        }
-    );
+    assert_eq!(none, AppendOutcome::new(0, 0, 0));
     // It does not create the stream.
-    assert_eq!(store.stream_version("account", "1").await.unwrap(), None);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("account", "1"))
+            .await
+            .unwrap(),
+        None
+    );
     assert!(matches!(
         store
             .append(
-                "account",
-                "1",
+                StreamRef::new("account", "1"),
                 ExpectedVersion::Exists,
                 Vec::new(),
                 &no_meta()
@@ -468,8 +492,7 @@ async fn an_empty_append_checks_the_version_and_appends_nothing() {
     ));
     store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Any,
             events("Opened", 3),
             &no_meta(),
@@ -478,8 +501,7 @@ async fn an_empty_append_checks_the_version_and_appends_nothing() {
         .unwrap();
     let at_three = store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Exact(3),
             Vec::new(),
             &no_meta(),
@@ -490,8 +512,7 @@ async fn an_empty_append_checks_the_version_and_appends_nothing() {
     assert!(matches!(
         store
             .append(
-                "account",
-                "1",
+                StreamRef::new("account", "1"),
                 ExpectedVersion::Exact(2),
                 Vec::new(),
                 &no_meta()
@@ -517,8 +538,7 @@ async fn concurrent_appends_from_one_version_never_both_succeed() {
             tokio::spawn(async move {
                 store
                     .append(
-                        "account",
-                        "1",
+                        StreamRef::new("account", "1"),
                         ExpectedVersion::NoStream,
                         events("Opened", 1),
                         &no_meta(),
@@ -546,7 +566,7 @@ async fn concurrent_appends_from_one_version_never_both_succeed() {
     for round in 0..20 {
         let loaded = db
             .store
-            .stream_version("account", "1")
+            .stream_version(StreamRef::new("account", "1"))
             .await
             .unwrap()
             .unwrap();
@@ -556,8 +576,7 @@ async fn concurrent_appends_from_one_version_never_both_succeed() {
                 tokio::spawn(async move {
                     store
                         .append(
-                            "account",
-                            "1",
+                            StreamRef::new("account", "1"),
                             ExpectedVersion::Exact(loaded),
                             events("Deposited", 2),
                             &no_meta(),
@@ -581,7 +600,7 @@ async fn concurrent_appends_from_one_version_never_both_succeed() {
     }
     let stream = db
         .store
-        .read_stream("account", "1", StreamRange::ALL)
+        .read_stream(StreamRef::new("account", "1"), StreamRange::ALL)
         .await
         .unwrap();
     assert_eq!(
@@ -599,8 +618,7 @@ async fn concurrent_appends_from_one_version_never_both_succeed() {
                     outcomes.push(
                         store
                             .append(
-                                "account",
-                                "2",
+                                StreamRef::new("account", "2"),
                                 ExpectedVersion::Any,
                                 events("Deposited", 2),
                                 &no_meta(),
@@ -624,7 +642,7 @@ async fn concurrent_appends_from_one_version_never_both_succeed() {
     assert_eq!(taken, (1..=400).collect::<Vec<_>>());
     let stream = db
         .store
-        .read_stream("account", "2", StreamRange::ALL)
+        .read_stream(StreamRef::new("account", "2"), StreamRange::ALL)
         .await
         .unwrap();
     assert_eq!(versions(&stream), (1..=400).collect::<Vec<_>>());
@@ -658,13 +676,13 @@ async fn slow_append(
     store
         .append_in(
             &mut tx,
-            "account",
-            stream,
+            StreamRef::new("account", stream),
             ExpectedVersion::Any,
             batch,
             &no_meta(),
         )
         .await
+        .map(|(outcome, _)| outcome)
         .unwrap();
     tokio::time::sleep(after).await;
     if commit {
@@ -745,7 +763,12 @@ async fn a_reader_following_positions_sees_every_committed_event_once_in_order()
                 if w < FAST_WRITERS {
                     let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
                     store
-                        .append("account", &stream, ExpectedVersion::Any, batch, &no_meta())
+                        .append(
+                            StreamRef::new("account", &stream),
+                            ExpectedVersion::Any,
+                            batch,
+                            &no_meta(),
+                        )
                         .await
                         .unwrap();
                     committed.lock().unwrap().extend(ids);
@@ -813,13 +836,13 @@ async fn an_older_transaction_cannot_publish_past_a_younger_open_one() {
     let held = store
         .append_in(
             &mut younger,
-            "account",
-            "y",
+            StreamRef::new("account", "y"),
             ExpectedVersion::Any,
             events("A", 1),
             &no_meta(),
         )
         .await
+        .map(|(outcome, _)| outcome)
         .unwrap();
 
     let writer = {
@@ -828,13 +851,13 @@ async fn an_older_transaction_cannot_publish_past_a_younger_open_one() {
             let outcome = store
                 .append_in(
                     &mut older,
-                    "account",
-                    "o",
+                    StreamRef::new("account", "o"),
                     ExpectedVersion::Any,
                     events("B", 1),
                     &no_meta(),
                 )
                 .await
+                .map(|(outcome, _)| outcome)
                 .unwrap();
             older.commit().await.unwrap();
             outcome
@@ -867,56 +890,62 @@ async fn appends_in_a_callers_transaction_commit_or_roll_back_with_it() {
     store
         .append_in(
             &mut tx,
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::NoStream,
             events("Opened", 2),
             &no_meta(),
         )
         .await
+        .map(|(outcome, _)| outcome)
         .unwrap();
     assert!(all_events(store).await.is_empty(), "visible before commit");
     let command = Uuid::new_v4();
     store
         .append_in(
             &mut tx,
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Exact(2),
             Vec::new(),
             &with_command(command),
         )
         .await
+        .map(|(outcome, _)| outcome)
         .unwrap();
     tx.rollback().await.unwrap();
     assert!(all_events(store).await.is_empty());
-    assert_eq!(store.stream_version("account", "1").await.unwrap(), None);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("account", "1"))
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(store.command_outcome(command).await.unwrap(), None);
 
     let mut tx = store.pool().begin().await.unwrap();
     let first = store
         .append_in(
             &mut tx,
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::NoStream,
             events("Opened", 2),
             &no_meta(),
         )
         .await
+        .map(|(outcome, _)| outcome)
         .unwrap();
     // A refused append leaves the transaction usable, and reports the version the
     // transaction itself wrote.
     let refused = store
         .append_in(
             &mut tx,
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::NoStream,
             events("Opened", 1),
             &no_meta(),
         )
-        .await;
+        .await
+        .map(|(outcome, _)| outcome);
     assert!(
         matches!(
             refused,
@@ -930,48 +959,45 @@ async fn appends_in_a_callers_transaction_commit_or_roll_back_with_it() {
     let bad = store
         .append_in(
             &mut tx,
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Any,
             vec![NewEvent::new("Deposited", 1, "{oops".into())],
             &no_meta(),
         )
-        .await;
+        .await
+        .map(|(outcome, _)| outcome);
     assert!(matches!(bad, Err(StoreError::Database { .. })), "{bad:?}");
     let second = store
         .append_in(
             &mut tx,
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Exact(2),
             events("Deposited", 1),
             &no_meta(),
         )
         .await
+        .map(|(outcome, _)| outcome)
         .unwrap();
     let empty = store
         .append_in(
             &mut tx,
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Exact(3),
             Vec::new(),
             &with_command(command),
         )
         .await
+        .map(|(outcome, _)| outcome)
         .unwrap();
     assert_eq!((empty.last_version, empty.duplicate), (3, false));
     tx.commit().await.unwrap();
     assert_eq!((first.last_version, second.last_version), (2, 3));
     assert_eq!(
         store.command_outcome(command).await.unwrap(),
-        Some(AppendOutcome {
-            duplicate: true,
-            ..empty
-        })
+        Some(empty.into_duplicate())
     );
     let stream = store
-        .read_stream("account", "1", StreamRange::ALL)
+        .read_stream(StreamRef::new("account", "1"), StreamRange::ALL)
         .await
         .unwrap();
     assert_eq!(versions(&stream), [1, 2, 3]);
@@ -986,8 +1012,7 @@ async fn every_append_notifies_the_last_position() {
     let outcome = db
         .store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Any,
             events("Opened", 3),
             &no_meta(),
@@ -1014,8 +1039,7 @@ async fn a_repeated_command_id_appends_once_and_returns_the_first_outcome() {
     let id = Uuid::new_v4();
     let first = store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::NoStream,
             events("Opened", 2),
             &with_command(id),
@@ -1031,28 +1055,18 @@ async fn a_repeated_command_id_appends_once_and_returns_the_first_outcome() {
     ] {
         let again = store
             .append(
-                "account",
-                stream,
+                StreamRef::new("account", stream),
                 expected,
                 events("Opened", 5),
                 &with_command(id),
             )
             .await
             .unwrap();
-        assert_eq!(
-            again,
-            AppendOutcome {
-                duplicate: true,
-                ..first.clone()
-            }
-        );
+        assert_eq!(again, first.clone().into_duplicate());
     }
     assert_eq!(
         store.command_outcome(id).await.unwrap(),
-        Some(AppendOutcome {
-            duplicate: true,
-            ..first.clone()
-        })
+        Some(first.clone().into_duplicate())
     );
     assert_eq!(store.command_outcome(Uuid::new_v4()).await.unwrap(), None);
     assert_eq!(all_events(store).await.len(), 2);
@@ -1061,8 +1075,7 @@ async fn a_repeated_command_id_appends_once_and_returns_the_first_outcome() {
     let empty_id = Uuid::new_v4();
     let empty = store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Exact(2),
             Vec::new(),
             &with_command(empty_id),
@@ -1075,21 +1088,14 @@ async fn a_repeated_command_id_appends_once_and_returns_the_first_outcome() {
     );
     let replay = store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Any,
             events("Deposited", 1),
             &with_command(empty_id),
         )
         .await
         .unwrap();
-    assert_eq!(
-        replay,
-        AppendOutcome {
-            duplicate: true,
-            ..empty
-        }
-    );
+    assert_eq!(replay, empty.into_duplicate());
     assert_eq!(all_events(store).await.len(), 2);
     db.finish().await;
 }
@@ -1112,8 +1118,7 @@ async fn concurrent_appends_with_one_command_id_append_once() {
                 tokio::spawn(async move {
                     store
                         .append(
-                            "account",
-                            &stream,
+                            StreamRef::new("account", &stream),
                             ExpectedVersion::Any,
                             events("Deposited", 3),
                             &with_command(id),
@@ -1169,8 +1174,7 @@ async fn hostile_ids_are_stored_verbatim_or_refused() {
         let stream_type = format!("type'\"{n}");
         store
             .append(
-                &stream_type,
-                id,
+                StreamRef::new(&stream_type, id),
                 ExpectedVersion::NoStream,
                 vec![event("Odd'\"Type", 1)],
                 &no_meta(),
@@ -1178,7 +1182,7 @@ async fn hostile_ids_are_stored_verbatim_or_refused() {
             .await
             .unwrap();
         let stream = store
-            .read_stream(&stream_type, id, StreamRange::ALL)
+            .read_stream(StreamRef::new(&stream_type, id), StreamRange::ALL)
             .await
             .unwrap();
         assert_eq!(stream.len(), 1, "{id:?}");
@@ -1186,7 +1190,10 @@ async fn hostile_ids_are_stored_verbatim_or_refused() {
         assert_eq!(stream[0].meta.stream_type, stream_type);
         assert_eq!(stream[0].meta.event_type, "Odd'\"Type");
         assert_eq!(
-            store.stream_version(&stream_type, id).await.unwrap(),
+            store
+                .stream_version(StreamRef::new(&stream_type, id))
+                .await
+                .unwrap(),
             Some(1)
         );
     }
@@ -1194,8 +1201,7 @@ async fn hostile_ids_are_stored_verbatim_or_refused() {
     for id in ["", "nul\0byte", "new\nline", too_long.as_str()] {
         let refused = store
             .append(
-                "account",
-                id,
+                StreamRef::new("account", id),
                 ExpectedVersion::Any,
                 events("Opened", 1),
                 &no_meta(),
@@ -1212,14 +1218,15 @@ async fn hostile_ids_are_stored_verbatim_or_refused() {
             "{id:?}: {refused:?}"
         );
         assert!(matches!(
-            store.read_stream("account", id, StreamRange::ALL).await,
+            store
+                .read_stream(StreamRef::new("account", id), StreamRange::ALL)
+                .await,
             Err(StoreError::InvalidStream { .. })
         ));
     }
     let nul_type = store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Any,
             vec![event("Bad\0Type", 1)],
             &no_meta(),
@@ -1249,20 +1256,31 @@ async fn a_payload_that_is_not_json_is_refused_and_nothing_is_stored() {
         NewEvent::new("Deposited", 1, "{not json".into()),
     ];
     let err = store
-        .append("account", "1", ExpectedVersion::Any, batch, &no_meta())
+        .append(
+            StreamRef::new("account", "1"),
+            ExpectedVersion::Any,
+            batch,
+            &no_meta(),
+        )
         .await
         .unwrap_err();
     let StoreError::Database { operation, source } = &err else {
         panic!("{err:?}");
     };
-    assert_eq!(*operation, "append");
+    assert_eq!(*operation, annals::error::Operation::Append);
     let reason = source.to_string();
     assert!(
         reason.contains("event 1 (`Deposited`) is not valid JSON"),
         "{reason}"
     );
     assert!(all_events(store).await.is_empty());
-    assert_eq!(store.stream_version("account", "1").await.unwrap(), None);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("account", "1"))
+            .await
+            .unwrap(),
+        None
+    );
     db.finish().await;
 }
 
@@ -1272,8 +1290,7 @@ async fn numbers_out_of_range_are_refused_or_read_as_nothing() {
     let store = &db.store;
     let too_new = store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Any,
             vec![NewEvent::new("Opened", u32::MAX, "{}".into())],
             &no_meta(),
@@ -1285,13 +1302,8 @@ async fn numbers_out_of_range_are_refused_or_read_as_nothing() {
     );
     let snapshot = store
         .save_snapshot(
-            "account",
-            "1",
-            Snapshot {
-                version: u64::MAX,
-                snapshot_version: 1,
-                state: "{}".into(),
-            },
+            StreamRef::new("account", "1"),
+            Snapshot::new(u64::MAX, 1, "{}".into()),
         )
         .await;
     assert!(
@@ -1300,8 +1312,7 @@ async fn numbers_out_of_range_are_refused_or_read_as_nothing() {
     );
     store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Any,
             events("Opened", 2),
             &no_meta(),
@@ -1314,17 +1325,18 @@ async fn numbers_out_of_range_are_refused_or_read_as_nothing() {
         .unwrap()
         .is_empty());
     assert!(store
-        .read_stream("account", "1", StreamRange::from(u64::MAX))
+        .read_stream(StreamRef::new("account", "1"), StreamRange::from(u64::MAX))
         .await
         .unwrap()
         .is_empty());
-    let to_max = StreamRange {
-        from: 2,
-        to: Some(u64::MAX),
-        until: None,
-    };
+    let to_max = StreamRange::from(2).to(u64::MAX);
     assert_eq!(
-        versions(&store.read_stream("account", "1", to_max).await.unwrap()),
+        versions(
+            &store
+                .read_stream(StreamRef::new("account", "1"), to_max)
+                .await
+                .unwrap()
+        ),
         [2]
     );
     assert!(store
@@ -1341,8 +1353,7 @@ async fn corrupt_rows_are_reported_with_their_position() {
     let store = &db.store;
     store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Any,
             events("Opened", 3),
             &no_meta(),
@@ -1359,15 +1370,21 @@ async fn corrupt_rows_are_reported_with_their_position() {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, StoreError::Corrupt { position: 2, reason } if reason.contains("headers")),
+            matches!(&err, StoreError::Corrupt { position: Some(2), reason } if reason.contains("headers")),
             "{what}: {err:?}"
         );
         let err = store
-            .read_stream("account", "1", StreamRange::ALL)
+            .read_stream(StreamRef::new("account", "1"), StreamRange::ALL)
             .await
             .unwrap_err();
         assert!(
-            matches!(err, StoreError::Corrupt { position: 2, .. }),
+            matches!(
+                err,
+                StoreError::Corrupt {
+                    position: Some(2),
+                    ..
+                }
+            ),
             "{what}: {err:?}"
         );
     }
@@ -1381,7 +1398,10 @@ async fn corrupt_rows_are_reported_with_their_position() {
             UPDATE annals_streams SET version = -4",
     )
     .await;
-    let err = store.stream_version("account", "1").await.unwrap_err();
+    let err = store
+        .stream_version(StreamRef::new("account", "1"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     db.finish().await;
 }
@@ -1399,11 +1419,13 @@ async fn metadata_and_payloads_round_trip_exactly() {
         ("nul".to_owned(), "a\0b".to_owned()),
         ("".to_owned(), String::new()),
     ]);
-    let meta = CommitMeta {
-        command_id: Some(Uuid::new_v4()),
-        correlation_id: Some(Uuid::new_v4()),
-        causation_id: Some(Uuid::new_v4()),
-        headers: headers.clone(),
+    let meta = {
+        let mut meta = CommitMeta::new()
+            .command_id(Uuid::new_v4())
+            .correlation_id(Uuid::new_v4())
+            .causation_id(Uuid::new_v4());
+        meta.headers = headers.clone();
+        meta
     };
     // Payloads are kept as written: spacing, key order, duplicate keys, escapes.
     let payloads = [
@@ -1427,12 +1449,17 @@ async fn metadata_and_payloads_round_trip_exactly() {
     let sent = batch.clone();
     let before = OffsetDateTime::now_utc();
     store
-        .append("account", "1", ExpectedVersion::NoStream, batch, &meta)
+        .append(
+            StreamRef::new("account", "1"),
+            ExpectedVersion::NoStream,
+            batch,
+            &meta,
+        )
         .await
         .unwrap();
     let after = OffsetDateTime::now_utc();
     let stream = store
-        .read_stream("account", "1", StreamRange::ALL)
+        .read_stream(StreamRef::new("account", "1"), StreamRange::ALL)
         .await
         .unwrap();
     assert_eq!(stream, all_events(store).await);
@@ -1462,8 +1489,7 @@ async fn metadata_and_payloads_round_trip_exactly() {
     // No metadata at all reads back as none.
     store
         .append(
-            "account",
-            "2",
+            StreamRef::new("account", "2"),
             ExpectedVersion::NoStream,
             events("Opened", 1),
             &no_meta(),
@@ -1471,7 +1497,7 @@ async fn metadata_and_payloads_round_trip_exactly() {
         .await
         .unwrap();
     let bare = &store
-        .read_stream("account", "2", StreamRange::ALL)
+        .read_stream(StreamRef::new("account", "2"), StreamRange::ALL)
         .await
         .unwrap()[0];
     assert_eq!(
@@ -1492,8 +1518,7 @@ async fn stream_ranges_select_versions_and_times() {
     let store = &db.store;
     store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::NoStream,
             events("Deposited", 3),
             &no_meta(),
@@ -1505,8 +1530,7 @@ async fn stream_ranges_select_versions_and_times() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Exact(3),
             events("Deposited", 2),
             &no_meta(),
@@ -1515,8 +1539,7 @@ async fn stream_ranges_select_versions_and_times() {
         .unwrap();
     store
         .append(
-            "account",
-            "other",
+            StreamRef::new("account", "other"),
             ExpectedVersion::NoStream,
             events("Deposited", 2),
             &no_meta(),
@@ -1524,7 +1547,7 @@ async fn stream_ranges_select_versions_and_times() {
         .await
         .unwrap();
 
-    let read = |range| store.read_stream("account", "1", range);
+    let read = |range| store.read_stream(StreamRef::new("account", "1"), range);
     assert_eq!(
         versions(&read(StreamRange::ALL).await.unwrap()),
         [1, 2, 3, 4, 5]
@@ -1535,38 +1558,18 @@ async fn stream_ranges_select_versions_and_times() {
     );
     assert_eq!(versions(&read(StreamRange::from(4)).await.unwrap()), [4, 5]);
     assert!(read(StreamRange::from(6)).await.unwrap().is_empty());
-    let window = StreamRange {
-        from: 2,
-        to: Some(4),
-        until: None,
-    };
+    let window = StreamRange::from(2).to(4);
     assert_eq!(versions(&read(window).await.unwrap()), [2, 3, 4]);
-    let reversed = StreamRange {
-        from: 4,
-        to: Some(2),
-        until: None,
-    };
+    let reversed = StreamRange::from(4).to(2);
     assert!(read(reversed).await.unwrap().is_empty());
-    let as_of = StreamRange {
-        from: 1,
-        to: None,
-        until: Some(between),
-    };
+    let as_of = StreamRange::from(1).until(between);
     assert_eq!(versions(&read(as_of).await.unwrap()), [1, 2, 3]);
-    let as_of_from_two = StreamRange {
-        from: 2,
-        to: None,
-        until: Some(between),
-    };
+    let as_of_from_two = StreamRange::from(2).until(between);
     assert_eq!(versions(&read(as_of_from_two).await.unwrap()), [2, 3]);
-    let long_ago = StreamRange {
-        from: 1,
-        to: None,
-        until: Some(between - Duration::from_secs(3600)),
-    };
+    let long_ago = StreamRange::from(1).until(between - Duration::from_secs(3600));
     assert!(read(long_ago).await.unwrap().is_empty());
     assert!(store
-        .read_stream("account", "nobody", StreamRange::ALL)
+        .read_stream(StreamRef::new("account", "nobody"), StreamRange::ALL)
         .await
         .unwrap()
         .is_empty());
@@ -1590,8 +1593,7 @@ async fn global_reads_filter_limit_and_report_the_head() {
     assert!(all_events(store).await.is_empty());
     store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Any,
             vec![event("Opened", 1), event("Deposited", 2)],
             &no_meta(),
@@ -1600,8 +1602,7 @@ async fn global_reads_filter_limit_and_report_the_head() {
         .unwrap();
     store
         .append(
-            "order",
-            "9",
+            StreamRef::new("order", "9"),
             ExpectedVersion::Any,
             vec![event("Placed", 1), event("Deposited", 3)],
             &no_meta(),
@@ -1610,8 +1611,7 @@ async fn global_reads_filter_limit_and_report_the_head() {
         .unwrap();
     store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Any,
             vec![event("Withdrawn", 1)],
             &no_meta(),
@@ -1665,27 +1665,35 @@ async fn snapshots_are_kept_per_version_and_loaded_up_to_a_bound() {
     let db = TestDb::new().await;
     let store = &db.store;
     assert_eq!(
-        store.load_snapshot("account", "1", None).await.unwrap(),
+        store
+            .load_snapshot(StreamRef::new("account", "1"), None)
+            .await
+            .unwrap(),
         None
     );
-    let snap = |version, state: &str| Snapshot {
-        version,
-        snapshot_version: 2,
-        state: state.to_owned(),
-    };
+    let snap = |version, state: &str| Snapshot::new(version, 2, state.to_owned());
     store
-        .save_snapshot("account", "1", snap(10, r#"{"balance": 10}"#))
+        .save_snapshot(
+            StreamRef::new("account", "1"),
+            snap(10, r#"{"balance": 10}"#),
+        )
         .await
         .unwrap();
     store
-        .save_snapshot("account", "1", snap(20, r#"{"balance": 20}"#))
+        .save_snapshot(
+            StreamRef::new("account", "1"),
+            snap(20, r#"{"balance": 20}"#),
+        )
         .await
         .unwrap();
     store
-        .save_snapshot("account", "2", snap(5, r#"{"other": true}"#))
+        .save_snapshot(
+            StreamRef::new("account", "2"),
+            snap(5, r#"{"other": true}"#),
+        )
         .await
         .unwrap();
-    let load = |max| store.load_snapshot("account", "1", max);
+    let load = |max| store.load_snapshot(StreamRef::new("account", "1"), max);
     assert_eq!(
         load(None).await.unwrap(),
         Some(snap(20, r#"{"balance": 20}"#))
@@ -1704,21 +1712,22 @@ async fn snapshots_are_kept_per_version_and_loaded_up_to_a_bound() {
     );
     assert_eq!(load(Some(9)).await.unwrap(), None);
     // Saving at the same version replaces it.
-    let replaced = Snapshot {
-        version: 20,
-        snapshot_version: 3,
-        state: r#"{"balance":21}"#.into(),
-    };
+    let replaced = Snapshot::new(20, 3, r#"{"balance":21}"#.into());
     store
-        .save_snapshot("account", "1", replaced.clone())
+        .save_snapshot(StreamRef::new("account", "1"), replaced.clone())
         .await
         .unwrap();
     assert_eq!(load(None).await.unwrap(), Some(replaced));
     assert_eq!(
-        store.load_snapshot("account", "2", None).await.unwrap(),
+        store
+            .load_snapshot(StreamRef::new("account", "2"), None)
+            .await
+            .unwrap(),
         Some(snap(5, r#"{"other": true}"#))
     );
-    let bad_id = store.save_snapshot("account", "", snap(1, "{}")).await;
+    let bad_id = store
+        .save_snapshot(StreamRef::new("account", ""), snap(1, "{}"))
+        .await;
     assert!(
         matches!(bad_id, Err(StoreError::InvalidStream { .. })),
         "{bad_id:?}"

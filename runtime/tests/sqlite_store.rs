@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use annals::store::MAX_STREAM_ID_LEN;
+use annals::store::{
+    EventFilter, EventLog, EventStore, Headers, NewEvent, Snapshot, SnapshotStore, StreamRange,
+};
 use annals::{
-    CommitMeta, EventFilter, EventStore, ExpectedVersion, Headers, NewEvent, RecordedEvent,
-    Snapshot, SnapshotStore, SqliteStore, StoreError, StreamRange, Uuid,
+    CommitMeta, ExpectedVersion, RecordedEvent, SqliteStore, StoreError, StreamRef, Uuid,
 };
 
 /// A directory of its own under the system temp dir, removed on drop.
@@ -44,7 +46,7 @@ fn event(event_type: &str, n: u32) -> NewEvent {
 }
 
 fn no_meta() -> CommitMeta {
-    CommitMeta::default()
+    CommitMeta::new()
 }
 
 async fn close(store: SqliteStore) {
@@ -58,8 +60,7 @@ async fn a_reopened_file_has_everything_written_before() {
     assert!(dir.db().exists());
     store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::NoStream,
             vec![event("Opened", 1), event("Deposited", 2)],
             &no_meta(),
@@ -68,34 +69,35 @@ async fn a_reopened_file_has_everything_written_before() {
         .unwrap();
     store
         .save_snapshot(
-            "account",
-            "1",
-            Snapshot {
-                version: 2,
-                snapshot_version: 1,
-                state: "{}".into(),
-            },
+            StreamRef::new("account", "1"),
+            Snapshot::new(2, 1, "{}".into()),
         )
         .await
         .unwrap();
     let before = store
-        .read_stream("account", "1", StreamRange::ALL)
+        .read_stream(StreamRef::new("account", "1"), StreamRange::ALL)
         .await
         .unwrap();
     close(store).await;
 
     let store = SqliteStore::open(dir.db()).await.unwrap();
     let after = store
-        .read_stream("account", "1", StreamRange::ALL)
+        .read_stream(StreamRef::new("account", "1"), StreamRange::ALL)
         .await
         .unwrap();
     assert_eq!(after, before);
     assert_eq!(after.len(), 2);
-    assert_eq!(store.stream_version("account", "1").await.unwrap(), Some(2));
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("account", "1"))
+            .await
+            .unwrap(),
+        Some(2)
+    );
     assert_eq!(store.head().await.unwrap(), 2);
     assert_eq!(
         store
-            .load_snapshot("account", "1", None)
+            .load_snapshot(StreamRef::new("account", "1"), None)
             .await
             .unwrap()
             .map(|s| s.version),
@@ -104,8 +106,7 @@ async fn a_reopened_file_has_everything_written_before() {
     // Positions continue after the reopen.
     let outcome = store
         .append(
-            "account",
-            "1",
+            StreamRef::new("account", "1"),
             ExpectedVersion::Exact(2),
             vec![event("Deposited", 3)],
             &no_meta(),
@@ -159,8 +160,7 @@ async fn a_database_from_a_newer_build_is_refused_untouched() {
     let store = SqliteStore::open(dir.db()).await.unwrap();
     store
         .append(
-            "t",
-            "1",
+            StreamRef::new("t", "1"),
             ExpectedVersion::Any,
             vec![event("E", 1)],
             &no_meta(),
@@ -196,8 +196,14 @@ async fn a_database_from_a_newer_build_is_refused_untouched() {
         .execute(&pool)
         .await
         .unwrap();
-    let store = SqliteStore::from_pool(pool).await.unwrap();
-    assert_eq!(store.stream_version("t", "1").await.unwrap(), Some(1));
+    let store = SqliteStore::options().with_pool(pool).await.unwrap();
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("t", "1"))
+            .await
+            .unwrap(),
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -257,8 +263,7 @@ async fn an_in_memory_store_is_shared_by_clones_and_private_to_itself() {
                 tokio::spawn(async move {
                     store
                         .append(
-                            "t",
-                            &i.to_string(),
+                            StreamRef::new("t", &i.to_string()),
                             ExpectedVersion::NoStream,
                             vec![event("E", i)],
                             &no_meta(),
@@ -292,7 +297,12 @@ async fn expected_version_modes() {
         let store = store.clone();
         async move {
             store
-                .append("acc", "x", expected, vec![event("E", n)], &no_meta())
+                .append(
+                    StreamRef::new("acc", "x"),
+                    expected,
+                    vec![event("E", n)],
+                    &no_meta(),
+                )
                 .await
         }
     };
@@ -304,7 +314,13 @@ async fn expected_version_modes() {
     wrong(append(ExpectedVersion::Exists, 0).await, None);
     wrong(append(ExpectedVersion::Exact(1), 0).await, None);
     wrong(append(ExpectedVersion::Exact(u64::MAX), 0).await, None);
-    assert_eq!(store.stream_version("acc", "x").await.unwrap(), None);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("acc", "x"))
+            .await
+            .unwrap(),
+        None
+    );
 
     let first = append(ExpectedVersion::NoStream, 1).await.unwrap();
     assert_eq!((first.first_version, first.last_version), (1, 1));
@@ -340,8 +356,7 @@ async fn expected_version_modes() {
     // Exact(0) on a missing stream is "at version 0".
     let other = store
         .append(
-            "acc",
-            "y",
+            StreamRef::new("acc", "y"),
             ExpectedVersion::Exact(0),
             vec![event("E", 0)],
             &no_meta(),
@@ -351,7 +366,7 @@ async fn expected_version_modes() {
     assert_eq!(other.last_version, 1);
 
     let versions: Vec<u64> = store
-        .read_stream("acc", "x", StreamRange::ALL)
+        .read_stream(StreamRef::new("acc", "x"), StreamRange::ALL)
         .await
         .unwrap()
         .iter()
@@ -376,7 +391,7 @@ async fn concurrent_appenders_never_both_succeed_from_one_version() {
     const ROUNDS: u64 = 10;
     for round in 0..ROUNDS {
         let current = store
-            .stream_version("race", "one")
+            .stream_version(StreamRef::new("race", "one"))
             .await
             .unwrap()
             .unwrap_or(0);
@@ -390,8 +405,7 @@ async fn concurrent_appenders_never_both_succeed_from_one_version() {
                     barrier.wait().await;
                     store
                         .append(
-                            "race",
-                            "one",
+                            StreamRef::new("race", "one"),
                             ExpectedVersion::Exact(current),
                             vec![event("E", i), event("F", i)],
                             &no_meta(),
@@ -419,7 +433,7 @@ async fn concurrent_appenders_never_both_succeed_from_one_version() {
         assert_eq!(winners, 1, "round {round}");
     }
     let events = store
-        .read_stream("race", "one", StreamRange::ALL)
+        .read_stream(StreamRef::new("race", "one"), StreamRange::ALL)
         .await
         .unwrap();
     let versions: Vec<u64> = events.iter().map(|e| e.meta.version).collect();
@@ -448,13 +462,15 @@ async fn concurrent_read_modify_append_loses_no_update() {
                 let mut conflicts = 0u32;
                 for n in 0..PER_TASK {
                     loop {
-                        let version = store.stream_version("acc", "hot").await.unwrap();
+                        let version = store
+                            .stream_version(StreamRef::new("acc", "hot"))
+                            .await
+                            .unwrap();
                         let expected =
                             version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
                         match store
                             .append(
-                                "acc",
-                                "hot",
+                                StreamRef::new("acc", "hot"),
                                 expected,
                                 vec![event("E", t * 1000 + n)],
                                 &no_meta(),
@@ -478,7 +494,7 @@ async fn concurrent_read_modify_append_loses_no_update() {
         task.await.unwrap();
     }
     let events = store
-        .read_stream("acc", "hot", StreamRange::ALL)
+        .read_stream(StreamRef::new("acc", "hot"), StreamRange::ALL)
         .await
         .unwrap();
     let total = u64::from(TASKS * PER_TASK);
@@ -488,7 +504,10 @@ async fn concurrent_read_modify_append_loses_no_update() {
     let payloads: HashSet<&str> = events.iter().map(|e| e.payload.as_str()).collect();
     assert_eq!(payloads.len() as u64, total, "every append landed once");
     assert_eq!(
-        store.stream_version("acc", "hot").await.unwrap(),
+        store
+            .stream_version(StreamRef::new("acc", "hot"))
+            .await
+            .unwrap(),
         Some(total)
     );
 }
@@ -516,8 +535,7 @@ async fn concurrent_unchecked_appends_from_separate_stores_all_land() {
                     };
                     store
                         .append(
-                            "acc",
-                            "shared",
+                            StreamRef::new("acc", "shared"),
                             expected,
                             vec![event("E", t * 100 + n)],
                             &no_meta(),
@@ -532,7 +550,7 @@ async fn concurrent_unchecked_appends_from_separate_stores_all_land() {
         task.await.unwrap();
     }
     let events = first
-        .read_stream("acc", "shared", StreamRange::ALL)
+        .read_stream(StreamRef::new("acc", "shared"), StreamRange::ALL)
         .await
         .unwrap();
     let versions: Vec<u64> = events.iter().map(|e| e.meta.version).collect();
@@ -543,14 +561,10 @@ async fn concurrent_unchecked_appends_from_separate_stores_all_land() {
 async fn a_command_id_appends_once() {
     let dir = TempDir::new("idempotent");
     let store = SqliteStore::open(dir.db()).await.unwrap();
-    let meta = CommitMeta {
-        command_id: Some(Uuid::new_v4()),
-        ..CommitMeta::default()
-    };
+    let meta = CommitMeta::new().command_id(Uuid::new_v4());
     store
         .append(
-            "acc",
-            "1",
+            StreamRef::new("acc", "1"),
             ExpectedVersion::Any,
             vec![event("E", 0)],
             &no_meta(),
@@ -559,8 +573,7 @@ async fn a_command_id_appends_once() {
         .unwrap();
     let first = store
         .append(
-            "acc",
-            "1",
+            StreamRef::new("acc", "1"),
             ExpectedVersion::Exact(1),
             vec![event("E", 1), event("E", 2)],
             &meta,
@@ -579,8 +592,7 @@ async fn a_command_id_appends_once() {
     // The retry's expected version is stale and its events differ: still the first outcome.
     let again = store
         .append(
-            "acc",
-            "1",
+            StreamRef::new("acc", "1"),
             ExpectedVersion::Exact(1),
             vec![event("Other", 9)],
             &meta,
@@ -601,7 +613,7 @@ async fn a_command_id_appends_once() {
     );
     assert_eq!(store.command_outcome(Uuid::new_v4()).await.unwrap(), None);
     let events = store
-        .read_stream("acc", "1", StreamRange::ALL)
+        .read_stream(StreamRef::new("acc", "1"), StreamRange::ALL)
         .await
         .unwrap();
     assert_eq!(events.len(), 3);
@@ -610,12 +622,14 @@ async fn a_command_id_appends_once() {
         .all(|e| e.meta.command_id == meta.command_id));
 
     // An empty append records its command id too, at the current version.
-    let empty_meta = CommitMeta {
-        command_id: Some(Uuid::new_v4()),
-        ..CommitMeta::default()
-    };
+    let empty_meta = CommitMeta::new().command_id(Uuid::new_v4());
     let empty = store
-        .append("acc", "1", ExpectedVersion::Exact(3), vec![], &empty_meta)
+        .append(
+            StreamRef::new("acc", "1"),
+            ExpectedVersion::Exact(3),
+            vec![],
+            &empty_meta,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -629,8 +643,7 @@ async fn a_command_id_appends_once() {
     );
     let empty_again = store
         .append(
-            "acc",
-            "1",
+            StreamRef::new("acc", "1"),
             ExpectedVersion::Exact(3),
             vec![event("E", 5)],
             &empty_meta,
@@ -638,15 +651,32 @@ async fn a_command_id_appends_once() {
         .await
         .unwrap();
     assert!(empty_again.duplicate);
-    assert_eq!(store.stream_version("acc", "1").await.unwrap(), Some(3));
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("acc", "1"))
+            .await
+            .unwrap(),
+        Some(3)
+    );
     assert_eq!(store.head().await.unwrap(), 3);
 
     // An empty append to a missing stream does not create it.
     store
-        .append("acc", "2", ExpectedVersion::NoStream, vec![], &no_meta())
+        .append(
+            StreamRef::new("acc", "2"),
+            ExpectedVersion::NoStream,
+            vec![],
+            &no_meta(),
+        )
         .await
         .unwrap();
-    assert_eq!(store.stream_version("acc", "2").await.unwrap(), None);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("acc", "2"))
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -656,8 +686,7 @@ async fn a_failed_append_leaves_nothing_behind() {
     let taken = event("E", 1);
     store
         .append(
-            "acc",
-            "1",
+            StreamRef::new("acc", "1"),
             ExpectedVersion::NoStream,
             vec![taken.clone()],
             &no_meta(),
@@ -666,14 +695,10 @@ async fn a_failed_append_leaves_nothing_behind() {
         .unwrap();
     // The second event reuses an event id: the whole append must roll back.
     let taken_id = taken.event_id;
-    let meta = CommitMeta {
-        command_id: Some(Uuid::new_v4()),
-        ..CommitMeta::default()
-    };
+    let meta = CommitMeta::new().command_id(Uuid::new_v4());
     let err = store
         .append(
-            "acc",
-            "2",
+            StreamRef::new("acc", "2"),
             ExpectedVersion::NoStream,
             vec![event("E", 2), taken.clone()],
             &meta,
@@ -684,7 +709,13 @@ async fn a_failed_append_leaves_nothing_behind() {
         matches!(err, StoreError::DuplicateEventId { event_id, .. } if event_id == taken_id),
         "{err:?}"
     );
-    assert_eq!(store.stream_version("acc", "2").await.unwrap(), None);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("acc", "2"))
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(store.head().await.unwrap(), 1);
     assert_eq!(
         store
@@ -696,8 +727,7 @@ async fn a_failed_append_leaves_nothing_behind() {
     // And the store is still writable (the write lock was released).
     store
         .append(
-            "acc",
-            "2",
+            StreamRef::new("acc", "2"),
             ExpectedVersion::NoStream,
             vec![event("E", 3)],
             &meta,
@@ -715,8 +745,7 @@ async fn global_reads_filter_by_type_in_position_order() {
         let t = types[(i * 7 % 11 % 4) as usize];
         store
             .append(
-                "s",
-                &format!("{}", i % 5),
+                StreamRef::new("s", &format!("{}", i % 5)),
                 ExpectedVersion::Any,
                 vec![event(t, i)],
                 &no_meta(),
@@ -799,23 +828,24 @@ async fn metadata_round_trips_exactly() {
     headers.insert("user".into(), "ada \"lovelace\" ✓".into());
     headers.insert("quote'd".into(), "{\"not\": \"json\"}".into());
     headers.insert(String::new(), "\u{0}\n\t".into());
-    let meta = CommitMeta {
-        command_id: Some(Uuid::new_v4()),
-        correlation_id: Some(Uuid::new_v4()),
-        causation_id: Some(Uuid::new_v4()),
-        headers: headers.clone(),
+    let meta = {
+        let mut meta = CommitMeta::new()
+            .command_id(Uuid::new_v4())
+            .correlation_id(Uuid::new_v4())
+            .causation_id(Uuid::new_v4());
+        meta.headers = headers.clone();
+        meta
     };
-    let new = NewEvent {
-        event_id: Uuid::new_v4(),
-        event_type: "Deposited".into(),
-        event_version: u32::MAX,
-        payload: r#"{"amount":5,"memo":"ünïcödé \"x\""}"#.into(),
-    };
+    let new = NewEvent::new(
+        "Deposited",
+        u32::MAX,
+        r#"{"amount":5,"memo":"ünïcödé \"x\""}"#.into(),
+    )
+    .with_id(Uuid::new_v4());
     let before = annals::OffsetDateTime::now_utc();
     store
         .append(
-            "account",
-            "42",
+            StreamRef::new("account", "42"),
             ExpectedVersion::NoStream,
             vec![new.clone()],
             &meta,
@@ -825,7 +855,7 @@ async fn metadata_round_trips_exactly() {
     let after = annals::OffsetDateTime::now_utc();
 
     let read = store
-        .read_stream("account", "42", StreamRange::ALL)
+        .read_stream(StreamRef::new("account", "42"), StreamRange::ALL)
         .await
         .unwrap();
     let [e] = read.as_slice() else {
@@ -857,8 +887,7 @@ async fn metadata_round_trips_exactly() {
     // No ids at all round-trip as None.
     store
         .append(
-            "account",
-            "43",
+            StreamRef::new("account", "43"),
             ExpectedVersion::Any,
             vec![event("E", 1)],
             &no_meta(),
@@ -866,7 +895,7 @@ async fn metadata_round_trips_exactly() {
         .await
         .unwrap();
     let plain = store
-        .read_stream("account", "43", StreamRange::ALL)
+        .read_stream(StreamRef::new("account", "43"), StreamRange::ALL)
         .await
         .unwrap();
     assert_eq!(plain[0].meta.command_id, None);
@@ -883,8 +912,7 @@ async fn stream_ranges_select_versions_and_times() {
     for n in 1..=5 {
         store
             .append(
-                "s",
-                "r",
+                StreamRef::new("s", "r"),
                 ExpectedVersion::Any,
                 vec![event("E", n)],
                 &no_meta(),
@@ -892,7 +920,7 @@ async fn stream_ranges_select_versions_and_times() {
             .await
             .unwrap();
         let last = store
-            .read_stream("s", "r", StreamRange::from(u64::from(n)))
+            .read_stream(StreamRef::new("s", "r"), StreamRange::from(u64::from(n)))
             .await
             .unwrap();
         times.push(last[0].meta.recorded_at);
@@ -901,7 +929,7 @@ async fn stream_ranges_select_versions_and_times() {
     let versions = |events: Vec<RecordedEvent>| -> Vec<u64> {
         events.iter().map(|e| e.meta.version).collect()
     };
-    let read = |range| store.read_stream("s", "r", range);
+    let read = |range| store.read_stream(StreamRef::new("s", "r"), range);
 
     assert_eq!(
         versions(read(StreamRange::ALL).await.unwrap()),
@@ -920,19 +948,11 @@ async fn stream_ranges_select_versions_and_times() {
         versions(read(StreamRange::from(u64::MAX)).await.unwrap()),
         Vec::<u64>::new()
     );
-    let span = |from, to| StreamRange {
-        from,
-        to: Some(to),
-        until: None,
-    };
+    let span = |from, to| StreamRange::from(from).to(to);
     assert_eq!(versions(read(span(2, 3)).await.unwrap()), [2, 3]);
     assert_eq!(versions(read(span(3, 2)).await.unwrap()), Vec::<u64>::new());
     assert_eq!(versions(read(span(4, u64::MAX)).await.unwrap()), [4, 5]);
-    let until = |from, time| StreamRange {
-        from,
-        to: None,
-        until: Some(time),
-    };
+    let until = |from, time| StreamRange::from(from).until(time);
     assert_eq!(versions(read(until(1, times[1])).await.unwrap()), [1, 2]);
     assert_eq!(versions(read(until(2, times[3])).await.unwrap()), [2, 3, 4]);
     assert_eq!(
@@ -945,18 +965,14 @@ async fn stream_ranges_select_versions_and_times() {
     );
     assert_eq!(
         versions(
-            read(StreamRange {
-                from: 1,
-                to: Some(2),
-                until: Some(times[4]),
-            })
-            .await
-            .unwrap()
+            read(StreamRange::from(1).to(2).until(times[4]))
+                .await
+                .unwrap()
         ),
         [1, 2]
     );
     assert!(store
-        .read_stream("s", "missing", StreamRange::ALL)
+        .read_stream(StreamRef::new("s", "missing"), StreamRange::ALL)
         .await
         .unwrap()
         .is_empty());
@@ -969,8 +985,7 @@ async fn a_temporal_read_is_a_prefix_even_if_the_clock_went_back() {
     for n in 1..=3 {
         store
             .append(
-                "s",
-                "c",
+                StreamRef::new("s", "c"),
                 ExpectedVersion::Any,
                 vec![event("E", n)],
                 &no_meta(),
@@ -983,18 +998,13 @@ async fn a_temporal_read_is_a_prefix_even_if_the_clock_went_back() {
         .execute(store.pool())
         .await
         .unwrap();
-    let events = store.read_stream("s", "c", StreamRange::ALL).await.unwrap();
+    let events = store
+        .read_stream(StreamRef::new("s", "c"), StreamRange::ALL)
+        .await
+        .unwrap();
     let cut = events[2].meta.recorded_at;
     let prefix = store
-        .read_stream(
-            "s",
-            "c",
-            StreamRange {
-                from: 1,
-                to: None,
-                until: Some(cut),
-            },
-        )
+        .read_stream(StreamRef::new("s", "c"), StreamRange::from(1).until(cut))
         .await
         .unwrap();
     let versions: Vec<u64> = prefix.iter().map(|e| e.meta.version).collect();
@@ -1015,8 +1025,7 @@ async fn hostile_stream_ids() {
     ] {
         store
             .append(
-                "acc'",
-                id,
+                StreamRef::new("acc'", id),
                 ExpectedVersion::NoStream,
                 vec![event("E", 1)],
                 &no_meta(),
@@ -1024,13 +1033,19 @@ async fn hostile_stream_ids() {
             .await
             .unwrap();
         let read = store
-            .read_stream("acc'", id, StreamRange::ALL)
+            .read_stream(StreamRef::new("acc'", id), StreamRange::ALL)
             .await
             .unwrap();
         assert_eq!(read.len(), 1, "{id}");
         assert_eq!(read[0].meta.stream_id, id);
         assert_eq!(read[0].meta.stream_type, "acc'");
-        assert_eq!(store.stream_version("acc'", id).await.unwrap(), Some(1));
+        assert_eq!(
+            store
+                .stream_version(StreamRef::new("acc'", id))
+                .await
+                .unwrap(),
+            Some(1)
+        );
     }
     assert_eq!(store.head().await.unwrap(), 4);
 
@@ -1039,8 +1054,7 @@ async fn hostile_stream_ids() {
     let at_limit = "y".repeat(MAX_STREAM_ID_LEN);
     store
         .append(
-            "acc",
-            &at_limit,
+            StreamRef::new("acc", &at_limit),
             ExpectedVersion::Any,
             vec![event("E", 1)],
             &no_meta(),
@@ -1064,8 +1078,7 @@ async fn hostile_stream_ids() {
         refused(
             store
                 .append(
-                    stream_type,
-                    stream_id,
+                    StreamRef::new(stream_type, stream_id),
                     ExpectedVersion::Any,
                     vec![event("E", 1)],
                     &no_meta(),
@@ -1075,33 +1088,33 @@ async fn hostile_stream_ids() {
         );
         refused(
             store
-                .read_stream(stream_type, stream_id, StreamRange::ALL)
+                .read_stream(StreamRef::new(stream_type, stream_id), StreamRange::ALL)
                 .await
                 .map(drop),
         );
-        refused(store.stream_version(stream_type, stream_id).await.map(drop));
+        refused(
+            store
+                .stream_version(StreamRef::new(stream_type, stream_id))
+                .await
+                .map(drop),
+        );
         refused(
             store
                 .save_snapshot(
-                    stream_type,
-                    stream_id,
-                    Snapshot {
-                        version: 1,
-                        snapshot_version: 1,
-                        state: "{}".into(),
-                    },
+                    StreamRef::new(stream_type, stream_id),
+                    Snapshot::new(1, 1, "{}".into()),
                 )
                 .await,
         );
         refused(
             store
-                .load_snapshot(stream_type, stream_id, None)
+                .load_snapshot(StreamRef::new(stream_type, stream_id), None)
                 .await
                 .map(drop),
         );
     }
     let err = store
-        .stream_version("acc", &long)
+        .stream_version(StreamRef::new("acc", &long))
         .await
         .unwrap_err()
         .to_string();
@@ -1120,16 +1133,21 @@ async fn hostile_stream_ids() {
 async fn snapshots_by_version() {
     let dir = TempDir::new("snapshots");
     let store = SqliteStore::open(dir.db()).await.unwrap();
-    let snap = |version, state: &str| Snapshot {
-        version,
-        snapshot_version: 3,
-        state: state.into(),
-    };
-    assert_eq!(store.load_snapshot("acc", "1", None).await.unwrap(), None);
+    let snap = |version, state: &str| Snapshot::new(version, 3, state.into());
+    assert_eq!(
+        store
+            .load_snapshot(StreamRef::new("acc", "1"), None)
+            .await
+            .unwrap(),
+        None
+    );
     for (v, s) in [(5, "five"), (2, "two"), (9, "nine")] {
-        store.save_snapshot("acc", "1", snap(v, s)).await.unwrap();
+        store
+            .save_snapshot(StreamRef::new("acc", "1"), snap(v, s))
+            .await
+            .unwrap();
     }
-    let load = |max| store.load_snapshot("acc", "1", max);
+    let load = |max| store.load_snapshot(StreamRef::new("acc", "1"), max);
     assert_eq!(load(None).await.unwrap(), Some(snap(9, "nine")));
     assert_eq!(load(Some(u64::MAX)).await.unwrap(), Some(snap(9, "nine")));
     assert_eq!(load(Some(8)).await.unwrap(), Some(snap(5, "five")));
@@ -1138,20 +1156,22 @@ async fn snapshots_by_version() {
     assert_eq!(load(Some(1)).await.unwrap(), None);
 
     // Saving at an existing version replaces it.
-    let replaced = Snapshot {
-        version: 5,
-        snapshot_version: 4,
-        state: "FIVE".into(),
-    };
+    let replaced = Snapshot::new(5, 4, "FIVE".into());
     store
-        .save_snapshot("acc", "1", replaced.clone())
+        .save_snapshot(StreamRef::new("acc", "1"), replaced.clone())
         .await
         .unwrap();
     assert_eq!(load(Some(7)).await.unwrap(), Some(replaced));
-    assert_eq!(store.load_snapshot("acc", "2", None).await.unwrap(), None);
+    assert_eq!(
+        store
+            .load_snapshot(StreamRef::new("acc", "2"), None)
+            .await
+            .unwrap(),
+        None
+    );
 
     let err = store
-        .save_snapshot("acc", "1", snap(u64::MAX, "too far"))
+        .save_snapshot(StreamRef::new("acc", "1"), snap(u64::MAX, "too far"))
         .await
         .unwrap_err();
     assert!(
@@ -1172,8 +1192,7 @@ async fn corrupt_rows_are_errors_naming_the_position() {
     let store = SqliteStore::open(dir.db()).await.unwrap();
     store
         .append(
-            "acc",
-            "1",
+            StreamRef::new("acc", "1"),
             ExpectedVersion::NoStream,
             vec![event("E", 1), event("E", 2), event("E", 3)],
             &no_meta(),
@@ -1225,12 +1244,16 @@ async fn corrupt_rows_are_errors_naming_the_position() {
             store.read_all(1, 1, &EventFilter::types(["E"])).await,
         ];
         if in_stream_read {
-            reads.push(store.read_stream("acc", "1", StreamRange::ALL).await);
+            reads.push(
+                store
+                    .read_stream(StreamRef::new("acc", "1"), StreamRange::ALL)
+                    .await,
+            );
         }
         for result in reads {
             match result {
                 Err(StoreError::Corrupt {
-                    position: 2,
+                    position: Some(2),
                     reason,
                 }) => {
                     assert!(!reason.is_empty());
@@ -1262,7 +1285,7 @@ async fn corrupt_rows_are_errors_naming_the_position() {
         .unwrap();
         assert_eq!(
             store
-                .read_stream("acc", "1", StreamRange::ALL)
+                .read_stream(StreamRef::new("acc", "1"), StreamRange::ALL)
                 .await
                 .unwrap()
                 .len(),

@@ -5,11 +5,11 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use annals::store::{EventStore, NewEvent, Snapshot, SnapshotStore, StreamRange};
 use annals::testing::{given, given_with, Outcome};
 use annals::{
-    aggregate, Aggregate, Command, CommitMeta, DecodeError, Event, EventStore, Events,
-    ExecuteError, ExpectedVersion, Handle, IntoEvents, MemoryStore, NewEvent, Repository, Snapshot,
-    SnapshotStore, StreamPolicy, StreamRange,
+    aggregate, Aggregate, Command, CommitMeta, DecodeError, Event, Events, ExecuteError,
+    ExpectedVersion, Handle, IntoEvents, MemoryStore, Repository, StreamPolicy, StreamRef,
 };
 use serde::{Deserialize, Serialize};
 
@@ -329,8 +329,7 @@ fn bank(rate_percent: u64) -> Repository<Account, MemoryStore> {
 async fn plant(store: &MemoryStore, stream_id: &str, events: Vec<NewEvent>) {
     store
         .append(
-            Account::NAME,
-            stream_id,
+            StreamRef::new(Account::NAME, stream_id),
             ExpectedVersion::Any,
             events,
             &CommitMeta::default(),
@@ -598,7 +597,7 @@ async fn decode_errors_stop_command_execution() {
     // Nothing was appended.
     let stored = accounts
         .store()
-        .read_stream(Account::NAME, "bad", StreamRange::ALL)
+        .read_stream(StreamRef::new(Account::NAME, "bad"), StreamRange::ALL)
         .await
         .unwrap();
     assert_eq!(stored.len(), 1);
@@ -661,7 +660,7 @@ async fn handlers_run_against_the_store() {
     // Stored under the declared names and versions.
     let stored = accounts
         .store()
-        .read_stream(Account::NAME, "a", StreamRange::ALL)
+        .read_stream(StreamRef::new(Account::NAME, "a"), StreamRange::ALL)
         .await
         .unwrap();
     let kinds: Vec<_> = stored
@@ -1029,7 +1028,7 @@ async fn snapshots_every_n_events() {
         .unwrap();
     let none = accounts
         .store()
-        .load_snapshot(Account::NAME, "s", None)
+        .load_snapshot(StreamRef::new(Account::NAME, "s"), None)
         .await
         .unwrap();
     assert!(none.is_none(), "no snapshot before 3 events");
@@ -1042,7 +1041,7 @@ async fn snapshots_every_n_events() {
         .unwrap();
     let snapshot = accounts
         .store()
-        .load_snapshot(Account::NAME, "s", None)
+        .load_snapshot(StreamRef::new(Account::NAME, "s"), None)
         .await
         .unwrap()
         .expect("a snapshot at version 3");
@@ -1084,13 +1083,8 @@ async fn loading_uses_a_snapshot_of_the_current_version_only() {
     };
     let save = |snapshot_version: u32, state: String| {
         accounts.store().save_snapshot(
-            Account::NAME,
-            "v",
-            Snapshot {
-                version: 3,
-                snapshot_version,
-                state,
-            },
+            StreamRef::new(Account::NAME, "v"),
+            Snapshot::new(3, snapshot_version, state),
         )
     };
     save(1, serde_json::to_string(&doctored).unwrap())
@@ -1185,7 +1179,7 @@ async fn changing_the_snapshot_version_ignores_old_snapshots() {
     .await
     .unwrap();
     let old = store
-        .load_snapshot("Account", "m", None)
+        .load_snapshot(StreamRef::new("Account", "m"), None)
         .await
         .unwrap()
         .unwrap();
@@ -1206,7 +1200,7 @@ async fn changing_the_snapshot_version_ignores_old_snapshots() {
     .await
     .unwrap();
     let newest = store
-        .load_snapshot("Account", "m", None)
+        .load_snapshot(StreamRef::new("Account", "m"), None)
         .await
         .unwrap()
         .unwrap();

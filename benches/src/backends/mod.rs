@@ -7,7 +7,8 @@ use std::time::Duration;
 mod postgres;
 mod sqlite;
 
-use annals::{CheckpointStore, MemoryStore, SnapshotStore};
+use annals::store::{CheckpointStore, EventLog, SnapshotStore};
+use annals::MemoryStore;
 
 use crate::annals_runs::{self, MemoryBalances};
 use crate::cli::{Backend, Workload};
@@ -22,7 +23,7 @@ pub trait Setup {
     /// The backend's name in RESULT lines.
     const BACKEND: Backend;
     /// The annals store.
-    type Store: CheckpointStore + SnapshotStore;
+    type Store: CheckpointStore + EventLog + SnapshotStore;
     /// The raw sqlx baseline.
     type Raw: RawBaseline;
 

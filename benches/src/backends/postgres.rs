@@ -1,8 +1,10 @@
 //! The PostgreSQL backend.
 
-use annals::{projection, CheckpointStore, EventMeta, PgStore};
+use annals::store::TxStore;
+use annals::{projection, EventMeta, PgStore};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
+use std::sync::Arc;
 
 use super::{balance_rows, Replayed, Setup};
 use crate::annals_runs;
@@ -13,7 +15,7 @@ use crate::raw::to_i64;
 use annals_examples::bank::{AccountOpened, Deposited, Withdrawn};
 
 /// The transaction `PgStore` hands projection handlers.
-type PgTx = <PgStore as CheckpointStore>::Tx;
+type PgTx = <PgStore as TxStore>::Tx;
 
 /// Connections of every PostgreSQL pool, annals' and raw's (`PgStore`'s default).
 const PG_CONNECTIONS: u32 = 10;
@@ -61,9 +63,9 @@ impl PostgresSetup {
 /// runner's transaction.
 #[derive(Debug)]
 pub struct PgBalances {
-    insert: String,
-    deposit: String,
-    withdraw: String,
+    insert: Arc<str>,
+    deposit: Arc<str>,
+    withdraw: Arc<str>,
 }
 
 impl PgBalances {
@@ -71,15 +73,18 @@ impl PgBalances {
         PgBalances {
             insert: format!(
                 "INSERT INTO \"{schema}\".balances (account, version, balance) VALUES ($1, $2, 0)"
-            ),
+            )
+            .into(),
             deposit: format!(
                 "UPDATE \"{schema}\".balances SET balance = balance + $2, version = $3 \
                  WHERE account = $1"
-            ),
+            )
+            .into(),
             withdraw: format!(
                 "UPDATE \"{schema}\".balances SET balance = balance - $2, version = $3 \
                  WHERE account = $1"
-            ),
+            )
+            .into(),
         }
     }
 }
@@ -93,7 +98,7 @@ impl PgBalances {
         meta: &EventMeta,
         tx: &mut PgTx,
     ) -> Result<(), BenchError> {
-        sqlx::query(&self.insert)
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.insert)))
             .bind(&meta.stream_id)
             .bind(to_i64("stream version", meta.version)?)
             .execute(&mut **tx)
@@ -109,7 +114,7 @@ impl PgBalances {
         meta: &EventMeta,
         tx: &mut PgTx,
     ) -> Result<(), BenchError> {
-        sqlx::query(&self.deposit)
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.deposit)))
             .bind(&meta.stream_id)
             .bind(to_i64("amount", e.amount)?)
             .bind(to_i64("stream version", meta.version)?)
@@ -126,7 +131,7 @@ impl PgBalances {
         meta: &EventMeta,
         tx: &mut PgTx,
     ) -> Result<(), BenchError> {
-        sqlx::query(&self.withdraw)
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.withdraw)))
             .bind(&meta.stream_id)
             .bind(to_i64("amount", e.amount)?)
             .bind(to_i64("stream version", meta.version)?)
@@ -147,27 +152,27 @@ impl Setup for PostgresSetup {
         Ok(PgStore::options()
             .schema(schema)
             .max_connections(PG_CONNECTIONS)
-            .connect(&self.url)
+            .open(&self.url)
             .await?)
     }
 
     async fn replay(&mut self, store: PgStore, batch: usize) -> Result<Replayed, BenchError> {
         let schema = store.schema().to_owned();
-        sqlx::raw_sql(&format!(
+        sqlx::raw_sql(AssertSqlSafe(format!(
             "CREATE TABLE \"{schema}\".balances (
                 account text   NOT NULL PRIMARY KEY,
                 version bigint NOT NULL,
                 balance bigint NOT NULL
             )"
-        ))
+        )))
         .execute(store.pool())
         .await
         .map_err(sqlx_error("postgres", "creating the read model"))?;
         let (elapsed, handled, _) =
             annals_runs::replay(store.clone(), PgBalances::new(&schema), batch).await?;
-        let rows = sqlx::query_as(&format!(
+        let rows = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT account, version, balance FROM \"{schema}\".balances"
-        ))
+        )))
         .fetch_all(store.pool())
         .await
         .map_err(sqlx_error("postgres", "reading the read model"))?;
@@ -187,10 +192,12 @@ impl Setup for PostgresSetup {
 
     async fn finish(self) -> Result<(), BenchError> {
         for schema in &self.schemas {
-            sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                .execute(&self.admin)
-                .await
-                .map_err(sqlx_error("postgres", "dropping a schema"))?;
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
+            .execute(&self.admin)
+            .await
+            .map_err(sqlx_error("postgres", "dropping a schema"))?;
         }
         self.admin.close().await;
         Ok(())

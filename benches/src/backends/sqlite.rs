@@ -1,6 +1,7 @@
 //! The SQLite backend.
 
-use annals::{projection, CheckpointStore, EventMeta, SqliteStore};
+use annals::store::TxStore;
+use annals::{projection, EventMeta, SqliteStore};
 
 use super::{balance_rows, Replayed, Setup};
 use crate::annals_runs;
@@ -11,7 +12,7 @@ use crate::raw::to_i64;
 use annals_examples::bank::{AccountOpened, Deposited, Withdrawn};
 
 /// The transaction `SqliteStore` hands projection handlers.
-type SqliteTx = <SqliteStore as CheckpointStore>::Tx;
+type SqliteTx = <SqliteStore as TxStore>::Tx;
 
 /// `SqliteStore` in a fresh file per workload, in a temporary directory removed at the
 /// end; the raw baseline in files of its own beside them.

@@ -109,7 +109,7 @@ fn aggregate_impl(aggregate: &Aggregate, parts: &Parts<'_>) -> TokenStream {
     let dispatch = quote_spanned! {event.span()=>
         <#event as #private::DispatchEvents<Self>>::dispatch(#event_var, #this)
     };
-    let snapshot = aggregate.snapshot.as_ref().map(|snapshot| {
+    let snapshot = aggregate.snapshot.as_ref().map_or_else(|| quote!(type Snapshots = #root::NoSnapshots;), |snapshot| {
         let every = snapshot.every;
         let version = snapshot.version;
         let state = Ident::new("state", Span::call_site());
@@ -117,6 +117,7 @@ fn aggregate_impl(aggregate: &Aggregate, parts: &Parts<'_>) -> TokenStream {
         let encode = quote_spanned!(snapshot.span=> #private::serde_json::to_string::<Self>(#this));
         let decode = quote_spanned!(snapshot.span=> #private::serde_json::from_str::<Self>(#state));
         quote! {
+            type Snapshots = #root::Snapshots;
             const SNAPSHOT_EVERY: u64 = #every;
             const SNAPSHOT_VERSION: u32 = #version;
 
@@ -521,6 +522,7 @@ fn fallback(aggregate: &Aggregate) -> TokenStream {
             type Event = #event;
             type Error = #error;
             type Services = #services;
+            type Snapshots = #root::NoSnapshots;
 
             fn apply(&mut self, _: &Self::Event) {}
         }

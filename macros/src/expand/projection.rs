@@ -71,10 +71,10 @@ fn generate(projection: &Projection) -> TokenStream {
         );
         quote! {
             if #private::event_is::<#event>(event_type) {
-                let decoded = #root::projection::decode_for::<#event>(event)?;
+                let decoded = #private::decode_for::<#event>(event)?;
                 let outcome = #call;
                 return #into_outcome
-                    .map_err(|source| #root::projection::handler_error(NAME, &event.meta, source));
+                    .map_err(|source| #private::handler_error(NAME, &event.meta, source));
             }
         }
     });

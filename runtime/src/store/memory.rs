@@ -8,12 +8,12 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::{
-    now_micros, validate_stream, wait_for_append, AppendOutcome, CommitMeta, EventFilter,
-    EventMeta, EventStore, ExpectedVersion, LocalLease, LocalLeases, NewEvent, RecordedEvent,
-    Snapshot, SnapshotStore, StreamEvent, StreamRange,
+    now_micros, validate_stream, wait_for_append, AppendOutcome, CheckpointStore, CommitMeta,
+    EventFilter, EventLog, EventMeta, EventStore, ExpectedVersion, LeaseStore, LocalLease,
+    LocalLeases, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamEvent, StreamRange,
+    StreamRef, TxStore, WakeUps,
 };
 use crate::error::StoreError;
-use crate::projection::CheckpointStore;
 
 /// An in-memory [`EventStore`], [`SnapshotStore`] and [`CheckpointStore`]. Clones share the
 /// same data.
@@ -43,11 +43,14 @@ struct Inner {
 /// The events of a stream within `range`, in version order.
 fn stream_window<'a>(
     inner: &'a Inner,
-    stream_type: &str,
-    stream_id: &str,
+    stream: StreamRef<'_>,
     range: StreamRange,
 ) -> Result<impl Iterator<Item = &'a RecordedEvent>, StoreError> {
-    validate_stream(stream_type, stream_id)?;
+    let StreamRef {
+        stream_type,
+        stream_id,
+    } = stream;
+    validate_stream(stream)?;
     let indexes: &[usize] = inner
         .streams
         .get(&key(stream_type, stream_id))
@@ -85,15 +88,14 @@ impl MemoryStore {
 impl EventStore for MemoryStore {
     async fn append(
         &self,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
         let mut tx = self.begin().await?;
         let (outcome, _) = self
-            .append_in(&mut tx, stream_type, stream_id, expected, events, meta)
+            .append_in(&mut tx, stream, expected, events, meta)
             .await?;
         self.commit(tx).await?;
         Ok(outcome)
@@ -101,26 +103,22 @@ impl EventStore for MemoryStore {
 
     async fn read_stream(
         &self,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         range: StreamRange,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let inner = self.lock();
-        let events = stream_window(&inner, stream_type, stream_id, range)?
-            .cloned()
-            .collect();
+        let events = stream_window(&inner, stream, range)?.cloned().collect();
         Ok(events)
     }
 
     async fn load_stream(
         &self,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         range: StreamRange,
     ) -> Result<Vec<StreamEvent>, StoreError> {
         // Only the fields a load needs are copied, not the metadata.
         let inner = self.lock();
-        let events = stream_window(&inner, stream_type, stream_id, range)?
+        let events = stream_window(&inner, stream, range)?
             .map(|e| StreamEvent {
                 position: e.meta.position,
                 version: e.meta.version,
@@ -132,6 +130,78 @@ impl EventStore for MemoryStore {
         Ok(events)
     }
 
+    async fn stream_version(&self, stream: StreamRef<'_>) -> Result<Option<u64>, StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
+        validate_stream(stream)?;
+        let inner = self.lock();
+        Ok(inner
+            .streams
+            .get(&key(stream_type, stream_id))
+            .map(|v| v.len() as u64))
+    }
+
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, StoreError> {
+        Ok(self
+            .lock()
+            .commands
+            .get(&command_id)
+            .map(|first| AppendOutcome {
+                duplicate: true,
+                ..first.clone()
+            }))
+    }
+}
+
+impl SnapshotStore for MemoryStore {
+    async fn save_snapshot(
+        &self,
+        stream: StreamRef<'_>,
+        snapshot: Snapshot,
+    ) -> Result<(), StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
+        validate_stream(stream)?;
+        let mut inner = self.lock();
+        let list = inner
+            .snapshots
+            .entry(key(stream_type, stream_id))
+            .or_default();
+        match list.binary_search_by_key(&snapshot.version, |s| s.version) {
+            Ok(i) => list[i] = snapshot,
+            Err(i) => list.insert(i, snapshot),
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: StreamRef<'_>,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
+        validate_stream(stream)?;
+        let inner = self.lock();
+        Ok(inner
+            .snapshots
+            .get(&key(stream_type, stream_id))
+            .and_then(|list| {
+                list.iter()
+                    .rev()
+                    .find(|s| max_version.is_none_or(|max| s.version <= max))
+                    .cloned()
+            }))
+    }
+}
+
+impl EventLog for MemoryStore {
     async fn read_all(
         &self,
         after: u64,
@@ -151,112 +221,13 @@ impl EventStore for MemoryStore {
             .collect())
     }
 
-    async fn stream_version(
-        &self,
-        stream_type: &str,
-        stream_id: &str,
-    ) -> Result<Option<u64>, StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        let inner = self.lock();
-        Ok(inner
-            .streams
-            .get(&key(stream_type, stream_id))
-            .map(|v| v.len() as u64))
-    }
-
     async fn head(&self) -> Result<u64, StoreError> {
         Ok(self.lock().log.len() as u64)
     }
-
-    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, StoreError> {
-        Ok(self
-            .lock()
-            .commands
-            .get(&command_id)
-            .map(|first| AppendOutcome {
-                duplicate: true,
-                ..first.clone()
-            }))
-    }
 }
 
-impl SnapshotStore for MemoryStore {
-    async fn save_snapshot(
-        &self,
-        stream_type: &str,
-        stream_id: &str,
-        snapshot: Snapshot,
-    ) -> Result<(), StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        let mut inner = self.lock();
-        let list = inner
-            .snapshots
-            .entry(key(stream_type, stream_id))
-            .or_default();
-        match list.binary_search_by_key(&snapshot.version, |s| s.version) {
-            Ok(i) => list[i] = snapshot,
-            Err(i) => list.insert(i, snapshot),
-        }
-        Ok(())
-    }
-
-    async fn load_snapshot(
-        &self,
-        stream_type: &str,
-        stream_id: &str,
-        max_version: Option<u64>,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        let inner = self.lock();
-        Ok(inner
-            .snapshots
-            .get(&key(stream_type, stream_id))
-            .and_then(|list| {
-                list.iter()
-                    .rev()
-                    .find(|s| max_version.is_none_or(|max| s.version <= max))
-                    .cloned()
-            }))
-    }
-}
-
-/// A [`MemoryStore`] transaction: checkpoint moves wait here until commit. A memory read
-/// model lives in the projection itself, so it has nothing else to hold.
-#[derive(Debug)]
-pub struct MemoryTx {
-    /// Held from `begin` to commit or drop: memory transactions run one at a time, so the
-    /// positions staged here are the ones they get.
-    _writer: OwnedMutexGuard<()>,
-    checkpoints: Vec<(String, u64)>,
-    /// Events appended in this transaction, in position order.
-    events: Vec<RecordedEvent>,
-    commands: Vec<(Uuid, AppendOutcome)>,
-}
-
-impl MemoryTx {
-    /// The version of a stream as this transaction sees it.
-    fn version(&self, inner: &Inner, k: &(String, String)) -> Option<u64> {
-        let committed = inner.streams.get(k).map_or(0, |v| v.len() as u64);
-        let staged = self
-            .events
-            .iter()
-            .filter(|e| e.meta.stream_type == k.0 && e.meta.stream_id == k.1)
-            .count() as u64;
-        Some(committed + staged).filter(|&n| n > 0)
-    }
-
-    fn command(&self, inner: &Inner, id: Uuid) -> Option<AppendOutcome> {
-        inner
-            .commands
-            .get(&id)
-            .or_else(|| self.commands.iter().find(|(c, _)| *c == id).map(|(_, o)| o))
-            .cloned()
-    }
-}
-
-impl CheckpointStore for MemoryStore {
+impl TxStore for MemoryStore {
     type Tx = MemoryTx;
-    type Lease = LocalLease;
 
     async fn begin(&self) -> Result<MemoryTx, StoreError> {
         Ok(MemoryTx {
@@ -292,13 +263,16 @@ impl CheckpointStore for MemoryStore {
     async fn append_in<'a>(
         &'a self,
         tx: &'a mut MemoryTx,
-        stream_type: &'a str,
-        stream_id: &'a str,
+        stream: StreamRef<'a>,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         meta: &'a CommitMeta,
     ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
-        validate_stream(stream_type, stream_id)?;
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
+        validate_stream(stream)?;
         let inner = self.lock();
         if let Some(first) = meta.command_id.and_then(|id| tx.command(&inner, id)) {
             return Ok((
@@ -370,7 +344,9 @@ impl CheckpointStore for MemoryStore {
         tx.events.extend(recorded.iter().cloned());
         Ok((outcome, recorded))
     }
+}
 
+impl CheckpointStore for MemoryStore {
     async fn checkpoint(&self, name: &str) -> Result<u64, StoreError> {
         Ok(self.lock().checkpoints.get(name).copied().unwrap_or(0))
     }
@@ -388,15 +364,55 @@ impl CheckpointStore for MemoryStore {
         tx.checkpoints.push((name.to_owned(), position));
         Ok(true)
     }
+}
 
+impl LeaseStore for MemoryStore {
+    type Lease = LocalLease;
+
+    async fn try_lease(&self, name: &str) -> Result<Option<LocalLease>, StoreError> {
+        Ok(self.leases.try_take(name))
+    }
+}
+
+impl WakeUps for MemoryStore {
     async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
         wait_for_append(&self.appended, after, timeout, async {
             Ok(self.lock().log.len() as u64)
         })
         .await
     }
+}
 
-    async fn try_lease(&self, name: &str) -> Result<Option<LocalLease>, StoreError> {
-        Ok(self.leases.try_take(name))
+/// A [`MemoryStore`] transaction: checkpoint moves wait here until commit. A memory read
+/// model lives in the projection itself, so it has nothing else to hold.
+#[derive(Debug)]
+pub struct MemoryTx {
+    /// Held from `begin` to commit or drop: memory transactions run one at a time, so the
+    /// positions staged here are the ones they get.
+    _writer: OwnedMutexGuard<()>,
+    checkpoints: Vec<(String, u64)>,
+    /// Events appended in this transaction, in position order.
+    events: Vec<RecordedEvent>,
+    commands: Vec<(Uuid, AppendOutcome)>,
+}
+
+impl MemoryTx {
+    /// The version of a stream as this transaction sees it.
+    fn version(&self, inner: &Inner, k: &(String, String)) -> Option<u64> {
+        let committed = inner.streams.get(k).map_or(0, |v| v.len() as u64);
+        let staged = self
+            .events
+            .iter()
+            .filter(|e| e.meta.stream_type == k.0 && e.meta.stream_id == k.1)
+            .count() as u64;
+        Some(committed + staged).filter(|&n| n > 0)
+    }
+
+    fn command(&self, inner: &Inner, id: Uuid) -> Option<AppendOutcome> {
+        inner
+            .commands
+            .get(&id)
+            .or_else(|| self.commands.iter().find(|(c, _)| *c == id).map(|(_, o)| o))
+            .cloned()
     }
 }

@@ -38,14 +38,15 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
+use super::sql::migrate::{self, AppliedMigration, Migration, MigrationTarget};
+use super::sql::{stored_event_version, stored_u64, version_bounds, Sql};
 use super::{
-    load_through_read_stream, now_micros, stored_event_version, stored_u64, validate_stream,
-    AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, Headers,
-    NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamEvent, StreamRange,
+    load_through_read_stream, now_micros, validate_stream, AppendOutcome, CheckpointStore,
+    CommitMeta, EventFilter, EventLog, EventMeta, EventStore, ExpectedVersion, Headers, LeaseStore,
+    NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamEvent, StreamRange, StreamRef, TxStore,
+    WakeUps,
 };
-use crate::error::StoreError;
-use crate::projection::CheckpointStore;
+use crate::error::{Operation, StoreError};
 
 /// The embedded schema history, applied in order.
 const MIGRATIONS: &[Migration] = &[
@@ -105,16 +106,17 @@ const MAX_SCHEMA_LEN: usize = 56;
 /// database's default isolation is above read committed) is run again.
 const SERIALIZATION_RETRIES: u32 = 3;
 
-/// A PostgreSQL [`EventStore`], [`SnapshotStore`] and [`CheckpointStore`], in one schema
-/// of one database. Clones share the connection pool and the notification listener.
+/// A PostgreSQL store with every capability (streams, snapshots, the global log,
+/// transactions, checkpoints, leases, wake-ups), in one schema of one database. Clones
+/// share the connection pool and the notification listener.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), annals::StoreError> {
-/// let store = annals::PgStore::connect("postgres://app@localhost/bank").await?;
+/// let store = annals::PgStore::open("postgres://app@localhost/bank").await?;
 /// let tenant = annals::PgStore::options()
 ///     .schema("tenant_a")
 ///     .max_connections(20)
-///     .connect("postgres://app@localhost/bank")
+///     .open("postgres://app@localhost/bank")
 ///     .await?;
 /// # Ok(()) }
 /// ```
@@ -179,7 +181,7 @@ impl PgStoreOptions {
         self
     }
 
-    /// The pool's size when [`Self::connect`] creates it (at least 1).
+    /// The pool's size when [`Self::open`] creates it (at least 1).
     #[must_use]
     pub fn max_connections(mut self, max: u32) -> Self {
         self.max_connections = max.max(1);
@@ -196,13 +198,13 @@ impl PgStoreOptions {
     }
 
     /// Connects a new pool to `url` and opens the store on it.
-    pub async fn connect(self, url: &str) -> Result<PgStore, StoreError> {
+    pub async fn open(self, url: &str) -> Result<PgStore, StoreError> {
         validate_schema(&self.schema)?;
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .connect(url)
             .await
-            .map_err(|e| StoreError::database("connect", e))?;
+            .map_err(|e| StoreError::database(Operation::Open, e))?;
         self.with_pool(pool).await
     }
 
@@ -231,19 +233,10 @@ impl PgStore {
     /// The schema used unless another is chosen.
     pub const DEFAULT_SCHEMA: &'static str = "annals";
 
-    /// Connects to `url` and opens the store in schema `annals`, creating and migrating it.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        PgStoreOptions::new().connect(url).await
-    }
-
-    /// Connects to `url` and opens the store in `schema`, creating and migrating it.
-    pub async fn connect_with_schema(url: &str, schema: &str) -> Result<Self, StoreError> {
-        PgStoreOptions::new().schema(schema).connect(url).await
-    }
-
-    /// Opens the store in `schema` on an existing pool, creating and migrating it.
-    pub async fn from_pool(pool: PgPool, schema: &str) -> Result<Self, StoreError> {
-        PgStoreOptions::new().schema(schema).with_pool(pool).await
+    /// Connects to `url` and opens the store in schema `annals`, creating and migrating it:
+    /// [`PgStoreOptions::open`] with the defaults.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        PgStoreOptions::new().open(url).await
     }
 
     /// Options for opening a store: schema, pool size, migrations.
@@ -270,7 +263,7 @@ impl PgStore {
     /// Creates the schema if missing and applies the embedded migrations it lacks, in one
     /// transaction under an advisory lock: several processes may start at once.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        const OP: &str = "migrate";
+        const OP: Operation = Operation::Migrate;
         let schema = quote_ident(&self.inner.schema);
         let mut tx = self
             .inner
@@ -286,43 +279,35 @@ impl PgStore {
         let setup = format!(
             "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}, pg_temp"
         );
-        tx.execute(setup.as_str())
+        tx.execute(&Sql::from(setup))
             .await
             .map_err(|e| StoreError::database(OP, e))?;
         migrate::migrate(&mut *tx, MIGRATIONS).await?;
         tx.commit().await.map_err(|e| StoreError::database(OP, e))
     }
 
-    /// Appends inside a transaction the caller owns: the events commit (and become
-    /// readable) with the caller's other writes, or not at all.
-    ///
-    /// Same contract as [`EventStore::append`]. The append runs in a savepoint, so an
-    /// error leaves the caller's transaction usable. The store's append lock is held until
-    /// the transaction ends, and other appends to the schema wait for it: keep the
-    /// transaction short.
-    pub async fn append_in(
+    /// [`TxStore::append_in`] without reading the events back. The append runs in a
+    /// savepoint, so an error leaves the caller's transaction usable.
+    async fn append_on(
         &self,
         conn: &mut PgConnection,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
-        const OP: &str = "append";
-        validate_stream(stream_type, stream_id)?;
+        const OP: Operation = Operation::Append;
+        validate_stream(stream)?;
         let batch = Batch::new(events, meta)?;
         if batch.is_empty() {
-            return self
-                .append_nothing(conn, stream_type, stream_id, expected, meta)
-                .await;
+            return self.append_nothing(conn, stream, expected, meta).await;
         }
         let mut savepoint = conn
             .begin()
             .await
             .map_err(|e| StoreError::database(OP, e))?;
         match self
-            .run_append(&mut *savepoint, stream_type, stream_id, expected, &batch)
+            .run_append(&mut *savepoint, stream, expected, &batch)
             .await
         {
             Ok(row) => {
@@ -332,19 +317,16 @@ impl PgStore {
                     .map_err(|e| StoreError::database(OP, e))?;
                 match row {
                     Some(row) => appended(&row),
-                    None => {
-                        self.mismatch(conn, stream_type, stream_id, expected, meta.command_id)
-                            .await
-                    }
+                    None => self.mismatch(conn, stream, expected, meta.command_id).await,
                 }
             }
             Err(e) => {
-                savepoint
-                    .rollback()
-                    .await
-                    .map_err(|e| StoreError::database(OP, e))?;
-                self.append_failed(conn, e, stream_type, stream_id, expected, &batch)
-                    .await
+                // A savepoint that cannot be rolled back leaves the transaction unusable;
+                // the caller learns why the append failed, not why the rollback did.
+                if savepoint.rollback().await.is_err() {
+                    return Err(StoreError::database(OP, e));
+                }
+                self.append_failed(conn, e, stream, expected, &batch).await
             }
         }
     }
@@ -354,11 +336,14 @@ impl PgStore {
     async fn run_append<'c>(
         &self,
         conn: impl sqlx::PgExecutor<'c>,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         expected: ExpectedVersion,
         batch: &Batch<'_>,
     ) -> Result<Option<PgRow>, sqlx::Error> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
         let sql = &self.inner.sql;
         let (statement, exact) = match expected {
             ExpectedVersion::Any => (&sql.append_any, None),
@@ -397,24 +382,21 @@ impl PgStore {
         &self,
         conn: &mut PgConnection,
         error: sqlx::Error,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         expected: ExpectedVersion,
         batch: &Batch<'_>,
     ) -> Result<AppendOutcome, StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
         let Some(db) = error.as_database_error() else {
-            return Err(StoreError::database("append", error));
+            return Err(StoreError::database(Operation::Append, error));
         };
         match (db.code().as_deref(), db.constraint()) {
             (Some("23505"), Some("annals_commands_pkey" | "annals_events_stream_version_key")) => {
-                self.mismatch(
-                    conn,
-                    stream_type,
-                    stream_id,
-                    expected,
-                    batch.meta.command_id,
-                )
-                .await
+                self.mismatch(conn, stream, expected, batch.meta.command_id)
+                    .await
             }
             (Some("23505"), Some("annals_events_event_id_key")) => {
                 let event_id = self.taken_event_id(conn, batch).await?;
@@ -426,11 +408,11 @@ impl PgStore {
             }
             (Some("22P02" | "22P05" | "22021" | "22025"), _) => {
                 Err(match batch.invalid_payload() {
-                    Some(invalid) => StoreError::database("append", invalid),
-                    None => StoreError::database("append", error),
+                    Some(invalid) => StoreError::database(Operation::Append, invalid),
+                    None => StoreError::database(Operation::Append, error),
                 })
             }
-            _ => Err(StoreError::database("append", error)),
+            _ => Err(StoreError::database(Operation::Append, error)),
         }
     }
 
@@ -449,7 +431,7 @@ impl PgStore {
             .bind(&batch.ids)
             .fetch_optional(&mut *conn)
             .await
-            .map_err(|e| StoreError::database("append", e))?;
+            .map_err(|e| StoreError::database(Operation::Append, e))?;
         // Taken by a concurrent append that has since rolled back: name the batch's first.
         Ok(stored.unwrap_or(batch.ids[0]))
     }
@@ -459,19 +441,20 @@ impl PgStore {
     async fn mismatch(
         &self,
         conn: &mut PgConnection,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         expected: ExpectedVersion,
         command_id: Option<Uuid>,
     ) -> Result<AppendOutcome, StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
         if let Some(id) = command_id {
             if let Some(first) = self.query_command_outcome(&mut *conn, id).await? {
                 return Ok(first);
             }
         }
-        let actual = self
-            .query_stream_version(&mut *conn, stream_type, stream_id)
-            .await?;
+        let actual = self.query_stream_version(&mut *conn, stream).await?;
         Err(StoreError::WrongExpectedVersion {
             stream_type: stream_type.to_owned(),
             stream_id: stream_id.to_owned(),
@@ -484,19 +467,20 @@ impl PgStore {
     async fn append_nothing(
         &self,
         conn: &mut PgConnection,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         expected: ExpectedVersion,
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
         if let Some(id) = meta.command_id {
             if let Some(first) = self.query_command_outcome(&mut *conn, id).await? {
                 return Ok(first);
             }
         }
-        let actual = self
-            .query_stream_version(&mut *conn, stream_type, stream_id)
-            .await?;
+        let actual = self.query_stream_version(&mut *conn, stream).await?;
         if !expected.accepts(actual) {
             return Err(StoreError::WrongExpectedVersion {
                 stream_type: stream_type.to_owned(),
@@ -514,7 +498,7 @@ impl PgStore {
                 .bind(to_i64(current, "stream version")?)
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| StoreError::database("append", e))?;
+                .map_err(|e| StoreError::database(Operation::Append, e))?;
             if recorded.rows_affected() == 0 {
                 // Recorded meanwhile by another append, which was first. (A conflicting row
                 // is visible here: under snapshot isolation the insert fails instead.)
@@ -522,7 +506,7 @@ impl PgStore {
                     .query_command_outcome(&mut *conn, id)
                     .await?
                     .ok_or_else(|| StoreError::Corrupt {
-                        position: 0,
+                        position: None,
                         reason: format!("command {id} is recorded but cannot be read"),
                     });
             }
@@ -538,17 +522,20 @@ impl PgStore {
     async fn query_stream_version<'c>(
         &self,
         executor: impl sqlx::PgExecutor<'c>,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
     ) -> Result<Option<u64>, StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
         let version: Option<i64> = sqlx::query_scalar(&self.inner.sql.stream_version)
             .bind(stream_type)
             .bind(stream_id)
             .fetch_optional(executor)
             .await
-            .map_err(|e| StoreError::database("read stream version", e))?;
+            .map_err(|e| StoreError::database(Operation::StreamVersion, e))?;
         version
-            .map(|v| stored_u64(v, "stream version", 0))
+            .map(|v| stored_u64(v, "stream version", None))
             .transpose()
     }
 
@@ -561,12 +548,20 @@ impl PgStore {
             .bind(command_id)
             .fetch_optional(executor)
             .await
-            .map_err(|e| StoreError::database("read command outcome", e))?;
+            .map_err(|e| StoreError::database(Operation::CommandOutcome, e))?;
         row.map(|row| {
             Ok(AppendOutcome {
-                first_version: stored_u64(column(&row, 0, "first_version", 0)?, "version", 0)?,
-                last_version: stored_u64(column(&row, 1, "last_version", 0)?, "version", 0)?,
-                last_position: stored_u64(column(&row, 2, "last_position", 0)?, "position", 0)?,
+                first_version: stored_u64(
+                    column(&row, 0, "first_version", None)?,
+                    "version",
+                    None,
+                )?,
+                last_version: stored_u64(column(&row, 1, "last_version", None)?, "version", None)?,
+                last_position: stored_u64(
+                    column(&row, 2, "last_position", None)?,
+                    "position",
+                    None,
+                )?,
                 duplicate: true,
             })
         })
@@ -578,39 +573,36 @@ impl PgStore {
             .pool
             .acquire()
             .await
-            .map_err(|e| StoreError::database("acquire a connection", e))
+            .map_err(|e| StoreError::database(Operation::Open, e))
     }
 }
 
 impl EventStore for PgStore {
     async fn append(
         &self,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
-        validate_stream(stream_type, stream_id)?;
+        validate_stream(stream)?;
         let batch = Batch::new(events, meta)?;
         if batch.is_empty() {
             let mut conn = self.acquire().await?;
-            return self
-                .append_nothing(&mut conn, stream_type, stream_id, expected, meta)
-                .await;
+            return self.append_nothing(&mut conn, stream, expected, meta).await;
         }
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self
-                .run_append(&self.inner.pool, stream_type, stream_id, expected, &batch)
+                .run_append(&self.inner.pool, stream, expected, &batch)
                 .await
             {
                 Ok(Some(row)) => return appended(&row),
                 Ok(None) => {
                     let mut conn = self.acquire().await?;
                     return self
-                        .mismatch(&mut conn, stream_type, stream_id, expected, meta.command_id)
+                        .mismatch(&mut conn, stream, expected, meta.command_id)
                         .await;
                 }
                 // One statement in its own transaction: safe to run again.
@@ -618,7 +610,7 @@ impl EventStore for PgStore {
                 Err(e) => {
                     let mut conn = self.acquire().await?;
                     return self
-                        .append_failed(&mut conn, e, stream_type, stream_id, expected, &batch)
+                        .append_failed(&mut conn, e, stream, expected, &batch)
                         .await;
                 }
             }
@@ -627,12 +619,15 @@ impl EventStore for PgStore {
 
     async fn read_stream(
         &self,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         range: StreamRange,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        let Some((from, to)) = range.sql_bounds() else {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
+        validate_stream(stream)?;
+        let Some((from, to)) = version_bounds(&range) else {
             return Ok(Vec::new());
         };
         let sql = &self.inner.sql;
@@ -647,21 +642,24 @@ impl EventStore for PgStore {
             .bind(to)
             .fetch_all(&self.inner.pool)
             .await
-            .map_err(|e| StoreError::database("read stream", e))?;
+            .map_err(|e| StoreError::database(Operation::ReadStream, e))?;
         rows.iter().map(decode_event).collect()
     }
 
     async fn load_stream(
         &self,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         range: StreamRange,
     ) -> Result<Vec<StreamEvent>, StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
         if range.until.is_some() {
-            return load_through_read_stream(self, stream_type, stream_id, range).await;
+            return load_through_read_stream(self, stream, range).await;
         }
-        validate_stream(stream_type, stream_id)?;
-        let Some((from, to)) = range.sql_bounds() else {
+        validate_stream(stream)?;
+        let Some((from, to)) = version_bounds(&range) else {
             return Ok(Vec::new());
         };
         let rows = sqlx::query(&self.inner.sql.load_stream)
@@ -671,23 +669,97 @@ impl EventStore for PgStore {
             .bind(to)
             .fetch_all(&self.inner.pool)
             .await
-            .map_err(|e| StoreError::database("stream read", e))?;
+            .map_err(|e| StoreError::database(Operation::ReadStream, e))?;
         rows.iter()
             .map(|row| {
-                let position = stored_u64(column(row, 0, "position", 0)?, "position", 0)?;
+                let position = stored_u64(column(row, 0, "position", None)?, "position", None)?;
                 let version: i64 = column(row, 1, "version", position)?;
                 let event_version: i32 = column(row, 3, "event_version", position)?;
                 Ok(StreamEvent {
                     position,
-                    version: stored_u64(version, "version", position)?,
+                    version: stored_u64(version, "version", Some(position))?,
                     event_type: column(row, 2, "event_type", position)?,
-                    event_version: stored_event_version(event_version, position)?,
+                    event_version: stored_event_version(event_version, Some(position))?,
                     payload: column(row, 4, "payload", position)?,
                 })
             })
             .collect()
     }
 
+    async fn stream_version(&self, stream: StreamRef<'_>) -> Result<Option<u64>, StoreError> {
+        validate_stream(stream)?;
+        self.query_stream_version(&self.inner.pool, stream).await
+    }
+
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, StoreError> {
+        self.query_command_outcome(&self.inner.pool, command_id)
+            .await
+    }
+}
+
+impl SnapshotStore for PgStore {
+    async fn save_snapshot(
+        &self,
+        stream: StreamRef<'_>,
+        snapshot: Snapshot,
+    ) -> Result<(), StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
+        validate_stream(stream)?;
+        sqlx::query(&self.inner.sql.save_snapshot)
+            .bind(stream_type)
+            .bind(stream_id)
+            .bind(to_i64(snapshot.version, "snapshot stream version")?)
+            .bind(to_i32(snapshot.snapshot_version, "snapshot version")?)
+            .bind(snapshot.state)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(|e| StoreError::database(Operation::SaveSnapshot, e))?;
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: StreamRef<'_>,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
+        validate_stream(stream)?;
+        let max = max_version.map_or(i64::MAX, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        let row = sqlx::query(&self.inner.sql.load_snapshot)
+            .bind(stream_type)
+            .bind(stream_id)
+            .bind(max)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(|e| StoreError::database(Operation::LoadSnapshot, e))?;
+        row.map(|row| {
+            let version: i64 = column(&row, 0, "version", None)?;
+            let snapshot_version: i32 = column(&row, 1, "snapshot_version", None)?;
+            Ok(Snapshot {
+                version: stored_u64(version, "snapshot stream version", None)?,
+                snapshot_version: u32::try_from(snapshot_version).map_err(|_| {
+                    StoreError::Corrupt {
+                        position: None,
+                        reason: format!(
+                            "snapshot of {stream_type}/{stream_id} at version {version} has \
+                             snapshot version {snapshot_version}"
+                        ),
+                    }
+                })?,
+                state: column(&row, 2, "state", None)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl EventLog for PgStore {
     async fn read_all(
         &self,
         after: u64,
@@ -706,120 +778,49 @@ impl EventStore for PgStore {
             .bind(limit)
             .fetch_all(&self.inner.pool)
             .await
-            .map_err(|e| StoreError::database("read all", e))?;
+            .map_err(|e| StoreError::database(Operation::ReadAll, e))?;
         rows.iter().map(decode_event).collect()
-    }
-
-    async fn stream_version(
-        &self,
-        stream_type: &str,
-        stream_id: &str,
-    ) -> Result<Option<u64>, StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        self.query_stream_version(&self.inner.pool, stream_type, stream_id)
-            .await
     }
 
     async fn head(&self) -> Result<u64, StoreError> {
         let head: i64 = sqlx::query_scalar(&self.inner.sql.head)
             .fetch_one(&self.inner.pool)
             .await
-            .map_err(|e| StoreError::database("read head", e))?;
-        stored_u64(head, "position", 0)
-    }
-
-    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, StoreError> {
-        self.query_command_outcome(&self.inner.pool, command_id)
-            .await
+            .map_err(|e| StoreError::database(Operation::Head, e))?;
+        stored_u64(head, "position", None)
     }
 }
 
-impl SnapshotStore for PgStore {
-    async fn save_snapshot(
-        &self,
-        stream_type: &str,
-        stream_id: &str,
-        snapshot: Snapshot,
-    ) -> Result<(), StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        sqlx::query(&self.inner.sql.save_snapshot)
-            .bind(stream_type)
-            .bind(stream_id)
-            .bind(to_i64(snapshot.version, "snapshot stream version")?)
-            .bind(to_i32(snapshot.snapshot_version, "snapshot version")?)
-            .bind(snapshot.state)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(|e| StoreError::database("save snapshot", e))?;
-        Ok(())
-    }
-
-    async fn load_snapshot(
-        &self,
-        stream_type: &str,
-        stream_id: &str,
-        max_version: Option<u64>,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        let max = max_version.map_or(i64::MAX, |v| i64::try_from(v).unwrap_or(i64::MAX));
-        let row = sqlx::query(&self.inner.sql.load_snapshot)
-            .bind(stream_type)
-            .bind(stream_id)
-            .bind(max)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(|e| StoreError::database("load snapshot", e))?;
-        row.map(|row| {
-            let version: i64 = column(&row, 0, "version", 0)?;
-            let snapshot_version: i32 = column(&row, 1, "snapshot_version", 0)?;
-            Ok(Snapshot {
-                version: stored_u64(version, "snapshot stream version", 0)?,
-                snapshot_version: u32::try_from(snapshot_version).map_err(|_| {
-                    StoreError::Corrupt {
-                        position: 0,
-                        reason: format!(
-                            "snapshot of {stream_type}/{stream_id} at version {version} has \
-                             snapshot version {snapshot_version}"
-                        ),
-                    }
-                })?,
-                state: column(&row, 2, "state", 0)?,
-            })
-        })
-        .transpose()
-    }
-}
-
-impl CheckpointStore for PgStore {
+impl TxStore for PgStore {
     type Tx = PgTx;
-    type Lease = PgLease;
 
     async fn begin(&self) -> Result<PgTx, StoreError> {
         self.inner
             .pool
             .begin()
             .await
-            .map_err(|e| StoreError::database("begin", e))
+            .map_err(|e| StoreError::database(Operation::Begin, e))
     }
 
     async fn commit(&self, tx: PgTx) -> Result<(), StoreError> {
         tx.commit()
             .await
-            .map_err(|e| StoreError::database("commit", e))
+            .map_err(|e| StoreError::database(Operation::Commit, e))
     }
 
     async fn append_in<'a>(
         &'a self,
         tx: &'a mut PgTx,
-        stream_type: &'a str,
-        stream_id: &'a str,
+        stream: StreamRef<'a>,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         meta: &'a CommitMeta,
     ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
-        // The inherent `append_in`: the same statement as every other append.
-        let outcome =
-            PgStore::append_in(self, tx, stream_type, stream_id, expected, events, meta).await?;
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
+        let outcome = self.append_on(tx, stream, expected, events, meta).await?;
         if outcome.duplicate || outcome.last_position == 0 {
             return Ok((outcome, Vec::new()));
         }
@@ -831,7 +832,7 @@ impl CheckpointStore for PgStore {
             .bind(to_i64(outcome.last_version, "stream version")?)
             .fetch_all(&mut **tx)
             .await
-            .map_err(|e| StoreError::database("read back appended events", e))?;
+            .map_err(|e| StoreError::database(Operation::Append, e))?;
         let recorded = rows
             .iter()
             .map(decode_event)
@@ -839,7 +840,7 @@ impl CheckpointStore for PgStore {
         let expected_count = outcome.last_version - outcome.first_version + 1;
         if recorded.len() as u64 != expected_count {
             return Err(StoreError::Corrupt {
-                position: outcome.last_position,
+                position: Some(outcome.last_position),
                 reason: format!(
                     "appended versions {}..={} of {stream_type}/{stream_id} but read back {} \
                      events",
@@ -851,14 +852,16 @@ impl CheckpointStore for PgStore {
         }
         Ok((outcome, recorded))
     }
+}
 
+impl CheckpointStore for PgStore {
     async fn checkpoint(&self, name: &str) -> Result<u64, StoreError> {
         let position: Option<i64> = sqlx::query_scalar(&self.inner.sql.checkpoint)
             .bind(name)
             .fetch_optional(&self.inner.pool)
             .await
-            .map_err(|e| StoreError::database("read checkpoint", e))?;
-        position.map_or(Ok(0), |p| stored_u64(p, "checkpoint", 0))
+            .map_err(|e| StoreError::database(Operation::ReadCheckpoint, e))?;
+        position.map_or(Ok(0), |p| stored_u64(p, "checkpoint", None))
     }
 
     async fn advance_checkpoint<'a>(
@@ -874,25 +877,15 @@ impl CheckpointStore for PgStore {
             .bind(to_i64(position, "checkpoint")?)
             .fetch_one(&mut **tx)
             .await
-            .map_err(|e| StoreError::database("advance checkpoint", e))
+            .map_err(|e| StoreError::database(Operation::AdvanceCheckpoint, e))
     }
+}
 
-    async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
-        let mut wake_ups = self.wake_ups().await?;
-        // Mark what was seen before looking at the head: an append committed after the look
-        // notifies the listener, which is already listening, and changes the value.
-        wake_ups.borrow_and_update();
-        if self.head().await? > after {
-            return Ok(());
-        }
-        // A closed channel (the listener stopped) returns at once: the caller reads again and
-        // its next wait starts a new listener.
-        let _ = tokio::time::timeout(timeout, wake_ups.changed()).await;
-        Ok(())
-    }
+impl LeaseStore for PgStore {
+    type Lease = PgLease;
 
     async fn try_lease(&self, name: &str) -> Result<Option<PgLease>, StoreError> {
-        const OP: &str = "take projection lease";
+        const OP: Operation = Operation::Lease;
         let key = lock_key("projection", &format!("{}/{name}", self.inner.schema));
         let spare = self
             .inner
@@ -939,6 +932,22 @@ impl CheckpointStore for PgStore {
     }
 }
 
+impl WakeUps for PgStore {
+    async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
+        let mut wake_ups = self.wake_ups().await?;
+        // Mark what was seen before looking at the head: an append committed after the look
+        // notifies the listener, which is already listening, and changes the value.
+        wake_ups.borrow_and_update();
+        if self.head().await? > after {
+            return Ok(());
+        }
+        // A closed channel (the listener stopped) returns at once: the caller reads again and
+        // its next wait starts a new listener.
+        let _ = tokio::time::timeout(timeout, wake_ups.changed()).await;
+        Ok(())
+    }
+}
+
 /// The lease of a projection on a [`PgStore`]: a session advisory lock held on a
 /// connection of its own (keyed by schema and projection name). Dropping the lease closes
 /// the connection, which releases the lock; so does the death of the holding process.
@@ -978,7 +987,7 @@ impl PgStore {
             .application_name("annals projection lease");
         PgConnection::connect_with(&options)
             .await
-            .map_err(|e| StoreError::database("take projection lease", e))
+            .map_err(|e| StoreError::database(Operation::Lease, e))
     }
 
     /// The wake-ups of this store's notification listener, starting it if none runs.
@@ -997,11 +1006,11 @@ impl PgStore {
             .connect_lazy_with((*self.inner.pool.connect_options()).clone());
         let mut listener = PgListener::connect_with(&pool)
             .await
-            .map_err(|e| StoreError::database("listen for appends", e))?;
+            .map_err(|e| StoreError::database(Operation::WaitForEvents, e))?;
         listener
             .listen(&self.inner.channel)
             .await
-            .map_err(|e| StoreError::database("listen for appends", e))?;
+            .map_err(|e| StoreError::database(Operation::WaitForEvents, e))?;
         let (sender, receiver) = watch::channel(0);
         tokio::spawn(follow_notifications(listener, sender));
         *slot = Some(receiver.clone());
@@ -1029,10 +1038,10 @@ async fn follow_notifications(mut listener: PgListener, wake_ups: watch::Sender<
 /// The outcome the append statement returned.
 fn appended(row: &PgRow) -> Result<AppendOutcome, StoreError> {
     Ok(AppendOutcome {
-        duplicate: column(row, 0, "duplicate", 0)?,
-        first_version: stored_u64(column(row, 1, "first_version", 0)?, "version", 0)?,
-        last_version: stored_u64(column(row, 2, "last_version", 0)?, "version", 0)?,
-        last_position: stored_u64(column(row, 3, "last_position", 0)?, "position", 0)?,
+        duplicate: column(row, 0, "duplicate", None)?,
+        first_version: stored_u64(column(row, 1, "first_version", None)?, "version", None)?,
+        last_version: stored_u64(column(row, 2, "last_version", None)?, "version", None)?,
+        last_position: stored_u64(column(row, 3, "last_position", None)?, "position", None)?,
     })
 }
 
@@ -1060,8 +1069,10 @@ impl<'m> Batch<'m> {
             versions: Vec::with_capacity(events.len()),
             ids: Vec::with_capacity(events.len()),
             payloads: Vec::with_capacity(events.len()),
-            headers: serde_json::to_string(&meta.headers)
-                .map_err(|e| StoreError::database("header encoding", e))?,
+            headers: serde_json::to_string(&meta.headers).map_err(|e| StoreError::Encode {
+                what: "headers",
+                source: e,
+            })?,
             recorded_at: now_micros(),
             meta,
         };
@@ -1128,24 +1139,24 @@ impl std::error::Error for InvalidPayload {}
 
 /// The store's SQL, with the schema name quoted in once.
 struct Statements {
-    append_any: String,
-    append_new: String,
-    append_exists: String,
-    append_exact: String,
-    record_command: String,
-    stream_version: String,
-    command_outcome: String,
-    read_stream: String,
-    load_stream: String,
-    taken_event_id: String,
-    read_stream_until: String,
-    read_all: String,
-    read_all_types: String,
-    head: String,
-    save_snapshot: String,
-    load_snapshot: String,
-    checkpoint: String,
-    advance_checkpoint: String,
+    append_any: Sql,
+    append_new: Sql,
+    append_exists: Sql,
+    append_exact: Sql,
+    record_command: Sql,
+    stream_version: Sql,
+    command_outcome: Sql,
+    read_stream: Sql,
+    load_stream: Sql,
+    taken_event_id: Sql,
+    read_stream_until: Sql,
+    read_all: Sql,
+    read_all_types: Sql,
+    head: Sql,
+    save_snapshot: Sql,
+    load_snapshot: Sql,
+    checkpoint: Sql,
+    advance_checkpoint: Sql,
 }
 
 const EVENT_COLUMNS: &str = "position, stream_type, stream_id, version, event_type, \
@@ -1190,38 +1201,46 @@ impl Statements {
         Statements {
             append_any: append(format!(
                 "{insert_stream} DO UPDATE SET version = s.version + $3 RETURNING s.version"
-            )),
-            append_new: append(format!("{insert_stream} DO NOTHING RETURNING s.version")),
-            append_exists: append(format!("{update_stream} RETURNING s.version")),
+            ))
+            .into(),
+            append_new: append(format!("{insert_stream} DO NOTHING RETURNING s.version")).into(),
+            append_exists: append(format!("{update_stream} RETURNING s.version")).into(),
             append_exact: append(format!(
                 "{update_stream} AND s.version = $15 RETURNING s.version"
-            )),
+            ))
+            .into(),
             record_command: format!(
                 "INSERT INTO {commands} \
                  (command_id, stream_type, stream_id, first_version, last_version, last_position) \
                  VALUES ($1, $2, $3, $4, $4, 0) ON CONFLICT (command_id) DO NOTHING"
-            ),
+            )
+            .into(),
             stream_version: format!(
                 "SELECT version FROM {streams} WHERE stream_type = $1 AND stream_id = $2"
-            ),
+            )
+            .into(),
             command_outcome: format!(
                 "SELECT first_version, last_version, last_position FROM {commands} \
                  WHERE command_id = $1"
-            ),
+            )
+            .into(),
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} \
                  WHERE stream_type = $1 AND stream_id = $2 AND version BETWEEN $3 AND $4 \
                  ORDER BY version"
-            ),
+            )
+            .into(),
             taken_event_id: format!(
                 "SELECT event_id FROM {events} WHERE event_id = ANY($1) ORDER BY position LIMIT 1"
-            ),
+            )
+            .into(),
             load_stream: format!(
                 "SELECT position, version, event_type, event_version, payload::text FROM {events} \
                  WHERE stream_type = $1 AND stream_id = $2 AND version BETWEEN $3 AND $4 \
                  ORDER BY version"
-            ),
-            // Like the other stores, stop at the first event recorded after `until` (clocks
+            )
+            .into(),
+            // Like the other stores.into(), stop at the first event recorded after `until` (clocks
             // of several writers need not agree): the result is always a prefix.
             read_stream_until: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} \
@@ -1230,16 +1249,19 @@ impl Statements {
                      WHERE stream_type = $2 AND stream_id = $3 AND version >= $4 \
                      AND recorded_at > $1), 9223372036854775807) \
                  ORDER BY version"
-            ),
+            )
+            .into(),
             read_all: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} WHERE position > $1 \
                  ORDER BY position LIMIT $2"
-            ),
+            )
+            .into(),
             read_all_types: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} \
                  WHERE event_type = ANY($1) AND position > $2 ORDER BY position LIMIT $3"
-            ),
-            head: format!("SELECT coalesce(max(position), 0) FROM {events}"),
+            )
+            .into(),
+            head: format!("SELECT coalesce(max(position), 0) FROM {events}").into(),
             save_snapshot: format!(
                 "INSERT INTO {snapshots} \
                  (stream_type, stream_id, version, snapshot_version, state) \
@@ -1247,14 +1269,16 @@ impl Statements {
                  ON CONFLICT (stream_type, stream_id, version) DO UPDATE \
                  SET snapshot_version = excluded.snapshot_version, state = excluded.state, \
                      recorded_at = now()"
-            ),
+            )
+            .into(),
             load_snapshot: format!(
                 "SELECT version, snapshot_version, state::text FROM {snapshots} \
                  WHERE stream_type = $1 AND stream_id = $2 AND version <= $3 \
                  ORDER BY version DESC LIMIT 1"
-            ),
-            checkpoint: format!("SELECT position FROM {checkpoints} WHERE name = $1"),
-            // Compare-and-set, a missing row reading as 0. A concurrent mover holds the row
+            )
+            .into(),
+            checkpoint: format!("SELECT position FROM {checkpoints} WHERE name = $1").into(),
+            // Compare-and-set.into(), a missing row reading as 0. A concurrent mover holds the row
             // (or the key, for a first insert) until it commits; this statement then sees the
             // committed position and does nothing.
             advance_checkpoint: format!(
@@ -1268,7 +1292,8 @@ impl Statements {
                      ON CONFLICT (name) DO NOTHING RETURNING 1 \
                  ) \
                  SELECT EXISTS (SELECT FROM moved) OR EXISTS (SELECT FROM created)"
-            ),
+            )
+            .into(),
         }
     }
 }
@@ -1325,7 +1350,7 @@ fn append_sql(events: &str, commands: &str, stream: &str) -> String {
 /// its search path.
 impl MigrationTarget for PgConnection {
     async fn applied(&mut self) -> Result<Vec<AppliedMigration>, StoreError> {
-        const OP: &str = "migrate";
+        const OP: Operation = Operation::Migrate;
         self.execute(
             "CREATE TABLE IF NOT EXISTS annals_migrations ( \
                  version    integer     NOT NULL PRIMARY KEY, \
@@ -1341,13 +1366,13 @@ impl MigrationTarget for PgConnection {
             .map_err(|e| StoreError::database(OP, e))?;
         rows.iter()
             .map(|row| {
-                let version: i32 = column(row, 0, "annals_migrations.version", 0)?;
+                let version: i32 = column(row, 0, "annals_migrations.version", None)?;
                 Ok(AppliedMigration {
                     version: u32::try_from(version).map_err(|_| StoreError::Corrupt {
-                        position: 0,
+                        position: None,
                         reason: format!("annals_migrations records version {version}"),
                     })?,
-                    name: column(row, 1, "annals_migrations.name", 0)?,
+                    name: column(row, 1, "annals_migrations.name", None)?,
                 })
             })
             .collect()
@@ -1371,7 +1396,11 @@ impl MigrationTarget for PgConnection {
 }
 
 fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
-    let position = stored_u64(column(row, 0, EVENT_COLUMN_NAMES[0], 0)?, "position", 0)?;
+    let position = stored_u64(
+        column(row, 0, EVENT_COLUMN_NAMES[0], None)?,
+        "position",
+        None,
+    )?;
     let version: i64 = column_at(row, 3, position)?;
     let event_version: i32 = column_at(row, 5, position)?;
     let headers: String = column_at(row, 11, position)?;
@@ -1380,9 +1409,9 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
             position,
             stream_type: column_at(row, 1, position)?,
             stream_id: column_at(row, 2, position)?,
-            version: stored_u64(version, "version", position)?,
+            version: stored_u64(version, "version", Some(position))?,
             event_type: column_at(row, 4, position)?,
-            event_version: stored_event_version(event_version, position)?,
+            event_version: stored_event_version(event_version, Some(position))?,
             event_id: column_at(row, 6, position)?,
             command_id: column_at(row, 7, position)?,
             correlation_id: column_at(row, 8, position)?,
@@ -1390,7 +1419,7 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
             recorded_at: column_at(row, 10, position)?,
             headers: serde_json::from_str::<Headers>(&headers).map_err(|e| {
                 StoreError::Corrupt {
-                    position,
+                    position: Some(position),
                     reason: format!("headers are not a map of strings: {e}"),
                 }
             })?,
@@ -1406,12 +1435,17 @@ where
     column(row, index, EVENT_COLUMN_NAMES[index], position)
 }
 
-fn column<'r, T>(row: &'r PgRow, index: usize, name: &str, position: u64) -> Result<T, StoreError>
+fn column<'r, T>(
+    row: &'r PgRow,
+    index: usize,
+    name: &str,
+    position: impl Into<Option<u64>>,
+) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
 {
     row.try_get(index).map_err(|e| StoreError::Corrupt {
-        position,
+        position: position.into(),
         reason: format!("column {name}: {e}"),
     })
 }

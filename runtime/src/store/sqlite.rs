@@ -16,15 +16,15 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
+use super::sql::migrate::{self, AppliedMigration, Migration, MigrationTarget};
+use super::sql::{stored_event_version, stored_u64, version_bounds, Sql};
 use super::{
-    load_through_read_stream, now_micros, stored_event_version, stored_u64, validate_stream,
-    wait_for_append, AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore,
-    ExpectedVersion, Headers, LocalLease, LocalLeases, NewEvent, RecordedEvent, Snapshot,
-    SnapshotStore, StreamEvent, StreamRange,
+    load_through_read_stream, now_micros, validate_stream, wait_for_append, AppendOutcome,
+    CheckpointStore, CommitMeta, EventFilter, EventLog, EventMeta, EventStore, ExpectedVersion,
+    Headers, LeaseStore, LocalLease, LocalLeases, NewEvent, RecordedEvent, Snapshot, SnapshotStore,
+    StreamEvent, StreamRange, StreamRef, TxStore, WakeUps,
 };
-use crate::error::{BoxError, StoreError};
-use crate::projection::CheckpointStore;
+use crate::error::{BoxError, Operation, StoreError};
 
 /// The schema, in order. Append new files; never edit an applied one.
 const MIGRATIONS: &[Migration] = &[
@@ -50,12 +50,14 @@ const MAX_CONNECTIONS: u32 = 8;
 /// one index range per type (a compound select is limited to 500 terms).
 const MAX_MERGED_TYPES: usize = 16;
 
-/// An [`EventStore`] and [`SnapshotStore`] in a SQLite database. Clones share the pool.
+/// A store with every capability (streams, snapshots, the global log, transactions,
+/// checkpoints, in-process leases and wake-ups) in a SQLite database. Clones share the pool.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), annals::StoreError> {
+/// use annals::store::EventStore;
 /// let store = annals::SqliteStore::open("app.db").await?;
-/// let version = annals::EventStore::stream_version(&store, "account", "42").await?;
+/// let version = store.stream_version(annals::StreamRef::new("account", "42")).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -74,26 +76,62 @@ pub struct SqliteStore {
 /// `sqlx::query(..).execute(&mut **tx)`.
 pub type SqliteTx = sqlx::Transaction<'static, Sqlite>;
 
-impl SqliteStore {
+/// How to open a [`SqliteStore`]: `SqliteStore::options()..open(path)`.
+#[derive(Debug, Clone)]
+pub struct SqliteStoreOptions {
+    max_connections: u32,
+    busy_timeout: Duration,
+}
+
+impl Default for SqliteStoreOptions {
+    fn default() -> Self {
+        SqliteStoreOptions {
+            max_connections: MAX_CONNECTIONS,
+            busy_timeout: BUSY_TIMEOUT,
+        }
+    }
+}
+
+impl SqliteStoreOptions {
+    /// The defaults: 8 connections, a 10 s busy timeout.
+    pub fn new() -> Self {
+        SqliteStoreOptions::default()
+    }
+
+    /// The pool's size when [`Self::open`] creates it (at least 1). Readers run in
+    /// parallel; writers take SQLite's one write lock in turn.
+    #[must_use]
+    pub fn max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// How long a writer waits for another process's write lock before failing.
+    #[must_use]
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
     /// Opens (creating if missing) the database file at `path` and migrates its schema.
     ///
     /// The connections use the WAL journal, `synchronous = NORMAL` (durable across process
-    /// crashes; a power loss may drop the last commits), a busy timeout and foreign keys.
+    /// crashes; a power loss may drop the last commits), the busy timeout and foreign keys.
     /// `":memory:"` opens a private in-memory database, like [`SqliteStore::in_memory`].
-    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+    pub async fn open(self, path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref();
         if path == Path::new(":memory:") {
-            return Self::in_memory().await;
+            return SqliteStore::in_memory().await;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
+            .busy_timeout(self.busy_timeout)
             .foreign_keys(true);
         let failed = |source: BoxError| {
             StoreError::database(
-                "open",
+                Operation::Open,
                 OpenFailed {
                     path: path.to_owned(),
                     source,
@@ -101,12 +139,44 @@ impl SqliteStore {
             )
         };
         let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(self.max_connections)
             .connect_with(options)
             .await
             .map_err(|e| failed(e.into()))?;
         enable_wal(&pool).await.map_err(failed)?;
-        Self::from_pool(pool).await
+        self.with_pool(pool).await
+    }
+
+    /// A store over an existing pool (for read models kept in the same database), after
+    /// migrating its schema. The store's tables are all named `annals_*`.
+    ///
+    /// The pool's options are kept as they are (`max_connections` and `busy_timeout` do
+    /// not apply): set the WAL journal and a busy timeout (appends take the write lock with
+    /// `BEGIN IMMEDIATE`, and wait for it only that long). Clones of the store queue their
+    /// appends in-process; separate stores on one database are ordered by SQLite's lock
+    /// alone.
+    pub async fn with_pool(self, pool: SqlitePool) -> Result<SqliteStore, StoreError> {
+        let store = SqliteStore {
+            pool,
+            write: Arc::default(),
+            appended: Arc::default(),
+            leases: LocalLeases::default(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` with the default options
+    /// and migrates its schema: [`SqliteStoreOptions::open`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        SqliteStoreOptions::new().open(path).await
+    }
+
+    /// Options for opening a store: pool size, busy timeout, or an existing pool.
+    pub fn options() -> SqliteStoreOptions {
+        SqliteStoreOptions::new()
     }
 
     /// A new, empty database in memory; it lives as long as the store and its clones.
@@ -128,32 +198,14 @@ impl SqliteStore {
             .await
             .map_err(|source| {
                 StoreError::database(
-                    "open",
+                    Operation::Open,
                     OpenFailed {
                         path: PathBuf::from(":memory:"),
                         source: source.into(),
                     },
                 )
             })?;
-        Self::from_pool(pool).await
-    }
-
-    /// A store over an existing pool (for read models kept in the same database), after
-    /// migrating its schema. The store's tables are all named `annals_*`.
-    ///
-    /// The pool's options are kept as they are: set the WAL journal and a busy timeout
-    /// (appends take the write lock with `BEGIN IMMEDIATE`, and wait for it only that long).
-    /// Clones of the store queue their appends in-process; separate stores on one database
-    /// are ordered by SQLite's lock alone.
-    pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
-        let store = SqliteStore {
-            pool,
-            write: Arc::default(),
-            appended: Arc::default(),
-            leases: LocalLeases::default(),
-        };
-        store.migrate().await?;
-        Ok(store)
+        SqliteStoreOptions::new().with_pool(pool).await
     }
 
     /// The connection pool, for queries on read models kept in the same database.
@@ -168,11 +220,11 @@ impl SqliteStore {
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(|e| StoreError::database("migration", e))?;
+            .map_err(|e| StoreError::database(Operation::Migrate, e))?;
         migrate::migrate(&mut *tx, MIGRATIONS).await?;
         tx.commit()
             .await
-            .map_err(|e| StoreError::database("migration", e))
+            .map_err(|e| StoreError::database(Operation::Migrate, e))
     }
 }
 
@@ -186,21 +238,21 @@ impl MigrationTarget for SqliteConnection {
             ) STRICT",
         )
         .await
-        .map_err(|e| StoreError::database("migration", e))?;
+        .map_err(|e| StoreError::database(Operation::Migrate, e))?;
         let rows = sqlx::query("SELECT version, name FROM annals_migrations ORDER BY version")
             .fetch_all(&mut *self)
             .await
-            .map_err(|e| StoreError::database("migration", e))?;
+            .map_err(|e| StoreError::database(Operation::Migrate, e))?;
         rows.iter()
             .map(|row| {
-                let version: i64 = column(row, 0, 0)?;
+                let version: i64 = column(row, 0, None)?;
                 let version = u32::try_from(version).map_err(|_| StoreError::Corrupt {
-                    position: 0,
+                    position: None,
                     reason: format!("annals_migrations records version {version}"),
                 })?;
                 Ok(AppliedMigration {
                     version,
-                    name: column(row, 1, 0)?,
+                    name: column(row, 1, None)?,
                 })
             })
             .collect()
@@ -420,29 +472,19 @@ fn read_all_merged_sql(types: usize) -> String {
 impl EventStore for SqliteStore {
     async fn append(
         &self,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
-        validate_stream(stream_type, stream_id)?;
+        validate_stream(stream)?;
         let queued = self.write.lock().await;
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(|e| StoreError::database("append", e))?;
-        let written = write(
-            &mut tx,
-            stream_type,
-            stream_id,
-            expected,
-            events,
-            meta,
-            false,
-        )
-        .await;
+            .map_err(|e| StoreError::database(Operation::Append, e))?;
+        let written = write(&mut tx, stream, expected, events, meta, false).await;
         match written {
             Ok((outcome, _)) if outcome.duplicate => {
                 rollback(tx).await?;
@@ -451,7 +493,7 @@ impl EventStore for SqliteStore {
             Ok((outcome, _)) => {
                 tx.commit()
                     .await
-                    .map_err(|e| StoreError::database("append", e))?;
+                    .map_err(|e| StoreError::database(Operation::Append, e))?;
                 drop(queued);
                 if outcome.last_position > 0 {
                     self.appended.notify_waiters();
@@ -459,7 +501,9 @@ impl EventStore for SqliteStore {
                 Ok(outcome)
             }
             Err(error) => {
-                rollback(tx).await?;
+                // The append's error is the one to report: a rollback that fails too (the
+                // connection broke) leaves nothing written either, and the pool discards it.
+                let _ = tx.rollback().await;
                 Err(error)
             }
         }
@@ -467,12 +511,15 @@ impl EventStore for SqliteStore {
 
     async fn read_stream(
         &self,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         range: StreamRange,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        let Some((from, to)) = range.sql_bounds() else {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
+        validate_stream(stream)?;
+        let Some((from, to)) = version_bounds(&range) else {
             return Ok(Vec::new());
         };
         let query = match range.until {
@@ -491,21 +538,24 @@ impl EventStore for SqliteStore {
         let rows = query
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| StoreError::database("stream read", e))?;
+            .map_err(|e| StoreError::database(Operation::ReadStream, e))?;
         rows.iter().map(decode_event).collect()
     }
 
     async fn load_stream(
         &self,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         range: StreamRange,
     ) -> Result<Vec<StreamEvent>, StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
         if range.until.is_some() {
-            return load_through_read_stream(self, stream_type, stream_id, range).await;
+            return load_through_read_stream(self, stream, range).await;
         }
-        validate_stream(stream_type, stream_id)?;
-        let Some((from, to)) = range.sql_bounds() else {
+        validate_stream(stream)?;
+        let Some((from, to)) = version_bounds(&range) else {
             return Ok(Vec::new());
         };
         let rows = sqlx::query(LOAD_STREAM)
@@ -515,22 +565,134 @@ impl EventStore for SqliteStore {
             .bind(to)
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| StoreError::database("stream read", e))?;
+            .map_err(|e| StoreError::database(Operation::ReadStream, e))?;
         rows.iter()
             .map(|row| {
-                let position = stored_u64(column(row, 0, 0)?, "position", 0)?;
+                let position = stored_u64(column(row, 0, None)?, "position", None)?;
                 let event_version: i64 = column(row, 3, position)?;
                 Ok(StreamEvent {
                     position,
-                    version: stored_u64(column(row, 1, position)?, "version", position)?,
+                    version: stored_u64(column(row, 1, position)?, "version", Some(position))?,
                     event_type: column(row, 2, position)?,
-                    event_version: stored_event_version(event_version, position)?,
+                    event_version: stored_event_version(event_version, Some(position))?,
                     payload: column(row, 4, position)?,
                 })
             })
             .collect()
     }
 
+    async fn stream_version(&self, stream: StreamRef<'_>) -> Result<Option<u64>, StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
+        validate_stream(stream)?;
+        let version: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM annals_streams WHERE stream_type = ?1 AND stream_id = ?2",
+        )
+        .bind(stream_type)
+        .bind(stream_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| StoreError::database(Operation::StreamVersion, e))?;
+        version
+            .map(|v| stored_u64(v, "stream version", None))
+            .transpose()
+    }
+
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, StoreError> {
+        let row = sqlx::query(
+            "SELECT first_version, last_version, last_position \
+             FROM annals_commands WHERE command_id = ?1",
+        )
+        .bind(command_id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| StoreError::database(Operation::CommandOutcome, e))?;
+        row.map(|row| {
+            Ok(AppendOutcome {
+                first_version: stored_u64(column(&row, 0, None)?, "command first version", None)?,
+                last_version: stored_u64(column(&row, 1, None)?, "command last version", None)?,
+                last_position: stored_u64(column(&row, 2, None)?, "command last position", None)?,
+                duplicate: true,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl SnapshotStore for SqliteStore {
+    async fn save_snapshot(
+        &self,
+        stream: StreamRef<'_>,
+        snapshot: Snapshot,
+    ) -> Result<(), StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
+        validate_stream(stream)?;
+        sqlx::query(
+            "INSERT INTO annals_snapshots (stream_type, stream_id, version, snapshot_version, state) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (stream_type, stream_id, version) DO UPDATE \
+             SET snapshot_version = excluded.snapshot_version, state = excluded.state",
+        )
+        .bind(stream_type)
+        .bind(stream_id)
+        .bind(to_i64(snapshot.version, "snapshot version")?)
+        .bind(i64::from(snapshot.snapshot_version))
+        .bind(snapshot.state)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::database(Operation::SaveSnapshot, e))?;
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: StreamRef<'_>,
+        max_version: Option<u64>,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
+        validate_stream(stream)?;
+        let max = max_version.map_or(i64::MAX, |m| i64::try_from(m).unwrap_or(i64::MAX));
+        let row = sqlx::query(
+            "SELECT version, snapshot_version, state FROM annals_snapshots \
+             WHERE stream_type = ?1 AND stream_id = ?2 AND version <= ?3 \
+             ORDER BY version DESC LIMIT 1",
+        )
+        .bind(stream_type)
+        .bind(stream_id)
+        .bind(max)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| StoreError::database(Operation::LoadSnapshot, e))?;
+        row.map(|row| {
+            let version: i64 = column(&row, 0, None)?;
+            let snapshot_version: i64 = column(&row, 1, None)?;
+            Ok(Snapshot {
+                version: stored_u64(version, "snapshot version", None)?,
+                snapshot_version: u32::try_from(snapshot_version).map_err(|_| {
+                    StoreError::Corrupt {
+                        position: None,
+                        reason: format!(
+                            "snapshot of {stream_type}/{stream_id} at version {version} has \
+                             schema version {snapshot_version}"
+                        ),
+                    }
+                })?,
+                state: column(&row, 2, None)?,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl EventLog for SqliteStore {
     async fn read_all(
         &self,
         after: u64,
@@ -567,7 +729,7 @@ impl EventStore for SqliteStore {
                             .await
                     }
                     n if n <= MAX_MERGED_TYPES => {
-                        let sql = read_all_merged_sql(n);
+                        let sql = Sql::from(read_all_merged_sql(n));
                         let mut query = sqlx::query(&sql).bind(after).bind(limit);
                         for t in &types {
                             query = query.bind(*t);
@@ -575,8 +737,11 @@ impl EventStore for SqliteStore {
                         query.fetch_all(&self.pool).await
                     }
                     _ => {
-                        let types = serde_json::to_string(&types)
-                            .map_err(|e| StoreError::database("event filter encoding", e))?;
+                        let types =
+                            serde_json::to_string(&types).map_err(|e| StoreError::Encode {
+                                what: "event type filter",
+                                source: e,
+                            })?;
                         sqlx::query(READ_ALL_MANY_TYPES)
                             .bind(after)
                             .bind(limit)
@@ -587,61 +752,21 @@ impl EventStore for SqliteStore {
                 }
             }
         }
-        .map_err(|e| StoreError::database("global read", e))?;
+        .map_err(|e| StoreError::database(Operation::ReadAll, e))?;
         rows.iter().map(decode_event).collect()
-    }
-
-    async fn stream_version(
-        &self,
-        stream_type: &str,
-        stream_id: &str,
-    ) -> Result<Option<u64>, StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        let version: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM annals_streams WHERE stream_type = ?1 AND stream_id = ?2",
-        )
-        .bind(stream_type)
-        .bind(stream_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| StoreError::database("stream version lookup", e))?;
-        version
-            .map(|v| stored_u64(v, "stream version", 0))
-            .transpose()
     }
 
     async fn head(&self) -> Result<u64, StoreError> {
         let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM annals_events")
             .fetch_one(&self.pool)
             .await
-            .map_err(|e| StoreError::database("head lookup", e))?;
-        stored_u64(head, "position", 0)
-    }
-
-    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, StoreError> {
-        let row = sqlx::query(
-            "SELECT first_version, last_version, last_position \
-             FROM annals_commands WHERE command_id = ?1",
-        )
-        .bind(command_id.hyphenated())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| StoreError::database("command lookup", e))?;
-        row.map(|row| {
-            Ok(AppendOutcome {
-                first_version: stored_u64(column(&row, 0, 0)?, "command first version", 0)?,
-                last_version: stored_u64(column(&row, 1, 0)?, "command last version", 0)?,
-                last_position: stored_u64(column(&row, 2, 0)?, "command last position", 0)?,
-                duplicate: true,
-            })
-        })
-        .transpose()
+            .map_err(|e| StoreError::database(Operation::Head, e))?;
+        stored_u64(head, "position", None)
     }
 }
 
-impl CheckpointStore for SqliteStore {
+impl TxStore for SqliteStore {
     type Tx = SqliteTx;
-    type Lease = LocalLease;
 
     /// Starts a write transaction (`BEGIN IMMEDIATE`): SQLite has one writer at a time,
     /// and taking the lock up front means a batch never fails half-way on an upgrade.
@@ -649,13 +774,13 @@ impl CheckpointStore for SqliteStore {
         self.pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(|e| StoreError::database("begin", e))
+            .map_err(|e| StoreError::database(Operation::Begin, e))
     }
 
     async fn commit(&self, tx: SqliteTx) -> Result<(), StoreError> {
         tx.commit()
             .await
-            .map_err(|e| StoreError::database("commit", e))?;
+            .map_err(|e| StoreError::database(Operation::Commit, e))?;
         self.appended.notify_waiters();
         Ok(())
     }
@@ -663,24 +788,25 @@ impl CheckpointStore for SqliteStore {
     async fn append_in<'a>(
         &'a self,
         tx: &'a mut SqliteTx,
-        stream_type: &'a str,
-        stream_id: &'a str,
+        stream: StreamRef<'a>,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         meta: &'a CommitMeta,
     ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        write(tx, stream_type, stream_id, expected, events, meta, true).await
+        validate_stream(stream)?;
+        write(tx, stream, expected, events, meta, true).await
     }
+}
 
+impl CheckpointStore for SqliteStore {
     async fn checkpoint(&self, name: &str) -> Result<u64, StoreError> {
         let position: Option<i64> =
             sqlx::query_scalar("SELECT position FROM annals_checkpoints WHERE name = ?")
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| StoreError::database("checkpoint read", e))?;
-        position.map_or(Ok(0), |p| stored_u64(p, "checkpoint", 0))
+                .map_err(|e| StoreError::database(Operation::ReadCheckpoint, e))?;
+        position.map_or(Ok(0), |p| stored_u64(p, "checkpoint", None))
     }
 
     async fn advance_checkpoint<'a>(
@@ -706,7 +832,7 @@ impl CheckpointStore for SqliteStore {
         .bind(now)
         .execute(&mut **tx)
         .await
-        .map_err(|e| StoreError::database("checkpoint write", e))?;
+        .map_err(|e| StoreError::database(Operation::AdvanceCheckpoint, e))?;
         if done.rows_affected() == 1 {
             return Ok(true);
         }
@@ -723,82 +849,23 @@ impl CheckpointStore for SqliteStore {
         .bind(now)
         .execute(&mut **tx)
         .await
-        .map_err(|e| StoreError::database("checkpoint write", e))?;
+        .map_err(|e| StoreError::database(Operation::AdvanceCheckpoint, e))?;
         Ok(done.rows_affected() == 1)
     }
+}
 
-    async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
-        // Writers in other processes do not notify: the timeout bounds how late they are seen.
-        wait_for_append(&self.appended, after, timeout, self.head()).await
-    }
+impl LeaseStore for SqliteStore {
+    type Lease = LocalLease;
 
     async fn try_lease(&self, name: &str) -> Result<Option<LocalLease>, StoreError> {
         Ok(self.leases.try_take(name))
     }
 }
 
-impl SnapshotStore for SqliteStore {
-    async fn save_snapshot(
-        &self,
-        stream_type: &str,
-        stream_id: &str,
-        snapshot: Snapshot,
-    ) -> Result<(), StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        sqlx::query(
-            "INSERT INTO annals_snapshots (stream_type, stream_id, version, snapshot_version, state) \
-             VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (stream_type, stream_id, version) DO UPDATE \
-             SET snapshot_version = excluded.snapshot_version, state = excluded.state",
-        )
-        .bind(stream_type)
-        .bind(stream_id)
-        .bind(to_i64(snapshot.version, "snapshot version")?)
-        .bind(i64::from(snapshot.snapshot_version))
-        .bind(snapshot.state)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| StoreError::database("snapshot save", e))?;
-        Ok(())
-    }
-
-    async fn load_snapshot(
-        &self,
-        stream_type: &str,
-        stream_id: &str,
-        max_version: Option<u64>,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        validate_stream(stream_type, stream_id)?;
-        let max = max_version.map_or(i64::MAX, |m| i64::try_from(m).unwrap_or(i64::MAX));
-        let row = sqlx::query(
-            "SELECT version, snapshot_version, state FROM annals_snapshots \
-             WHERE stream_type = ?1 AND stream_id = ?2 AND version <= ?3 \
-             ORDER BY version DESC LIMIT 1",
-        )
-        .bind(stream_type)
-        .bind(stream_id)
-        .bind(max)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| StoreError::database("snapshot load", e))?;
-        row.map(|row| {
-            let version: i64 = column(&row, 0, 0)?;
-            let snapshot_version: i64 = column(&row, 1, 0)?;
-            Ok(Snapshot {
-                version: stored_u64(version, "snapshot version", 0)?,
-                snapshot_version: u32::try_from(snapshot_version).map_err(|_| {
-                    StoreError::Corrupt {
-                        position: 0,
-                        reason: format!(
-                            "snapshot of {stream_type}/{stream_id} at version {version} has \
-                             schema version {snapshot_version}"
-                        ),
-                    }
-                })?,
-                state: column(&row, 2, 0)?,
-            })
-        })
-        .transpose()
+impl WakeUps for SqliteStore {
+    async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
+        // Writers in other processes do not notify: the timeout bounds how late they are seen.
+        wait_for_append(&self.appended, after, timeout, self.head()).await
     }
 }
 
@@ -816,18 +883,19 @@ impl Checked {
     /// The outcome of an append that will not write.
     fn refuse(
         self,
-        stream_type: &str,
-        stream_id: &str,
+        stream: StreamRef<'_>,
         expected: ExpectedVersion,
     ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
+        let StreamRef {
+            stream_type,
+            stream_id,
+        } = stream;
         match self {
             Checked::Duplicate(first) => Ok((first, Vec::new())),
-            Checked::Conflict(actual) => {
-                Err(wrong_version(stream_type, stream_id, expected, actual))
-            }
+            Checked::Conflict(actual) => Err(wrong_version(stream, expected, actual)),
             // The insert's check and this one read the same rows under the same lock.
             Checked::Accepted(current) => Err(StoreError::Corrupt {
-                position: 0,
+                position: None,
                 reason: format!(
                     "stream {stream_type}/{stream_id} at version {current} failed the \
                      version check for {expected}"
@@ -841,16 +909,21 @@ impl Checked {
 /// duplicate command id, a version conflict) writes nothing.
 async fn write(
     tx: &mut SqliteConnection,
-    stream_type: &str,
-    stream_id: &str,
+    stream: StreamRef<'_>,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
     meta: &CommitMeta,
     keep: bool,
 ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
-    const OP: &str = "append";
-    let headers = serde_json::to_string(&meta.headers)
-        .map_err(|e| StoreError::database("header encoding", e))?;
+    let StreamRef {
+        stream_type,
+        stream_id,
+    } = stream;
+    const OP: Operation = Operation::Append;
+    let headers = serde_json::to_string(&meta.headers).map_err(|e| StoreError::Encode {
+        what: "headers",
+        source: e,
+    })?;
     let command_id = meta.command_id.map(Uuid::hyphenated);
     // When the writer names the version (the repository always does), the first insert
     // checks it: no lookup round trip unless the check fails.
@@ -861,9 +934,9 @@ async fn write(
     };
     let current = match named.filter(|_| !events.is_empty()) {
         Some(current) => current,
-        None => match check(tx, stream_type, stream_id, expected, command_id).await? {
+        None => match check(tx, stream, expected, command_id).await? {
             Checked::Accepted(current) => current,
-            refused => return refused.refuse(stream_type, stream_id, expected),
+            refused => return refused.refuse(stream, expected),
         },
     };
 
@@ -925,11 +998,11 @@ async fn write(
         match inserted {
             Ok(done) if done.rows_affected() == 0 => {
                 // The first insert's check failed: say why.
-                let checked = check(tx, stream_type, stream_id, expected, command_id).await?;
-                return checked.refuse(stream_type, stream_id, expected);
+                let checked = check(tx, stream, expected, command_id).await?;
+                return checked.refuse(stream, expected);
             }
             Ok(done) => {
-                last_position = stored_u64(done.last_insert_rowid(), "position", 0)?;
+                last_position = stored_u64(done.last_insert_rowid(), "position", None)?;
             }
             Err(e) if is_unique_violation(&e, "annals_events.event_id") => {
                 return Err(StoreError::DuplicateEventId {
@@ -941,12 +1014,12 @@ async fn write(
             Err(e) if is_version_conflict(&e) => {
                 // Only a writer bypassing `annals_streams` gets here: the check ran
                 // under the write lock.
-                let actual = match check(tx, stream_type, stream_id, expected, None).await? {
+                let actual = match check(tx, stream, expected, None).await? {
                     Checked::Conflict(actual) => actual,
                     Checked::Accepted(current) => Some(current),
                     Checked::Duplicate(first) => Some(first.last_version),
                 };
-                return Err(wrong_version(stream_type, stream_id, expected, actual));
+                return Err(wrong_version(stream, expected, actual));
             }
             Err(e) => return Err(StoreError::database(OP, e)),
         }
@@ -956,7 +1029,7 @@ async fn write(
                     position: last_position,
                     stream_type: stream_type.to_owned(),
                     stream_id: stream_id.to_owned(),
-                    version: stored_u64(version, "stream version", last_position)?,
+                    version: stored_u64(version, "stream version", Some(last_position))?,
                     event_type,
                     event_version,
                     event_id,
@@ -982,28 +1055,31 @@ async fn write(
 /// Looks up the command id's outcome and the stream's version, and checks `expected`.
 async fn check(
     tx: &mut SqliteConnection,
-    stream_type: &str,
-    stream_id: &str,
+    stream: StreamRef<'_>,
     expected: ExpectedVersion,
     command_id: Option<uuid::fmt::Hyphenated>,
 ) -> Result<Checked, StoreError> {
+    let StreamRef {
+        stream_type,
+        stream_id,
+    } = stream;
     let row = sqlx::query(APPEND_LOOKUP)
         .bind(stream_type)
         .bind(stream_id)
         .bind(command_id)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| StoreError::database("append", e))?;
+        .map_err(|e| StoreError::database(Operation::Append, e))?;
     if let Some(first_version) = column::<Option<i64>>(&row, 1, 0)? {
         return Ok(Checked::Duplicate(AppendOutcome {
-            first_version: stored_u64(first_version, "command first version", 0)?,
-            last_version: stored_u64(column(&row, 2, 0)?, "command last version", 0)?,
-            last_position: stored_u64(column(&row, 3, 0)?, "command last position", 0)?,
+            first_version: stored_u64(first_version, "command first version", None)?,
+            last_version: stored_u64(column(&row, 2, None)?, "command last version", None)?,
+            last_position: stored_u64(column(&row, 3, None)?, "command last position", None)?,
             duplicate: true,
         }));
     }
     let actual = column::<Option<i64>>(&row, 0, 0)?
-        .map(|v| stored_u64(v, "stream version", 0))
+        .map(|v| stored_u64(v, "stream version", None))
         .transpose()?;
     Ok(if expected.accepts(actual) {
         Checked::Accepted(actual.unwrap_or(0))
@@ -1015,9 +1091,12 @@ async fn check(
 /// Reads one row of [`event_columns!`]; anything out of range or malformed is
 /// [`StoreError::Corrupt`] at the row's position.
 fn decode_event(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
-    let position: i64 = column(row, 0, 0)?;
-    let position = stored_u64(position, "position", 0)?;
-    let corrupt = |reason: String| StoreError::Corrupt { position, reason };
+    let position: i64 = column(row, 0, None)?;
+    let position = stored_u64(position, "position", None)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        position: Some(position),
+        reason,
+    };
 
     let version: i64 = column(row, 3, position)?;
     let event_version: i64 = column(row, 5, position)?;
@@ -1028,9 +1107,9 @@ fn decode_event(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
             position,
             stream_type: column(row, 1, position)?,
             stream_id: column(row, 2, position)?,
-            version: stored_u64(version, "version", position)?,
+            version: stored_u64(version, "version", Some(position))?,
             event_type: column(row, 4, position)?,
-            event_version: stored_event_version(event_version, position)?,
+            event_version: stored_event_version(event_version, Some(position))?,
             event_id: uuid_column(row, 6, position)?
                 .ok_or_else(|| corrupt("event_id is null".to_owned()))?,
             command_id: uuid_column(row, 7, position)?,
@@ -1052,12 +1131,16 @@ fn decode_headers(text: &str) -> Result<Headers, serde_json::Error> {
 }
 
 /// A column of `row`, with a decoding failure (wrong type, bad UTF-8) reported as corrupt.
-fn column<'r, T>(row: &'r SqliteRow, index: usize, position: u64) -> Result<T, StoreError>
+fn column<'r, T>(
+    row: &'r SqliteRow,
+    index: usize,
+    position: impl Into<Option<u64>>,
+) -> Result<T, StoreError>
 where
     T: Decode<'r, Sqlite> + Type<Sqlite>,
 {
     row.try_get(index).map_err(|e| StoreError::Corrupt {
-        position,
+        position: position.into(),
         reason: match e {
             sqlx::Error::ColumnDecode { index, source } => format!("column {index}: {source}"),
             other => other.to_string(),
@@ -1072,7 +1155,7 @@ fn uuid_column(row: &SqliteRow, index: usize, position: u64) -> Result<Option<Uu
     Uuid::try_parse(text)
         .map(Some)
         .map_err(|e| StoreError::Corrupt {
-            position,
+            position: Some(position),
             reason: format!(
                 "{} `{}` is not a UUID: {e}",
                 EVENT_COLUMN_NAMES[index],
@@ -1094,11 +1177,14 @@ fn micros(time: OffsetDateTime) -> i64 {
 }
 
 fn wrong_version(
-    stream_type: &str,
-    stream_id: &str,
+    stream: StreamRef<'_>,
     expected: ExpectedVersion,
     actual: Option<u64>,
 ) -> StoreError {
+    let StreamRef {
+        stream_type,
+        stream_id,
+    } = stream;
     StoreError::WrongExpectedVersion {
         stream_type: stream_type.to_owned(),
         stream_id: stream_id.to_owned(),
@@ -1107,7 +1193,7 @@ fn wrong_version(
     }
 }
 
-/// Whether an insert failed on `UNIQUE (stream_type, stream_id, version)`.
+/// Whether an insert failed on `UNIQUE (stream, version)`.
 fn is_version_conflict(e: &sqlx::Error) -> bool {
     is_unique_violation(e, "annals_events.version")
 }
@@ -1121,7 +1207,7 @@ fn is_unique_violation(e: &sqlx::Error, column: &str) -> bool {
 async fn rollback(tx: sqlx::Transaction<'_, Sqlite>) -> Result<(), StoreError> {
     tx.rollback()
         .await
-        .map_err(|e| StoreError::database("rollback", e))
+        .map_err(|e| StoreError::database(Operation::Rollback, e))
 }
 
 /// Switches the database file to the WAL journal unless it is in it already.
@@ -1184,7 +1270,7 @@ mod tests {
             (APPEND_LOOKUP.to_owned(), 3),
         ] {
             let explain = format!("EXPLAIN QUERY PLAN {sql}");
-            let mut query = sqlx::query(&explain);
+            let mut query = sqlx::query(&Sql::from(explain));
             for _ in 0..binds {
                 query = query.bind(1_i64);
             }

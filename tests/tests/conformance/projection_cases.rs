@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals::{projection, EventMeta, ExecuteError, ProjectionError, ProjectionRunner, Repository};
+use annals::{
+    projection, EventMeta, ExecuteError, ProjectionError, ProjectionRunner, Repository, StreamRef,
+};
 use tokio::sync::Mutex;
 
 use crate::domain::{Counter, Create, Created, Increment, Incremented, Step};
@@ -77,7 +79,7 @@ async fn step<S: Store>(repo: &Repository<Counter, S>, id: &str) {
 /// Every event of the store with a type the projection handles, as (position, stream id).
 async fn handled_positions<S: Store>(store: &S) -> Vec<u64> {
     let all = store
-        .read_all(0, usize::MAX, &annals::EventFilter::all())
+        .read_all(0, usize::MAX, &annals::store::EventFilter::all())
         .await
         .unwrap();
     all.iter()
@@ -290,8 +292,20 @@ pub async fn failing_inline_projection_appends_nothing<S: Store>(store: S) {
         head,
         "the events were rolled back"
     );
-    assert_eq!(store.stream_version("counter", "a").await.unwrap(), Some(1));
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("counter", "a"))
+            .await
+            .unwrap(),
+        Some(1)
+    );
     add(&repo, "a", 2).await;
-    assert_eq!(store.stream_version("counter", "a").await.unwrap(), Some(2));
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new("counter", "a"))
+            .await
+            .unwrap(),
+        Some(2)
+    );
     assert_eq!(totals.lock().await.totals["a"], 2);
 }

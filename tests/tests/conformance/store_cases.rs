@@ -4,13 +4,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use annals::store::MAX_STREAM_ID_LEN;
+use annals::store::{
+    AppendOutcome, EventFilter, EventLog, EventStore, Headers, NewEvent, Snapshot, StreamEvent,
+    StreamRange,
+};
 use annals::{
-    AppendOutcome, CommitMeta, EventFilter, EventStore, ExpectedVersion, Headers, NewEvent,
-    OffsetDateTime, RecordedEvent, Snapshot, StoreError, StreamEvent, StreamRange, Uuid,
+    CommitMeta, ExpectedVersion, OffsetDateTime, RecordedEvent, StoreError, StreamRef, Uuid,
 };
 use serde_json::{json, Value};
 
-use crate::Store;
+use crate::{head_or, Log, Store, Streams};
 
 const ACCOUNT: &str = "account";
 
@@ -36,8 +39,7 @@ pub async fn append<S: EventStore>(
 ) -> AppendOutcome {
     store
         .append(
-            stream_type,
-            stream_id,
+            StreamRef::new(stream_type, stream_id),
             expected,
             events,
             &CommitMeta::default(),
@@ -53,12 +55,12 @@ pub async fn read<S: EventStore>(
     range: StreamRange,
 ) -> Vec<RecordedEvent> {
     store
-        .read_stream(stream_type, stream_id, range)
+        .read_stream(StreamRef::new(stream_type, stream_id), range)
         .await
         .unwrap_or_else(|e| panic!("reading {stream_type}/{stream_id} failed: {e}"))
 }
 
-pub async fn read_all<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
+pub async fn read_all<S: EventLog>(store: &S) -> Vec<RecordedEvent> {
     store
         .read_all(0, 1_000_000, &EventFilter::all())
         .await
@@ -93,24 +95,22 @@ fn json_of(payload: &str) -> Value {
 struct Observed {
     stream: Vec<RecordedEvent>,
     version: Option<u64>,
-    head: u64,
-    all: Vec<RecordedEvent>,
+    log: Option<crate::GlobalLog>,
 }
 
-async fn observe<S: EventStore>(store: &S, stream_type: &str, stream_id: &str) -> Observed {
+async fn observe<S: EventStore + Log>(store: &S, stream_type: &str, stream_id: &str) -> Observed {
     Observed {
         stream: read(store, stream_type, stream_id, StreamRange::ALL).await,
         version: store
-            .stream_version(stream_type, stream_id)
+            .stream_version(StreamRef::new(stream_type, stream_id))
             .await
             .expect("stream_version failed"),
-        head: store.head().await.expect("head failed"),
-        all: read_all(store).await,
+        log: store.log().await,
     }
 }
 
 /// Appends expecting a refusal with exactly these fields, and checks nothing changed.
-async fn assert_refused<S: EventStore>(
+async fn assert_refused<S: EventStore + Log>(
     store: &S,
     stream_id: &str,
     expected: ExpectedVersion,
@@ -119,8 +119,7 @@ async fn assert_refused<S: EventStore>(
     let before = observe(store, ACCOUNT, stream_id).await;
     let result = store
         .append(
-            ACCOUNT,
-            stream_id,
+            StreamRef::new(ACCOUNT, stream_id),
             expected,
             numbered(100, 2),
             &CommitMeta::default(),
@@ -147,7 +146,7 @@ async fn assert_refused<S: EventStore>(
     );
 }
 
-pub async fn append_any<S: Store>(store: S) {
+pub async fn append_any<S: Streams>(store: S) {
     let first = append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 2)).await;
     assert_eq!((first.first_version, first.last_version), (1, 2));
     let second = append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(3, 1)).await;
@@ -157,7 +156,7 @@ pub async fn append_any<S: Store>(store: S) {
     assert_eq!(ns(&events), [1, 2, 3]);
 }
 
-pub async fn append_no_stream<S: Store>(store: S) {
+pub async fn append_no_stream<S: Streams>(store: S) {
     let outcome = append(
         &store,
         ACCOUNT,
@@ -174,10 +173,16 @@ pub async fn append_no_stream<S: Store>(store: S) {
     );
 }
 
-pub async fn append_exists<S: Store>(store: S) {
+pub async fn append_exists<S: Streams>(store: S) {
     assert_refused(&store, "a", ExpectedVersion::Exists, None).await;
-    assert_eq!(store.stream_version(ACCOUNT, "a").await.unwrap(), None);
-    assert_eq!(store.head().await.unwrap(), 0);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new(ACCOUNT, "a"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(head_or(&store, 0).await, 0);
 
     append(
         &store,
@@ -198,7 +203,7 @@ pub async fn append_exists<S: Store>(store: S) {
     assert_eq!((outcome.first_version, outcome.last_version), (2, 3));
 }
 
-pub async fn append_exact<S: Store>(store: S) {
+pub async fn append_exact<S: Streams>(store: S) {
     // A missing stream is at version 0.
     assert_refused(&store, "a", ExpectedVersion::Exact(5), None).await;
     let outcome = append(
@@ -239,7 +244,7 @@ pub async fn append_exact<S: Store>(store: S) {
     assert_eq!(ns(&events), [1, 2, 3, 4]);
 }
 
-pub async fn wrong_expected_version_names_the_stream<S: Store>(store: S) {
+pub async fn wrong_expected_version_names_the_stream<S: Streams>(store: S) {
     append(
         &store,
         ACCOUNT,
@@ -250,8 +255,7 @@ pub async fn wrong_expected_version_names_the_stream<S: Store>(store: S) {
     .await;
     let err = store
         .append(
-            ACCOUNT,
-            "acc-7",
+            StreamRef::new(ACCOUNT, "acc-7"),
             ExpectedVersion::Exact(1),
             numbered(3, 1),
             &CommitMeta::default(),
@@ -264,8 +268,7 @@ pub async fn wrong_expected_version_names_the_stream<S: Store>(store: S) {
     );
     let err = store
         .append(
-            ACCOUNT,
-            "acc-8",
+            StreamRef::new(ACCOUNT, "acc-8"),
             ExpectedVersion::Exists,
             numbered(1, 1),
             &CommitMeta::default(),
@@ -278,7 +281,7 @@ pub async fn wrong_expected_version_names_the_stream<S: Store>(store: S) {
     );
 }
 
-pub async fn append_outcome_versions_and_positions<S: Store>(store: S) {
+pub async fn append_outcome_versions_and_positions<S: Streams>(store: S) {
     let a = append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 3)).await;
     let stored = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
     assert_eq!((a.first_version, a.last_version), (1, 3));
@@ -290,40 +293,29 @@ pub async fn append_outcome_versions_and_positions<S: Store>(store: S) {
     assert_eq!((b.first_version, b.last_version), (1, 2));
     assert_eq!(b.last_position, stored[1].meta.position);
     assert!(b.last_position > a.last_position);
-    assert_eq!(store.head().await.unwrap(), b.last_position);
+    assert_eq!(head_or(&store, b.last_position).await, b.last_position);
 }
 
-pub async fn empty_append_without_command_id<S: Store>(store: S) {
+pub async fn empty_append_without_command_id<S: Streams>(store: S) {
     let outcome = append(&store, ACCOUNT, "a", ExpectedVersion::Any, Vec::new()).await;
+    assert_eq!(outcome, AppendOutcome::new(0, 0, 0));
     assert_eq!(
-        outcome,
-        AppendOutcome {
-            first_version: 0,
-            last_version: 0,
-            last_position: 0,
-            duplicate: false
-        }
+        store
+            .stream_version(StreamRef::new(ACCOUNT, "a"))
+            .await
+            .unwrap(),
+        None
     );
-    assert_eq!(store.stream_version(ACCOUNT, "a").await.unwrap(), None);
-    assert_eq!(store.head().await.unwrap(), 0);
+    assert_eq!(head_or(&store, 0).await, 0);
 
     append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 2)).await;
     let outcome = append(&store, ACCOUNT, "a", ExpectedVersion::Exact(2), Vec::new()).await;
-    assert_eq!(
-        outcome,
-        AppendOutcome {
-            first_version: 2,
-            last_version: 2,
-            last_position: 0,
-            duplicate: false
-        }
-    );
+    assert_eq!(outcome, AppendOutcome::new(2, 2, 0));
     // An empty append still checks the expected version.
     let before = observe(&store, ACCOUNT, "a").await;
     let refused = store
         .append(
-            ACCOUNT,
-            "a",
+            StreamRef::new(ACCOUNT, "a"),
             ExpectedVersion::Exact(1),
             Vec::new(),
             &CommitMeta::default(),
@@ -343,17 +335,44 @@ pub async fn empty_append_without_command_id<S: Store>(store: S) {
 }
 
 pub async fn stream_version_and_head<S: Store>(store: S) {
-    assert_eq!(store.head().await.unwrap(), 0);
-    assert_eq!(store.stream_version(ACCOUNT, "a").await.unwrap(), None);
+    assert_eq!(head_or(&store, 0).await, 0);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new(ACCOUNT, "a"))
+            .await
+            .unwrap(),
+        None
+    );
     append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 3)).await;
     let last = append(&store, ACCOUNT, "b", ExpectedVersion::Any, numbered(1, 1)).await;
-    assert_eq!(store.stream_version(ACCOUNT, "a").await.unwrap(), Some(3));
-    assert_eq!(store.stream_version(ACCOUNT, "b").await.unwrap(), Some(1));
-    assert_eq!(store.stream_version(ACCOUNT, "c").await.unwrap(), None);
-    assert_eq!(store.head().await.unwrap(), last.last_position);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new(ACCOUNT, "a"))
+            .await
+            .unwrap(),
+        Some(3)
+    );
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new(ACCOUNT, "b"))
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new(ACCOUNT, "c"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        head_or(&store, last.last_position).await,
+        last.last_position
+    );
 }
 
-pub async fn streams_are_isolated<S: Store>(store: S) {
+pub async fn streams_are_isolated<S: Streams>(store: S) {
     // Same id under two stream types, and ids sharing a prefix.
     let streams = [
         (ACCOUNT, "a"),
@@ -384,19 +403,24 @@ pub async fn streams_are_isolated<S: Store>(store: S) {
             .iter()
             .all(|e| e.meta.stream_type == stream_type && e.meta.stream_id == id));
         assert_eq!(
-            store.stream_version(stream_type, id).await.unwrap(),
+            store
+                .stream_version(StreamRef::new(stream_type, id))
+                .await
+                .unwrap(),
             Some(i)
         );
     }
 }
 
-pub async fn read_stream_ranges<S: Store>(store: S) {
+pub async fn read_stream_ranges<S: Streams>(store: S) {
     append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 5)).await;
     append(&store, ACCOUNT, "b", ExpectedVersion::Any, numbered(1, 5)).await;
-    let range = |from, to| StreamRange {
-        from,
-        to,
-        until: None,
+    let range = |from, to: Option<u64>| {
+        let range = StreamRange::from(from);
+        match to {
+            Some(to) => range.to(to),
+            None => range,
+        }
     };
     let cases: [(StreamRange, &[u64]); 12] = [
         (StreamRange::ALL, &[1, 2, 3, 4, 5]),
@@ -423,7 +447,7 @@ pub async fn read_stream_ranges<S: Store>(store: S) {
         .is_empty());
 }
 
-pub async fn read_stream_until<S: Store>(store: S) {
+pub async fn read_stream_until<S: Streams>(store: S) {
     for n in 1..=3 {
         append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(n, 1)).await;
         tokio::time::sleep(Duration::from_millis(15)).await;
@@ -435,10 +459,12 @@ pub async fn read_stream_until<S: Store>(store: S) {
         "recorded_at must increase: {at:?}"
     );
 
-    let until = |from, to, until| StreamRange {
-        from,
-        to,
-        until: Some(until),
+    let until = |from, to: Option<u64>, until| {
+        let range = StreamRange::from(from).until(until);
+        match to {
+            Some(to) => range.to(to),
+            None => range,
+        }
     };
     let micro = time::Duration::microseconds(1);
     let cases: [(StreamRange, &[u64]); 7] = [
@@ -639,7 +665,7 @@ pub async fn positions_strictly_increase<S: Store>(store: S) {
     }
 }
 
-pub async fn metadata_round_trips<S: Store>(store: S) {
+pub async fn metadata_round_trips<S: Streams>(store: S) {
     let headers: Headers = [
         ("user", "zoë"),
         ("crab", "🦀 rust"),
@@ -652,11 +678,13 @@ pub async fn metadata_round_trips<S: Store>(store: S) {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let meta = CommitMeta {
-        command_id: Some(Uuid::new_v4()),
-        correlation_id: Some(Uuid::new_v4()),
-        causation_id: Some(Uuid::new_v4()),
-        headers: headers.clone(),
+    let meta = {
+        let mut meta = CommitMeta::new()
+            .command_id(Uuid::new_v4())
+            .correlation_id(Uuid::new_v4())
+            .causation_id(Uuid::new_v4());
+        meta.headers = headers.clone();
+        meta
     };
     let events = vec![
         NewEvent::new("Opened", 1, json!({ "owner": "ada" }).to_string()),
@@ -666,7 +694,12 @@ pub async fn metadata_round_trips<S: Store>(store: S) {
 
     let before = OffsetDateTime::now_utc();
     let outcome = store
-        .append(ACCOUNT, "a", ExpectedVersion::NoStream, events, &meta)
+        .append(
+            StreamRef::new(ACCOUNT, "a"),
+            ExpectedVersion::NoStream,
+            events,
+            &meta,
+        )
         .await
         .unwrap();
     let after = OffsetDateTime::now_utc();
@@ -715,7 +748,10 @@ pub async fn metadata_round_trips<S: Store>(store: S) {
     assert_eq!(outcome.last_position, stream[1].meta.position);
 
     // The global log shows the same metadata, and absent metadata reads back absent.
-    let all = read_all(&store).await;
+    let Some(log) = store.log().await else {
+        return;
+    };
+    let all = log.events;
     assert_eq!(all[..2], stream[..]);
     let plain = &all[2].meta;
     assert_eq!(
@@ -725,7 +761,7 @@ pub async fn metadata_round_trips<S: Store>(store: S) {
     assert!(plain.headers.is_empty());
 }
 
-pub async fn payloads_round_trip<S: Store>(store: S) {
+pub async fn payloads_round_trip<S: Streams>(store: S) {
     let payloads = [
         json!({}),
         json!({ "text": "zoë 🦀 ключ 日本語", "escaped": "quote \" backslash \\ newline \n tab \t" }),
@@ -751,15 +787,14 @@ pub async fn payloads_round_trip<S: Store>(store: S) {
     for (e, payload) in stored.iter().zip(&payloads) {
         assert_eq!(&json_of(&e.payload), payload);
     }
-    assert_eq!(read_all(&store).await, stored);
+    if let Some(log) = store.log().await {
+        assert_eq!(log.events, stored);
+    }
 }
 
-pub async fn command_id_appends_once<S: Store>(store: S) {
+pub async fn command_id_appends_once<S: Streams>(store: S) {
     let command_id = Uuid::new_v4();
-    let meta = CommitMeta {
-        command_id: Some(command_id),
-        ..CommitMeta::default()
-    };
+    let meta = CommitMeta::new().command_id(command_id);
     assert_eq!(store.command_outcome(command_id).await.unwrap(), None);
 
     // A refused append does not record the command id.
@@ -773,8 +808,7 @@ pub async fn command_id_appends_once<S: Store>(store: S) {
     .await;
     let refused = store
         .append(
-            ACCOUNT,
-            "a",
+            StreamRef::new(ACCOUNT, "a"),
             ExpectedVersion::Exact(7),
             numbered(2, 2),
             &meta,
@@ -788,8 +822,7 @@ pub async fn command_id_appends_once<S: Store>(store: S) {
 
     let first = store
         .append(
-            ACCOUNT,
-            "a",
+            StreamRef::new(ACCOUNT, "a"),
             ExpectedVersion::Exact(1),
             numbered(2, 2),
             &meta,
@@ -811,19 +844,24 @@ pub async fn command_id_appends_once<S: Store>(store: S) {
         ("other", ExpectedVersion::NoStream),
     ] {
         let again = store
-            .append(ACCOUNT, stream_id, expected, numbered(9, 3), &meta)
+            .append(
+                StreamRef::new(ACCOUNT, stream_id),
+                expected,
+                numbered(9, 3),
+                &meta,
+            )
             .await
             .unwrap_or_else(|e| panic!("repeated command id on {stream_id} {expected:?}: {e}"));
-        assert_eq!(
-            again,
-            AppendOutcome {
-                duplicate: true,
-                ..first.clone()
-            }
-        );
+        assert_eq!(again, first.clone().into_duplicate());
     }
     assert_eq!(observe(&store, ACCOUNT, "a").await, snapshot);
-    assert_eq!(store.stream_version(ACCOUNT, "other").await.unwrap(), None);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new(ACCOUNT, "other"))
+            .await
+            .unwrap(),
+        None
+    );
 
     let recorded = store.command_outcome(command_id).await.unwrap().unwrap();
     assert_eq!(
@@ -839,14 +877,10 @@ pub async fn command_id_appends_once<S: Store>(store: S) {
     assert_eq!(command_ids, [None, Some(command_id), Some(command_id)]);
 
     // Another command id is independent.
-    let other = CommitMeta {
-        command_id: Some(Uuid::new_v4()),
-        ..CommitMeta::default()
-    };
+    let other = CommitMeta::new().command_id(Uuid::new_v4());
     let next = store
         .append(
-            ACCOUNT,
-            "a",
+            StreamRef::new(ACCOUNT, "a"),
             ExpectedVersion::Exact(3),
             numbered(4, 1),
             &other,
@@ -859,7 +893,7 @@ pub async fn command_id_appends_once<S: Store>(store: S) {
     );
 }
 
-pub async fn empty_append_records_command_id<S: Store>(store: S) {
+pub async fn empty_append_records_command_id<S: Streams>(store: S) {
     append(
         &store,
         ACCOUNT,
@@ -868,33 +902,29 @@ pub async fn empty_append_records_command_id<S: Store>(store: S) {
         numbered(1, 2),
     )
     .await;
-    let meta = CommitMeta {
-        command_id: Some(Uuid::new_v4()),
-        ..CommitMeta::default()
-    };
+    let meta = CommitMeta::new().command_id(Uuid::new_v4());
     let first = store
-        .append(ACCOUNT, "a", ExpectedVersion::Exact(2), Vec::new(), &meta)
+        .append(
+            StreamRef::new(ACCOUNT, "a"),
+            ExpectedVersion::Exact(2),
+            Vec::new(),
+            &meta,
+        )
         .await
         .unwrap();
-    let expected = AppendOutcome {
-        first_version: 2,
-        last_version: 2,
-        last_position: 0,
-        duplicate: false,
-    };
+    let expected = AppendOutcome::new(2, 2, 0);
     assert_eq!(first, expected);
     let before = observe(&store, ACCOUNT, "a").await;
     let again = store
-        .append(ACCOUNT, "a", ExpectedVersion::Any, numbered(3, 1), &meta)
+        .append(
+            StreamRef::new(ACCOUNT, "a"),
+            ExpectedVersion::Any,
+            numbered(3, 1),
+            &meta,
+        )
         .await
         .unwrap();
-    assert_eq!(
-        again,
-        AppendOutcome {
-            duplicate: true,
-            ..expected.clone()
-        }
-    );
+    assert_eq!(again, expected.clone().into_duplicate());
     assert_eq!(observe(&store, ACCOUNT, "a").await, before);
     let recorded = store
         .command_outcome(meta.command_id.unwrap())
@@ -911,23 +941,30 @@ pub async fn empty_append_records_command_id<S: Store>(store: S) {
     );
 
     // On a missing stream: recorded, and the stream still does not exist.
-    let meta = CommitMeta {
-        command_id: Some(Uuid::new_v4()),
-        ..CommitMeta::default()
-    };
+    let meta = CommitMeta::new().command_id(Uuid::new_v4());
     let first = store
-        .append(ACCOUNT, "new", ExpectedVersion::NoStream, Vec::new(), &meta)
+        .append(
+            StreamRef::new(ACCOUNT, "new"),
+            ExpectedVersion::NoStream,
+            Vec::new(),
+            &meta,
+        )
         .await
         .unwrap();
     assert_eq!(
         (first.first_version, first.last_version, first.last_position),
         (0, 0, 0)
     );
-    assert_eq!(store.stream_version(ACCOUNT, "new").await.unwrap(), None);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new(ACCOUNT, "new"))
+            .await
+            .unwrap(),
+        None
+    );
     let again = store
         .append(
-            ACCOUNT,
-            "new",
+            StreamRef::new(ACCOUNT, "new"),
             ExpectedVersion::NoStream,
             numbered(1, 1),
             &meta,
@@ -935,15 +972,23 @@ pub async fn empty_append_records_command_id<S: Store>(store: S) {
         .await
         .unwrap();
     assert!(again.duplicate);
-    assert_eq!(store.stream_version(ACCOUNT, "new").await.unwrap(), None);
+    assert_eq!(
+        store
+            .stream_version(StreamRef::new(ACCOUNT, "new"))
+            .await
+            .unwrap(),
+        None
+    );
 
     // A refused empty append records nothing.
-    let meta = CommitMeta {
-        command_id: Some(Uuid::new_v4()),
-        ..CommitMeta::default()
-    };
+    let meta = CommitMeta::new().command_id(Uuid::new_v4());
     let refused = store
-        .append(ACCOUNT, "a", ExpectedVersion::NoStream, Vec::new(), &meta)
+        .append(
+            StreamRef::new(ACCOUNT, "a"),
+            ExpectedVersion::NoStream,
+            Vec::new(),
+            &meta,
+        )
         .await;
     assert!(
         matches!(refused, Err(StoreError::WrongExpectedVersion { .. })),
@@ -996,7 +1041,7 @@ fn hostile_ids() -> Vec<String> {
     .collect()
 }
 
-pub async fn hostile_ids_are_stored_verbatim<S: Store>(store: S) {
+pub async fn hostile_ids_are_stored_verbatim<S: Streams>(store: S) {
     let ids = hostile_ids();
     let hostile_type = "'); DROP TABLE streams; --";
     for (i, id) in (1..).zip(&ids) {
@@ -1012,13 +1057,8 @@ pub async fn hostile_ids_are_stored_verbatim<S: Store>(store: S) {
             assert_eq!(outcome.last_version, 2, "{id:?}");
             store
                 .save_snapshot(
-                    stream_type,
-                    id,
-                    Snapshot {
-                        version: 2,
-                        snapshot_version: 1,
-                        state: json!({ "id": id }).to_string(),
-                    },
+                    StreamRef::new(stream_type, id),
+                    Snapshot::new(2, 1, json!({ "id": id }).to_string()),
                 )
                 .await
                 .unwrap_or_else(|e| panic!("snapshot of {id:?}: {e}"));
@@ -1034,18 +1074,24 @@ pub async fn hostile_ids_are_stored_verbatim<S: Store>(store: S) {
                 assert_eq!(e.meta.stream_type, stream_type);
             }
             assert_eq!(
-                store.stream_version(stream_type, id).await.unwrap(),
+                store
+                    .stream_version(StreamRef::new(stream_type, id))
+                    .await
+                    .unwrap(),
                 Some(2)
             );
             let snapshot = store
-                .load_snapshot(stream_type, id, None)
+                .load_snapshot(StreamRef::new(stream_type, id), None)
                 .await
                 .unwrap()
                 .unwrap_or_else(|| panic!("no snapshot for {id:?}"));
             assert_eq!(json_of(&snapshot.state), json!({ "id": id }));
         }
     }
-    let all = read_all(&store).await;
+    let Some(log) = store.log().await else {
+        return;
+    };
+    let all = log.events;
     assert_eq!(all.len(), ids.len() * 4);
     let stored: BTreeSet<&str> = all.iter().map(|e| e.meta.stream_id.as_str()).collect();
     let expected: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
@@ -1109,12 +1155,8 @@ fn assert_invalid<T: std::fmt::Debug>(
     }
 }
 
-pub async fn invalid_ids_are_refused<S: Store>(store: S) {
-    let snapshot = Snapshot {
-        version: 1,
-        snapshot_version: 1,
-        state: "{}".to_owned(),
-    };
+pub async fn invalid_ids_are_refused<S: Streams>(store: S) {
+    let snapshot = Snapshot::new(1, 1, "{}".to_owned());
     for (bad, reason) in invalid_ids() {
         for (what, stream_type, stream_id) in [
             ("stream id", ACCOUNT, bad.as_str()),
@@ -1124,8 +1166,7 @@ pub async fn invalid_ids_are_refused<S: Store>(store: S) {
             for expected in [ExpectedVersion::Any, ExpectedVersion::NoStream] {
                 let result = store
                     .append(
-                        stream_type,
-                        stream_id,
+                        StreamRef::new(stream_type, stream_id),
                         expected,
                         numbered(1, 1),
                         &CommitMeta::default(),
@@ -1135,28 +1176,32 @@ pub async fn invalid_ids_are_refused<S: Store>(store: S) {
             }
             assert_invalid(
                 store
-                    .read_stream(stream_type, stream_id, StreamRange::ALL)
+                    .read_stream(StreamRef::new(stream_type, stream_id), StreamRange::ALL)
                     .await,
                 what,
                 reason,
                 &op("read_stream"),
             );
             assert_invalid(
-                store.stream_version(stream_type, stream_id).await,
+                store
+                    .stream_version(StreamRef::new(stream_type, stream_id))
+                    .await,
                 what,
                 reason,
                 &op("stream_version"),
             );
             assert_invalid(
                 store
-                    .save_snapshot(stream_type, stream_id, snapshot.clone())
+                    .save_snapshot(StreamRef::new(stream_type, stream_id), snapshot.clone())
                     .await,
                 what,
                 reason,
                 &op("save_snapshot"),
             );
             assert_invalid(
-                store.load_snapshot(stream_type, stream_id, None).await,
+                store
+                    .load_snapshot(StreamRef::new(stream_type, stream_id), None)
+                    .await,
                 what,
                 reason,
                 &op("load_snapshot"),
@@ -1165,8 +1210,7 @@ pub async fn invalid_ids_are_refused<S: Store>(store: S) {
     }
     let err = store
         .append(
-            ACCOUNT,
-            "line\nbreak",
+            StreamRef::new(ACCOUNT, "line\nbreak"),
             ExpectedVersion::Any,
             numbered(1, 1),
             &CommitMeta::default(),
@@ -1177,12 +1221,20 @@ pub async fn invalid_ids_are_refused<S: Store>(store: S) {
         err.to_string(),
         "invalid stream id `line\\nbreak`: contains a control character"
     );
-    assert_eq!(store.head().await.unwrap(), 0);
-    assert!(read_all(&store).await.is_empty());
-    assert_eq!(store.load_snapshot(ACCOUNT, "a", None).await.unwrap(), None);
+    assert_eq!(head_or(&store, 0).await, 0);
+    if let Some(log) = store.log().await {
+        assert!(log.events.is_empty());
+    }
+    assert_eq!(
+        store
+            .load_snapshot(StreamRef::new(ACCOUNT, "a"), None)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
-pub async fn concurrent_appends_never_share_a_version<S: Store>(store: S) {
+pub async fn concurrent_appends_never_share_a_version<S: Streams>(store: S) {
     const TASKS: u64 = 8;
     const ATTEMPTS: u64 = 25;
     append(
@@ -1200,7 +1252,7 @@ pub async fn concurrent_appends_never_share_a_version<S: Store>(store: S) {
                 let mut won = Vec::new();
                 for attempt in 0..ATTEMPTS {
                     let seen = store
-                        .stream_version(ACCOUNT, "hot")
+                        .stream_version(StreamRef::new(ACCOUNT, "hot"))
                         .await
                         .unwrap()
                         .expect("the stream exists");
@@ -1209,8 +1261,7 @@ pub async fn concurrent_appends_never_share_a_version<S: Store>(store: S) {
                     let n = 1 + task * ATTEMPTS + attempt;
                     match store
                         .append(
-                            ACCOUNT,
-                            "hot",
+                            StreamRef::new(ACCOUNT, "hot"),
                             ExpectedVersion::Exact(seen),
                             numbered(n, 1),
                             &CommitMeta::default(),
@@ -1254,21 +1305,24 @@ pub async fn concurrent_appends_never_share_a_version<S: Store>(store: S) {
         .zip(ns(&stream[1..]))
         .collect();
     assert_eq!(stored, won, "the stream holds exactly the winning appends");
-    assert_eq!(read_all(&store).await, stream);
+    if let Some(log) = store.log().await {
+        assert_eq!(log.events, stream);
+    }
 }
 
-pub async fn snapshots_save_and_load<S: Store>(store: S) {
-    assert_eq!(store.load_snapshot(ACCOUNT, "a", None).await.unwrap(), None);
-    let snap = |version: u64, state: Value| Snapshot {
-        version,
-        snapshot_version: 7,
-        state: state.to_string(),
-    };
+pub async fn snapshots_save_and_load<S: Streams>(store: S) {
+    assert_eq!(
+        store
+            .load_snapshot(StreamRef::new(ACCOUNT, "a"), None)
+            .await
+            .unwrap(),
+        None
+    );
+    let snap = |version: u64, state: Value| Snapshot::new(version, 7, state.to_string());
     for version in [6, 3, 9] {
         store
             .save_snapshot(
-                ACCOUNT,
-                "a",
+                StreamRef::new(ACCOUNT, "a"),
                 snap(version, json!({ "at": version, "name": "zoë 🦀" })),
             )
             .await
@@ -1278,7 +1332,7 @@ pub async fn snapshots_save_and_load<S: Store>(store: S) {
         let store = store.clone();
         async move {
             store
-                .load_snapshot(ACCOUNT, "a", max)
+                .load_snapshot(StreamRef::new(ACCOUNT, "a"), max)
                 .await
                 .unwrap()
                 .map(|s| (s.version, s.snapshot_version, json_of(&s.state)))
@@ -1296,7 +1350,10 @@ pub async fn snapshots_save_and_load<S: Store>(store: S) {
 
     // Saving at the same version replaces.
     store
-        .save_snapshot(ACCOUNT, "a", snap(6, json!({ "replaced": true })))
+        .save_snapshot(
+            StreamRef::new(ACCOUNT, "a"),
+            snap(6, json!({ "replaced": true })),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1306,22 +1363,32 @@ pub async fn snapshots_save_and_load<S: Store>(store: S) {
     assert_eq!(load(None).await, at(9));
 
     // Snapshots belong to one stream.
-    assert_eq!(store.load_snapshot(ACCOUNT, "b", None).await.unwrap(), None);
     assert_eq!(
-        store.load_snapshot("ledger", "a", None).await.unwrap(),
+        store
+            .load_snapshot(StreamRef::new(ACCOUNT, "b"), None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .load_snapshot(StreamRef::new("ledger", "a"), None)
+            .await
+            .unwrap(),
         None
     );
     // And are not events.
-    assert!(read_all(&store).await.is_empty());
+    if let Some(log) = store.log().await {
+        assert!(log.events.is_empty());
+    }
 }
 
-pub async fn large_numbers_never_wrap<S: Store>(store: S) {
+pub async fn large_numbers_never_wrap<S: Streams>(store: S) {
     // The largest event version either round-trips or is refused as out of range; it
     // never comes back as something else.
     let result = store
         .append(
-            ACCOUNT,
-            "a",
+            StreamRef::new(ACCOUNT, "a"),
             ExpectedVersion::Any,
             vec![NewEvent::new("Noted", u32::MAX, "{}".to_owned())],
             &CommitMeta::default(),
@@ -1337,16 +1404,14 @@ pub async fn large_numbers_never_wrap<S: Store>(store: S) {
     // Same for a snapshot at a version beyond what the database holds.
     let result = store
         .save_snapshot(
-            ACCOUNT,
-            "b",
-            Snapshot {
-                version: u64::MAX,
-                snapshot_version: u32::MAX,
-                state: "{}".to_owned(),
-            },
+            StreamRef::new(ACCOUNT, "b"),
+            Snapshot::new(u64::MAX, u32::MAX, "{}".to_owned()),
         )
         .await;
-    let loaded = store.load_snapshot(ACCOUNT, "b", None).await.unwrap();
+    let loaded = store
+        .load_snapshot(StreamRef::new(ACCOUNT, "b"), None)
+        .await
+        .unwrap();
     match result {
         Ok(()) => {
             let loaded = loaded.expect("saved snapshot");
@@ -1360,7 +1425,7 @@ pub async fn large_numbers_never_wrap<S: Store>(store: S) {
     }
 }
 
-pub async fn duplicate_event_id_is_refused<S: Store>(store: S) {
+pub async fn duplicate_event_id_is_refused<S: Streams>(store: S) {
     let first = event("Noted", &json!({ "n": 1 }));
     append(
         &store,
@@ -1386,8 +1451,7 @@ pub async fn duplicate_event_id_is_refused<S: Store>(store: S) {
     ] {
         let result = store
             .append(
-                ACCOUNT,
-                "b",
+                StreamRef::new(ACCOUNT, "b"),
                 ExpectedVersion::Any,
                 batch,
                 &CommitMeta::default(),
@@ -1410,7 +1474,7 @@ pub async fn duplicate_event_id_is_refused<S: Store>(store: S) {
 
 /// `load_stream` (the repository's narrow read) returns exactly the fields `read_stream`
 /// returns for every range, with and without `until`.
-pub async fn load_stream_matches_read_stream<S: Store>(store: S) {
+pub async fn load_stream_matches_read_stream<S: Streams>(store: S) {
     append(&store, ACCOUNT, "a", ExpectedVersion::Any, numbered(1, 3)).await;
     append(&store, ACCOUNT, "b", ExpectedVersion::Any, numbered(1, 2)).await;
     tokio::time::sleep(Duration::from_millis(15)).await;
@@ -1420,26 +1484,10 @@ pub async fn load_stream_matches_read_stream<S: Store>(store: S) {
     let ranges = [
         StreamRange::ALL,
         StreamRange::from(2),
-        StreamRange {
-            from: 2,
-            to: Some(4),
-            until: None,
-        },
-        StreamRange {
-            from: 5,
-            to: Some(1),
-            until: None,
-        },
-        StreamRange {
-            from: u64::MAX,
-            to: None,
-            until: None,
-        },
-        StreamRange {
-            from: 1,
-            to: None,
-            until: Some(cut),
-        },
+        StreamRange::from(2).to(4),
+        StreamRange::from(5).to(1),
+        StreamRange::from(u64::MAX),
+        StreamRange::from(1).until(cut),
     ];
     for range in ranges {
         let full: Vec<StreamEvent> = read(&store, ACCOUNT, "a", range)
@@ -1447,18 +1495,16 @@ pub async fn load_stream_matches_read_stream<S: Store>(store: S) {
             .into_iter()
             .map(StreamEvent::from)
             .collect();
-        let narrow = store.load_stream(ACCOUNT, "a", range).await.unwrap();
+        let narrow = store
+            .load_stream(StreamRef::new(ACCOUNT, "a"), range)
+            .await
+            .unwrap();
         assert_eq!(narrow, full, "{range:?}");
     }
     let until_cut = store
         .load_stream(
-            ACCOUNT,
-            "a",
-            StreamRange {
-                from: 1,
-                to: None,
-                until: Some(cut),
-            },
+            StreamRef::new(ACCOUNT, "a"),
+            StreamRange::from(1).until(cut),
         )
         .await
         .unwrap();
@@ -1467,13 +1513,13 @@ pub async fn load_stream_matches_read_stream<S: Store>(store: S) {
         [1, 2, 3]
     );
     assert!(store
-        .load_stream(ACCOUNT, "missing", StreamRange::ALL)
+        .load_stream(StreamRef::new(ACCOUNT, "missing"), StreamRange::ALL)
         .await
         .unwrap()
         .is_empty());
     assert!(matches!(
         store
-            .load_stream(ACCOUNT, "bad\u{0}id", StreamRange::ALL)
+            .load_stream(StreamRef::new(ACCOUNT, "bad\u{0}id"), StreamRange::ALL)
             .await,
         Err(StoreError::InvalidStream { .. })
     ));

@@ -1,0 +1,192 @@
+//! The storage contract: one trait per capability a backend may have.
+//!
+//! | trait | what it offers | who needs it |
+//! |---|---|---|
+//! | [`EventStore`] | append to and read streams, command outcomes | [`Repository`](crate::Repository) |
+//! | [`SnapshotStore`] | aggregate snapshots | a repository whose aggregate declares `snapshot(..)` |
+//! | [`EventLog`] | the global order (`read_all`, `head`) | projection runners |
+//! | [`TxStore`] | transactions, appends inside one | inline projections, exactly-once read models |
+//! | [`CheckpointStore`] | checkpoints moved inside a transaction | projection runners |
+//! | [`LeaseStore`] | one active runner per name | [`ProjectionRunner::run`](crate::ProjectionRunner::run) |
+//! | [`WakeUps`] | waiting for new events | [`ProjectionRunner::run`](crate::ProjectionRunner::run) |
+//!
+//! [`MemoryStore`](crate::MemoryStore), `SqliteStore` and `PgStore` implement them all. A
+//! backend without interactive transactions or a global order implements the first two and
+//! still runs every command.
+
+use std::future::Future;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::{
+    AppendOutcome, CommitMeta, EventFilter, ExpectedVersion, NewEvent, RecordedEvent, Snapshot,
+    StreamEvent, StreamRange, StreamRef,
+};
+use crate::error::StoreError;
+
+/// Streams of events: append with an expected version, read back in version order.
+///
+/// All a [`Repository`](crate::Repository) needs. Every store passes the same conformance
+/// suite (`tests/`).
+pub trait EventStore: Clone + Send + Sync + 'static {
+    /// Appends `events` to `stream` if its version matches `expected`, atomically.
+    ///
+    /// When `meta.command_id` was already appended, appends nothing and returns the first
+    /// append's outcome with `duplicate: true`.
+    fn append(
+        &self,
+        stream: StreamRef<'_>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        meta: &CommitMeta,
+    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send;
+
+    /// Reads a stream's events in version order.
+    fn read_stream(
+        &self,
+        stream: StreamRef<'_>,
+        range: StreamRange,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Reads a stream like [`EventStore::read_stream`], with only what rebuilding an
+    /// aggregate needs: the repository's load path, so stores skip the metadata columns.
+    fn load_stream(
+        &self,
+        stream: StreamRef<'_>,
+        range: StreamRange,
+    ) -> impl Future<Output = Result<Vec<StreamEvent>, StoreError>> + Send {
+        load_through_read_stream(self, stream, range)
+    }
+
+    /// The current version of a stream, `None` if it does not exist.
+    fn stream_version(
+        &self,
+        stream: StreamRef<'_>,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// The outcome of the first append that carried `command_id`, if any.
+    fn command_outcome(
+        &self,
+        command_id: Uuid,
+    ) -> impl Future<Output = Result<Option<AppendOutcome>, StoreError>> + Send;
+}
+
+/// Storage for aggregate snapshots, several per stream (temporal loads use older ones).
+pub trait SnapshotStore: Clone + Send + Sync + 'static {
+    /// Stores a snapshot (replacing one at the same stream version).
+    fn save_snapshot(
+        &self,
+        stream: StreamRef<'_>,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The latest snapshot of a stream at or below `max_version` (`None`: any version).
+    fn load_snapshot(
+        &self,
+        stream: StreamRef<'_>,
+        max_version: Option<u64>,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+}
+
+/// The global order of every stream's events: what runners pull from.
+pub trait EventLog: Clone + Send + Sync + 'static {
+    /// Reads up to `limit` events with position greater than `after`, in position order,
+    /// passing `filter`. Never returns an event while an earlier-positioned event may still
+    /// commit, so a reader following positions never skips one.
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// The highest position a reader can safely read up to now.
+    fn head(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Transactions that read models are written in, and appends inside them.
+pub trait TxStore: EventStore {
+    /// The transaction handlers write in.
+    type Tx: Send + 'static;
+
+    /// Starts a transaction.
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+
+    /// Commits a transaction. Dropping one uncommitted rolls it back.
+    fn commit(&self, tx: Self::Tx) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Appends like [`EventStore::append`], inside `tx`: the events commit with it, and are
+    /// returned as stored (positions, times) for inline projections to handle in the same
+    /// transaction. A duplicate command id returns the first outcome and no events. An
+    /// error leaves `tx` usable.
+    fn append_in<'a>(
+        &'a self,
+        tx: &'a mut Self::Tx,
+        stream: StreamRef<'a>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        meta: &'a CommitMeta,
+    ) -> impl Future<Output = Result<(AppendOutcome, Vec<RecordedEvent>), StoreError>> + Send + 'a;
+}
+
+/// Checkpoints of named runners, moved in the same transaction as their writes.
+pub trait CheckpointStore: TxStore {
+    /// The committed checkpoint of `name` (0 if it never ran).
+    fn checkpoint(&self, name: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Moves a checkpoint from `expected` to `position` inside `tx`; returns false (and
+    /// changes nothing) when the stored checkpoint is not `expected`.
+    fn advance_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut Self::Tx,
+        name: &'a str,
+        expected: u64,
+        position: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a;
+}
+
+/// Leases that make one runner per name the active one.
+pub trait LeaseStore: Clone + Send + Sync + 'static {
+    /// Held while a runner is the active one for its name.
+    type Lease: Send + 'static;
+
+    /// Tries to become the one active runner of `name`; `None` if another holds it.
+    /// Released when the lease is dropped or its holder dies.
+    fn try_lease(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Self::Lease>, StoreError>> + Send;
+
+    /// Whether `lease` still holds its name. A lease that can be lost while held (the
+    /// connection holding a database lock dies) reports false, and the runner stops working
+    /// and waits to take a lease again. By default a lease lasts until it is dropped.
+    fn lease_alive<'a>(
+        &'a self,
+        lease: &'a mut Self::Lease,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
+        let _ = lease;
+        async { Ok(true) }
+    }
+}
+
+/// Wake-ups for live readers of the global log.
+pub trait WakeUps: EventLog {
+    /// Waits until events after `after` may be readable, or `timeout` passes.
+    fn wait_for_events(
+        &self,
+        after: u64,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// [`EventStore::load_stream`] by way of [`EventStore::read_stream`]: the default, and what
+/// the SQL stores do for the rare temporal (`until`) loads.
+pub(crate) async fn load_through_read_stream<S: EventStore>(
+    store: &S,
+    stream: StreamRef<'_>,
+    range: StreamRange,
+) -> Result<Vec<StreamEvent>, StoreError> {
+    let events = store.read_stream(stream, range).await?;
+    Ok(events.into_iter().map(StreamEvent::from).collect())
+}

@@ -1,0 +1,445 @@
+//! The values that cross the storage contract: what is appended, what is read back, and
+//! which part of a stream or of the global log a read selects.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// One stream: the aggregate's stream type and the aggregate's id.
+///
+/// ```
+/// let account = annals::StreamRef::new("account", "42");
+/// assert_eq!(account.to_string(), "account/42");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub struct StreamRef<'a> {
+    /// The aggregate's stream type (`Aggregate::NAME`).
+    pub stream_type: &'a str,
+    /// The aggregate's id.
+    pub stream_id: &'a str,
+}
+
+impl<'a> StreamRef<'a> {
+    /// The stream `stream_id` of type `stream_type`.
+    pub const fn new(stream_type: &'a str, stream_id: &'a str) -> Self {
+        StreamRef {
+            stream_type,
+            stream_id,
+        }
+    }
+}
+
+impl fmt::Display for StreamRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.stream_type, self.stream_id)
+    }
+}
+
+/// What the writer expects of a stream's current version when appending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The stream must not exist.
+    NoStream,
+    /// The stream must exist, at any version.
+    Exists,
+    /// The stream must be exactly at this version (its last event's version).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream currently at `actual` (`None`: no stream) satisfies this.
+    pub fn accepts(self, actual: Option<u64>) -> bool {
+        match (self, actual) {
+            (ExpectedVersion::Any, _) => true,
+            (ExpectedVersion::NoStream, None) => true,
+            (ExpectedVersion::Exists, Some(_)) => true,
+            (ExpectedVersion::Exact(n), Some(v)) => n == v,
+            // `Exact(0)` means "at version 0", which is how an absent stream reads.
+            (ExpectedVersion::Exact(0), None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::Exists => f.write_str("an existing stream"),
+            ExpectedVersion::Exact(n) => write!(f, "version {n}"),
+        }
+    }
+}
+
+/// User headers attached to every event of a commit.
+pub type Headers = BTreeMap<String, String>;
+
+/// Metadata shared by the events of one append.
+///
+/// ```
+/// let meta = annals::CommitMeta::new()
+///     .command_id(annals::Uuid::now_v7())
+///     .header("tenant", "acme");
+/// assert_eq!(meta.headers["tenant"], "acme");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitMeta {
+    /// The id of the command that produced the events; appending twice with the same id
+    /// appends once (idempotency).
+    pub command_id: Option<Uuid>,
+    /// Groups everything caused by one original request.
+    pub correlation_id: Option<Uuid>,
+    /// The message (command or event) that directly caused these events.
+    pub causation_id: Option<Uuid>,
+    /// Free-form headers.
+    pub headers: Headers,
+}
+
+impl CommitMeta {
+    /// No ids, no headers.
+    pub fn new() -> Self {
+        CommitMeta::default()
+    }
+
+    /// With this command id (idempotency key).
+    #[must_use]
+    pub fn command_id(mut self, id: Uuid) -> Self {
+        self.command_id = Some(id);
+        self
+    }
+
+    /// With this correlation id.
+    #[must_use]
+    pub fn correlation_id(mut self, id: Uuid) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// With this causation id.
+    #[must_use]
+    pub fn causation_id(mut self, id: Uuid) -> Self {
+        self.causation_id = Some(id);
+        self
+    }
+
+    /// With one more header (replacing one of the same name).
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+}
+
+/// An event to append, already encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NewEvent {
+    /// Unique id of this event.
+    pub event_id: Uuid,
+    /// Stored type name.
+    pub event_type: String,
+    /// Schema version the payload is encoded at.
+    pub event_version: u32,
+    /// JSON payload.
+    pub payload: String,
+}
+
+impl NewEvent {
+    /// A new event with a fresh, time-ordered (v7) id.
+    pub fn new(event_type: impl Into<String>, event_version: u32, payload: String) -> Self {
+        NewEvent {
+            // Time-ordered (v7): the stores' unique index on event ids grows at its end
+            // instead of taking each new id at a random place.
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            event_version,
+            payload,
+        }
+    }
+
+    /// The same event with the id `event_id` (an id chosen by the caller, to deduplicate).
+    #[must_use]
+    pub fn with_id(mut self, event_id: Uuid) -> Self {
+        self.event_id = event_id;
+        self
+    }
+}
+
+/// Everything stored about an event except its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventMeta {
+    /// Position in the global order (1-based, increasing, gaps possible).
+    pub position: u64,
+    /// The aggregate's stream type.
+    pub stream_type: String,
+    /// The aggregate's id.
+    pub stream_id: String,
+    /// Version within the stream (1-based, no gaps).
+    pub version: u64,
+    /// Stored type name.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub event_version: u32,
+    /// Unique id of the event.
+    pub event_id: Uuid,
+    /// The command that produced it, when the command carried an id.
+    pub command_id: Option<Uuid>,
+    /// Correlation id.
+    pub correlation_id: Option<Uuid>,
+    /// Causation id.
+    pub causation_id: Option<Uuid>,
+    /// When the store recorded it (UTC).
+    pub recorded_at: OffsetDateTime,
+    /// User headers.
+    pub headers: Headers,
+}
+
+impl EventMeta {
+    /// The metadata a store records for `event`, appended at `version` of `stream`, at
+    /// `position`, with the commit's ids and headers (for store implementations).
+    pub fn recorded(
+        stream: StreamRef<'_>,
+        version: u64,
+        position: u64,
+        event: &NewEvent,
+        commit: &CommitMeta,
+        recorded_at: OffsetDateTime,
+    ) -> Self {
+        EventMeta {
+            position,
+            stream_type: stream.stream_type.to_owned(),
+            stream_id: stream.stream_id.to_owned(),
+            version,
+            event_type: event.event_type.clone(),
+            event_version: event.event_version,
+            event_id: event.event_id,
+            command_id: commit.command_id,
+            correlation_id: commit.correlation_id,
+            causation_id: commit.causation_id,
+            recorded_at,
+            headers: commit.headers.clone(),
+        }
+    }
+
+    /// The stream the event belongs to.
+    pub fn stream(&self) -> StreamRef<'_> {
+        StreamRef::new(&self.stream_type, &self.stream_id)
+    }
+}
+
+/// A stored event: metadata and JSON payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordedEvent {
+    /// Where and when it was stored.
+    pub meta: EventMeta,
+    /// JSON payload, as stored.
+    pub payload: String,
+}
+
+impl RecordedEvent {
+    /// A stored event (for store implementations).
+    pub fn new(meta: EventMeta, payload: String) -> Self {
+        RecordedEvent { meta, payload }
+    }
+}
+
+/// The part of a stored event that rebuilding an aggregate needs: what
+/// [`EventStore::load_stream`](crate::store::EventStore::load_stream) returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamEvent {
+    /// Position in the global order (for error messages).
+    pub position: u64,
+    /// Version within the stream.
+    pub version: u64,
+    /// Stored type name.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub event_version: u32,
+    /// JSON payload, as stored.
+    pub payload: String,
+}
+
+impl StreamEvent {
+    /// An event as the load path sees it (for store implementations).
+    pub fn new(
+        position: u64,
+        version: u64,
+        event_type: String,
+        event_version: u32,
+        payload: String,
+    ) -> Self {
+        StreamEvent {
+            position,
+            version,
+            event_type,
+            event_version,
+            payload,
+        }
+    }
+}
+
+impl From<RecordedEvent> for StreamEvent {
+    fn from(event: RecordedEvent) -> Self {
+        StreamEvent {
+            position: event.meta.position,
+            version: event.meta.version,
+            event_type: event.meta.event_type,
+            event_version: event.meta.event_version,
+            payload: event.payload,
+        }
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AppendOutcome {
+    /// Stream version of the first event appended (for an empty append, the current version).
+    pub first_version: u64,
+    /// Stream version after the append: the version of the last event.
+    pub last_version: u64,
+    /// Global position of the last event appended (0 if nothing was appended).
+    pub last_position: u64,
+    /// True when the commit's command id had been seen before: nothing was appended and the
+    /// versions are those of the first append.
+    pub duplicate: bool,
+}
+
+impl AppendOutcome {
+    /// A fresh append's outcome (for store implementations).
+    pub fn new(first_version: u64, last_version: u64, last_position: u64) -> Self {
+        AppendOutcome {
+            first_version,
+            last_version,
+            last_position,
+            duplicate: false,
+        }
+    }
+
+    /// The same outcome, reported for a repeated command id.
+    #[must_use]
+    pub fn into_duplicate(self) -> Self {
+        AppendOutcome {
+            duplicate: true,
+            ..self
+        }
+    }
+}
+
+/// Which versions of a stream to read.
+///
+/// ```
+/// use annals::store::StreamRange;
+/// let range = StreamRange::from(3).to(5);
+/// assert_eq!((range.from, range.to), (3, Some(5)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamRange {
+    /// First version to return (inclusive).
+    pub from: u64,
+    /// Last version to return (inclusive); `None` reads to the end.
+    pub to: Option<u64>,
+    /// Only events recorded at or before this time (the read stops at the first event
+    /// recorded later).
+    pub until: Option<OffsetDateTime>,
+}
+
+impl StreamRange {
+    /// The whole stream.
+    pub const ALL: StreamRange = StreamRange {
+        from: 1,
+        to: None,
+        until: None,
+    };
+
+    /// From `version` (inclusive) to the end.
+    pub fn from(version: u64) -> Self {
+        StreamRange {
+            from: version,
+            to: None,
+            until: None,
+        }
+    }
+
+    /// Up to `version` (inclusive).
+    #[must_use]
+    pub fn to(mut self, version: u64) -> Self {
+        self.to = Some(version);
+        self
+    }
+
+    /// Only events recorded at or before `at`.
+    #[must_use]
+    pub fn until(mut self, at: OffsetDateTime) -> Self {
+        self.until = Some(at);
+        self
+    }
+}
+
+/// Which events a global-order read returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventFilter {
+    /// Only these stored type names; `None` for all.
+    pub event_types: Option<Vec<String>>,
+}
+
+impl EventFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        EventFilter::default()
+    }
+
+    /// Only events stored under one of these type names.
+    pub fn types<I, T>(types: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        EventFilter {
+            event_types: Some(types.into_iter().map(Into::into).collect()),
+        }
+    }
+
+    /// Whether an event of this type passes.
+    pub fn matches(&self, event_type: &str) -> bool {
+        self.event_types
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|t| t == event_type))
+    }
+}
+
+/// A stored snapshot of an aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// Stream version the snapshot was taken at.
+    pub version: u64,
+    /// The aggregate's declared snapshot schema version.
+    pub snapshot_version: u32,
+    /// JSON state.
+    pub state: String,
+}
+
+impl Snapshot {
+    /// The state `state` (JSON) at stream version `version`, encoded at the aggregate's
+    /// snapshot schema version `snapshot_version`.
+    pub fn new(version: u64, snapshot_version: u32, state: String) -> Self {
+        Snapshot {
+            version,
+            snapshot_version,
+            state,
+        }
+    }
+}
