@@ -1,0 +1,73 @@
+//! Wake-ups: one `LISTEN` connection per store feeds every live runner.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use tokio::sync::watch;
+
+use crate::error::{Operation, StoreError};
+use crate::store::{EventLog, WakeUps};
+
+use super::PgStore;
+
+impl WakeUps for PgStore {
+    async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
+        let mut wake_ups = self.wake_ups().await?;
+        // Mark what was seen before looking at the head: an append committed after the look
+        // notifies the listener, which is already listening, and changes the value.
+        wake_ups.borrow_and_update();
+        if self.head().await? > after {
+            return Ok(());
+        }
+        // A closed channel (the listener stopped) returns at once: the caller reads again and
+        // its next wait starts a new listener.
+        let _ = tokio::time::timeout(timeout, wake_ups.changed()).await;
+        Ok(())
+    }
+}
+
+impl PgStore {
+    /// The wake-ups of this store's notification listener, starting it if none runs.
+    async fn wake_ups(&self) -> Result<watch::Receiver<u64>, StoreError> {
+        let mut slot = self.inner.wake_ups.lock().await;
+        if let Some(wake_ups) = slot.as_ref() {
+            if wake_ups.has_changed().is_ok() {
+                return Ok(wake_ups.clone());
+            }
+        }
+        // A pool of its own, so the listener never takes one of the store's connections.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with((*self.inner.pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&pool)
+            .await
+            .map_err(|e| StoreError::database(Operation::WaitForEvents, e))?;
+        listener
+            .listen(&self.inner.channel)
+            .await
+            .map_err(|e| StoreError::database(Operation::WaitForEvents, e))?;
+        let (sender, receiver) = watch::channel(0);
+        tokio::spawn(follow_notifications(listener, sender));
+        *slot = Some(receiver.clone());
+        Ok(receiver)
+    }
+}
+
+/// Counts notifications (and reconnections, after which some may have been missed) until
+/// the store is dropped or the listener fails.
+async fn follow_notifications(mut listener: PgListener, wake_ups: watch::Sender<u64>) {
+    loop {
+        tokio::select! {
+            () = wake_ups.closed() => return,
+            received = listener.try_recv() => match received {
+                // `None`: the connection was lost and re-established; appends committed
+                // meanwhile notified no one.
+                Ok(_) => wake_ups.send_modify(|n| *n = n.wrapping_add(1)),
+                // Dropping the sender wakes the waiters; the next wait starts a new listener.
+                Err(_) => return,
+            },
+        }
+    }
+}
