@@ -43,6 +43,23 @@ pub enum StoreError {
         /// Why.
         reason: &'static str,
     },
+    /// An event type or a runner's name (projection, checkpoint, lease) was refused before
+    /// reaching storage; nothing was written.
+    #[error("invalid {what} `{value}`: {reason}")]
+    InvalidName {
+        /// "event type" or "runner name".
+        what: &'static str,
+        /// The refused value (escaped, shortened).
+        value: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// An event's schema version is 0 (versions start at 1); nothing was appended.
+    #[error("event `{event_type}` has schema version 0: versions start at 1")]
+    ZeroEventVersion {
+        /// The event's type.
+        event_type: String,
+    },
     /// A schema name or other configuration was refused.
     #[error("invalid configuration: {0}")]
     Config(String),

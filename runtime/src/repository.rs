@@ -441,8 +441,12 @@ where
                     for event in &events {
                         state.apply(event);
                     }
-                    self.maybe_snapshot(&stream_id, &state, version, outcome.last_version)
-                        .await?;
+                    // The events are stored: a snapshot that cannot be written must not
+                    // turn the command into a failure a caller would retry. Loads replay
+                    // from the previous snapshot until the next one is taken.
+                    let _ = self
+                        .maybe_snapshot(&stream_id, &state, version, outcome.last_version)
+                        .await;
                     return Ok(Executed {
                         stream_id,
                         version: outcome.last_version,

@@ -2,11 +2,14 @@
 
 use time::OffsetDateTime;
 
-use super::StreamRef;
+use super::{NewEvent, StreamRef};
 use crate::error::StoreError;
 
 /// The longest stream type or id a store accepts, in bytes.
 pub const MAX_STREAM_ID_LEN: usize = 512;
+
+/// The longest event type or runner name a store accepts, in bytes.
+pub const MAX_NAME_LEN: usize = 256;
 
 /// Checks a stream's type and id before they reach storage: not empty, at most
 /// [`MAX_STREAM_ID_LEN`] bytes, no control characters.
@@ -31,6 +34,43 @@ pub fn validate_stream(stream: StreamRef<'_>) -> Result<(), StoreError> {
         });
     }
     Ok(())
+}
+
+/// Checks the events of an append before they reach storage: each type a name of at most
+/// [`MAX_NAME_LEN`] bytes without control characters, each schema version at least 1.
+pub fn validate_events(events: &[NewEvent]) -> Result<(), StoreError> {
+    for event in events {
+        validate_name("event type", &event.event_type)?;
+        if event.event_version == 0 {
+            return Err(StoreError::ZeroEventVersion {
+                event_type: event.event_type.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a runner's name (the key of its checkpoint and lease): not empty, at most
+/// [`MAX_NAME_LEN`] bytes, no control characters.
+pub fn validate_runner_name(name: &str) -> Result<(), StoreError> {
+    validate_name("runner name", name)
+}
+
+fn validate_name(what: &'static str, value: &str) -> Result<(), StoreError> {
+    let reason = if value.is_empty() {
+        "is empty"
+    } else if value.len() > MAX_NAME_LEN {
+        "is longer than 256 bytes"
+    } else if value.chars().any(char::is_control) {
+        "contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidName {
+        what,
+        value: truncate_for_display(value),
+        reason,
+    })
 }
 
 fn truncate_for_display(value: &str) -> String {

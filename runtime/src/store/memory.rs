@@ -8,10 +8,10 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::{
-    now_micros, validate_stream, wait_for_append, AppendOutcome, CheckpointStore, CommitMeta,
-    EventFilter, EventLog, EventMeta, EventStore, ExpectedVersion, LeaseStore, LocalLease,
-    LocalLeases, NewEvent, RecordedEvent, Snapshot, SnapshotStore, StreamEvent, StreamRange,
-    StreamRef, TxStore, WakeUps,
+    now_micros, validate_events, validate_runner_name, validate_stream, wait_for_append,
+    AppendOutcome, CheckpointStore, CommitMeta, EventFilter, EventLog, EventMeta, EventStore,
+    ExpectedVersion, LeaseStore, LocalLease, LocalLeases, NewEvent, RecordedEvent, Snapshot,
+    SnapshotStore, StreamEvent, StreamRange, StreamRef, TxStore, WakeUps,
 };
 use crate::error::StoreError;
 
@@ -273,6 +273,7 @@ impl TxStore for MemoryStore {
             stream_id,
         } = stream;
         validate_stream(stream)?;
+        validate_events(&events)?;
         let inner = self.lock();
         if let Some(first) = meta.command_id.and_then(|id| tx.command(&inner, id)) {
             return Ok((
@@ -348,6 +349,7 @@ impl TxStore for MemoryStore {
 
 impl CheckpointStore for MemoryStore {
     async fn checkpoint(&self, name: &str) -> Result<u64, StoreError> {
+        validate_runner_name(name)?;
         Ok(self.lock().checkpoints.get(name).copied().unwrap_or(0))
     }
 
@@ -358,6 +360,7 @@ impl CheckpointStore for MemoryStore {
         expected: u64,
         position: u64,
     ) -> Result<bool, StoreError> {
+        validate_runner_name(name)?;
         if self.lock().checkpoints.get(name).copied().unwrap_or(0) != expected {
             return Ok(false);
         }
@@ -370,6 +373,7 @@ impl LeaseStore for MemoryStore {
     type Lease = LocalLease;
 
     async fn try_lease(&self, name: &str) -> Result<Option<LocalLease>, StoreError> {
+        validate_runner_name(name)?;
         Ok(self.leases.try_take(name))
     }
 }

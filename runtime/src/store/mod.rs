@@ -19,7 +19,10 @@ pub(crate) use capabilities::load_through_read_stream;
 pub use capabilities::{
     CheckpointStore, EventLog, EventStore, LeaseStore, SnapshotStore, TxStore, WakeUps,
 };
-pub use checks::{now_micros, validate_stream, MAX_STREAM_ID_LEN};
+pub use checks::{
+    now_micros, validate_events, validate_runner_name, validate_stream, MAX_NAME_LEN,
+    MAX_STREAM_ID_LEN,
+};
 pub use local::LocalLease;
 pub(crate) use local::{wait_for_append, LocalLeases};
 pub use memory::{MemoryStore, MemoryTx};

@@ -15,6 +15,7 @@ mod repository_cases;
 mod store_cases;
 mod stores;
 mod stream_only_store;
+mod validation_cases;
 
 use annals::store::{
     CheckpointStore, EventLog, EventStore, LeaseStore, SnapshotStore, TxStore, WakeUps,
@@ -143,6 +144,7 @@ macro_rules! conformance {
 
 conformance! {
     streams: [
+        validation_cases::event_types_and_versions_are_checked,
         store_cases::append_any,
         store_cases::append_no_stream,
         store_cases::append_exists,
@@ -183,6 +185,7 @@ conformance! {
         repository_cases::load_as_of,
     ],
     full: [
+        validation_cases::runner_names_are_checked("needs checkpoints and leases"),
         store_cases::stream_version_and_head("needs the global log (EventLog)"),
         store_cases::positions_strictly_increase("needs the global log (EventLog)"),
         store_cases::read_all_filters_event_types("needs the global log (EventLog)"),

@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use annals::store::{
-    now_micros, validate_stream, AppendOutcome, EventStore, NewEvent, Snapshot, SnapshotStore,
-    StreamRange,
+    now_micros, validate_events, validate_stream, AppendOutcome, EventStore, NewEvent, Snapshot,
+    SnapshotStore, StreamRange,
 };
 use annals::{CommitMeta, EventMeta, ExpectedVersion, RecordedEvent, StoreError, StreamRef, Uuid};
 
@@ -51,6 +51,7 @@ impl EventStore for StreamOnlyStore {
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
         validate_stream(stream)?;
+        validate_events(&events)?;
         let mut state = self.state();
         if let Some(first) = meta.command_id.and_then(|id| state.commands.get(&id)) {
             return Ok(first.clone().into_duplicate());

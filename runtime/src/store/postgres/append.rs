@@ -11,12 +11,13 @@ use uuid::Uuid;
 use crate::error::{Operation, StoreError};
 use crate::store::sql::stored_u64;
 use crate::store::{
-    now_micros, validate_stream, AppendOutcome, CommitMeta, ExpectedVersion, NewEvent,
-    RecordedEvent, StreamRef, TxStore,
+    now_micros, validate_events, validate_stream, AppendOutcome, CommitMeta, ExpectedVersion,
+    NewEvent, RecordedEvent, StreamRef, TxStore,
 };
 
-use super::reads::{column, decode_event};
+use super::reads::decode_event;
 use super::{to_i32, to_i64, PgStore, PgTx};
+use crate::store::sql::{column, command_outcome};
 
 /// How many times an append whose transaction lost a serialization race (possible when the
 /// database's default isolation is above read committed) is run again.
@@ -35,6 +36,7 @@ impl PgStore {
     ) -> Result<AppendOutcome, StoreError> {
         const OP: Operation = Operation::Append;
         validate_stream(stream)?;
+        validate_events(&events)?;
         let batch = Batch::new(events, meta)?;
         if batch.is_empty() {
             return self.append_nothing(conn, stream, expected, meta).await;
@@ -286,23 +288,7 @@ impl PgStore {
             .fetch_optional(executor)
             .await
             .map_err(|e| StoreError::database(Operation::CommandOutcome, e))?;
-        row.map(|row| {
-            Ok(AppendOutcome {
-                first_version: stored_u64(
-                    column(&row, 0, "first_version", None)?,
-                    "version",
-                    None,
-                )?,
-                last_version: stored_u64(column(&row, 1, "last_version", None)?, "version", None)?,
-                last_position: stored_u64(
-                    column(&row, 2, "last_position", None)?,
-                    "position",
-                    None,
-                )?,
-                duplicate: true,
-            })
-        })
-        .transpose()
+        row.as_ref().map(command_outcome).transpose()
     }
 
     pub(super) async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, StoreError> {
@@ -496,6 +482,7 @@ impl PgStore {
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
         validate_stream(stream)?;
+        validate_events(&events)?;
         let batch = Batch::new(events, meta)?;
         if batch.is_empty() {
             let mut conn = self.acquire().await?;

@@ -2,12 +2,13 @@
 
 use crate::error::{Operation, StoreError};
 use crate::store::sql::stored_u64;
-use crate::store::CheckpointStore;
+use crate::store::{validate_runner_name, CheckpointStore};
 
 use super::{to_i64, PgStore, PgTx};
 
 impl CheckpointStore for PgStore {
     async fn checkpoint(&self, name: &str) -> Result<u64, StoreError> {
+        validate_runner_name(name)?;
         let position: Option<i64> = sqlx::query_scalar(&self.inner.sql.checkpoint)
             .bind(name)
             .fetch_optional(&self.inner.pool)
@@ -23,6 +24,7 @@ impl CheckpointStore for PgStore {
         expected: u64,
         position: u64,
     ) -> Result<bool, StoreError> {
+        validate_runner_name(name)?;
         sqlx::query_scalar(&self.inner.sql.advance_checkpoint)
             .bind(name)
             .bind(to_i64(expected, "checkpoint")?)

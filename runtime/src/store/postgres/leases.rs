@@ -8,7 +8,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::Connection;
 
 use crate::error::{Operation, StoreError};
-use crate::store::LeaseStore;
+use crate::store::{validate_runner_name, LeaseStore};
 
 use super::{lock_key, PgStore};
 
@@ -19,6 +19,7 @@ impl LeaseStore for PgStore {
     type Lease = PgLease;
 
     async fn try_lease(&self, name: &str) -> Result<Option<PgLease>, StoreError> {
+        validate_runner_name(name)?;
         const OP: Operation = Operation::Lease;
         let key = lock_key("projection", &format!("{}/{name}", self.inner.schema));
         let spare = self

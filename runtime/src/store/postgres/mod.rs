@@ -30,6 +30,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres};
@@ -133,21 +134,28 @@ impl fmt::Debug for PgStore {
 pub struct PgStoreOptions {
     schema: String,
     max_connections: u32,
+    acquire_timeout: Duration,
     migrate: bool,
 }
+
+/// How long a PostgreSQL operation waits for a connection by default: long enough for a
+/// busy pool, short enough that an outage surfaces as an error, not a hang.
+const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for PgStoreOptions {
     fn default() -> Self {
         PgStoreOptions {
             schema: PgStore::DEFAULT_SCHEMA.to_owned(),
             max_connections: 10,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             migrate: true,
         }
     }
 }
 
 impl PgStoreOptions {
-    /// The defaults: schema `annals`, 10 connections, migrate on connect.
+    /// The defaults: schema `annals`, 10 connections, a 5 s acquire timeout, migrate on
+    /// connect.
     pub fn new() -> Self {
         PgStoreOptions::default()
     }
@@ -168,6 +176,15 @@ impl PgStoreOptions {
         self
     }
 
+    /// How long an operation waits for a free connection (or for a new one to connect)
+    /// before failing with a database error: during an outage, `execute` and the runners
+    /// fail after this instead of blocking (default 5 s).
+    #[must_use]
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
     /// Whether to create the schema and apply pending migrations when opening (the
     /// default). Turn it off when migrations run as a separate deployment step
     /// ([`PgStore::migrate`]).
@@ -182,13 +199,15 @@ impl PgStoreOptions {
         validate_schema(&self.schema)?;
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
             .connect(url)
             .await
             .map_err(|e| StoreError::database(Operation::Open, e))?;
         self.with_pool(pool).await
     }
 
-    /// Opens the store on an existing pool (`max_connections` does not apply).
+    /// Opens the store on an existing pool (`max_connections` and `acquire_timeout` do not
+    /// apply: they are the pool's own).
     pub async fn with_pool(self, pool: PgPool) -> Result<PgStore, StoreError> {
         validate_schema(&self.schema)?;
         let store = PgStore {

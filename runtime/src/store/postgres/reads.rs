@@ -1,18 +1,18 @@
 //! Stream reads, the load path and the global log; row decoding.
 
 use sqlx::postgres::PgRow;
-use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
 use crate::error::{Operation, StoreError};
-use crate::store::sql::{stored_event_version, stored_u64, version_bounds};
+use crate::store::sql::{
+    column, event_column, stored_event_version, stored_u64, stream_event, version_bounds,
+};
 use crate::store::{
     load_through_read_stream, validate_stream, AppendOutcome, CommitMeta, EventFilter, EventLog,
     EventMeta, EventStore, ExpectedVersion, Headers, NewEvent, RecordedEvent, StreamEvent,
     StreamRange, StreamRef,
 };
 
-use super::statements::EVENT_COLUMN_NAMES;
 use super::PgStore;
 
 impl EventStore for PgStore {
@@ -79,20 +79,7 @@ impl EventStore for PgStore {
             .fetch_all(&self.inner.pool)
             .await
             .map_err(|e| StoreError::database(Operation::ReadStream, e))?;
-        rows.iter()
-            .map(|row| {
-                let position = stored_u64(column(row, 0, "position", None)?, "position", None)?;
-                let version: i64 = column(row, 1, "version", position)?;
-                let event_version: i32 = column(row, 3, "event_version", position)?;
-                Ok(StreamEvent {
-                    position,
-                    version: stored_u64(version, "version", Some(position))?,
-                    event_type: column(row, 2, "event_type", position)?,
-                    event_version: stored_event_version(event_version, Some(position))?,
-                    payload: column(row, 4, "payload", position)?,
-                })
-            })
-            .collect()
+        rows.iter().map(stream_event::<_, i32>).collect()
     }
 
     async fn stream_version(&self, stream: StreamRef<'_>) -> Result<Option<u64>, StoreError> {
@@ -139,27 +126,23 @@ impl EventLog for PgStore {
 }
 
 pub(super) fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
-    let position = stored_u64(
-        column(row, 0, EVENT_COLUMN_NAMES[0], None)?,
-        "position",
-        None,
-    )?;
-    let version: i64 = column_at(row, 3, position)?;
-    let event_version: i32 = column_at(row, 5, position)?;
-    let headers: String = column_at(row, 11, position)?;
+    let position = stored_u64(column(row, 0, "position", None)?, "position", None)?;
+    let version: i64 = event_column(row, 3, position)?;
+    let event_version: i32 = event_column(row, 5, position)?;
+    let headers: String = event_column(row, 11, position)?;
     Ok(RecordedEvent {
         meta: EventMeta {
             position,
-            stream_type: column_at(row, 1, position)?,
-            stream_id: column_at(row, 2, position)?,
+            stream_type: event_column(row, 1, position)?,
+            stream_id: event_column(row, 2, position)?,
             version: stored_u64(version, "version", Some(position))?,
-            event_type: column_at(row, 4, position)?,
+            event_type: event_column(row, 4, position)?,
             event_version: stored_event_version(event_version, Some(position))?,
-            event_id: column_at(row, 6, position)?,
-            command_id: column_at(row, 7, position)?,
-            correlation_id: column_at(row, 8, position)?,
-            causation_id: column_at(row, 9, position)?,
-            recorded_at: column_at(row, 10, position)?,
+            event_id: event_column(row, 6, position)?,
+            command_id: event_column(row, 7, position)?,
+            correlation_id: event_column(row, 8, position)?,
+            causation_id: event_column(row, 9, position)?,
+            recorded_at: event_column(row, 10, position)?,
             headers: serde_json::from_str::<Headers>(&headers).map_err(|e| {
                 StoreError::Corrupt {
                     position: Some(position),
@@ -167,28 +150,6 @@ pub(super) fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
                 }
             })?,
         },
-        payload: column_at(row, 12, position)?,
-    })
-}
-
-fn column_at<'r, T>(row: &'r PgRow, index: usize, position: u64) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
-{
-    column(row, index, EVENT_COLUMN_NAMES[index], position)
-}
-
-pub(super) fn column<'r, T>(
-    row: &'r PgRow,
-    index: usize,
-    name: &str,
-    position: impl Into<Option<u64>>,
-) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
-{
-    row.try_get(index).map_err(|e| StoreError::Corrupt {
-        position: position.into(),
-        reason: format!("column {name}: {e}"),
+        payload: event_column(row, 12, position)?,
     })
 }

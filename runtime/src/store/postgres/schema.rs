@@ -6,8 +6,8 @@ use sqlx::Executor;
 use crate::error::{Operation, StoreError};
 use crate::store::sql::migrate::{AppliedMigration, Migration, MigrationTarget};
 
-use super::reads::column;
 use super::to_i32;
+use crate::store::sql::column;
 
 /// The embedded schema history, applied in order.
 pub(super) const MIGRATIONS: &[Migration] = &[

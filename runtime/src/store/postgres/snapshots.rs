@@ -1,11 +1,10 @@
 //! Snapshots, several per stream.
 
 use crate::error::{Operation, StoreError};
-use crate::store::sql::stored_u64;
 use crate::store::{validate_stream, Snapshot, SnapshotStore, StreamRef};
 
-use super::reads::column;
 use super::{to_i32, to_i64, PgStore};
+use crate::store::sql::snapshot;
 
 impl SnapshotStore for PgStore {
     async fn save_snapshot(
@@ -48,23 +47,6 @@ impl SnapshotStore for PgStore {
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(|e| StoreError::database(Operation::LoadSnapshot, e))?;
-        row.map(|row| {
-            let version: i64 = column(&row, 0, "version", None)?;
-            let snapshot_version: i32 = column(&row, 1, "snapshot_version", None)?;
-            Ok(Snapshot {
-                version: stored_u64(version, "snapshot stream version", None)?,
-                snapshot_version: u32::try_from(snapshot_version).map_err(|_| {
-                    StoreError::Corrupt {
-                        position: None,
-                        reason: format!(
-                            "snapshot of {stream_type}/{stream_id} at version {version} has \
-                             snapshot version {snapshot_version}"
-                        ),
-                    }
-                })?,
-                state: column(&row, 2, "state", None)?,
-            })
-        })
-        .transpose()
+        row.map(|row| snapshot::<_, i32>(&row, stream)).transpose()
     }
 }

@@ -30,23 +30,6 @@ const EVENT_COLUMNS: &str = "position, stream_type, stream_id, version, event_ty
     event_version, event_id, command_id, correlation_id, causation_id, recorded_at, \
     headers::text, payload::text";
 
-/// Names of [`EVENT_COLUMNS`], for errors.
-pub(super) const EVENT_COLUMN_NAMES: [&str; 13] = [
-    "position",
-    "stream_type",
-    "stream_id",
-    "version",
-    "event_type",
-    "event_version",
-    "event_id",
-    "command_id",
-    "correlation_id",
-    "causation_id",
-    "recorded_at",
-    "headers",
-    "payload",
-];
-
 impl Statements {
     pub(super) fn new(schema: &str) -> Self {
         let schema = quote_ident(schema);
@@ -107,7 +90,7 @@ impl Statements {
                  ORDER BY version"
             )
             .into(),
-            // Like the other stores.into(), stop at the first event recorded after `until` (clocks
+            // Like the other stores, stop at the first event recorded after `until` (clocks
             // of several writers need not agree): the result is always a prefix.
             read_stream_until: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} \
@@ -145,7 +128,7 @@ impl Statements {
             )
             .into(),
             checkpoint: format!("SELECT position FROM {checkpoints} WHERE name = $1").into(),
-            // Compare-and-set.into(), a missing row reading as 0. A concurrent mover holds the row
+            // Compare-and-set, a missing row reading as 0. A concurrent mover holds the row
             // (or the key, for a first insert) until it commits; this statement then sees the
             // committed position and does nothing.
             advance_checkpoint: format!(

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::StreamRange;
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::{AppendOutcome, Snapshot, StreamEvent, StreamRange, StreamRef};
 use crate::error::StoreError;
 
 pub(crate) mod migrate;
@@ -54,4 +56,124 @@ where
         position,
         reason: format!("event version {value} is out of range"),
     })
+}
+
+/// The stored columns of an event, in the order both stores select them (for errors).
+pub(crate) const EVENT_COLUMN_NAMES: [&str; 13] = [
+    "position",
+    "stream_type",
+    "stream_id",
+    "version",
+    "event_type",
+    "event_version",
+    "event_id",
+    "command_id",
+    "correlation_id",
+    "causation_id",
+    "recorded_at",
+    "headers",
+    "payload",
+];
+
+/// Column `index` of `row`, with a decoding failure (wrong type, bad UTF-8, NULL) reported as
+/// a corrupt record naming the column.
+pub(crate) fn column<'r, R, T>(
+    row: &'r R,
+    index: usize,
+    name: &str,
+    position: impl Into<Option<u64>>,
+) -> Result<T, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    row.try_get(index).map_err(|e| StoreError::Corrupt {
+        position: position.into(),
+        reason: match e {
+            sqlx::Error::ColumnDecode { source, .. } => format!("column {name}: {source}"),
+            other => format!("column {name}: {other}"),
+        },
+    })
+}
+
+/// A load-path row: position, version, event type, event version, payload. `V` is the
+/// dialect's integer type for event versions.
+pub(crate) fn stream_event<'r, R, V>(row: &'r R) -> Result<StreamEvent, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    V: Decode<'r, R::Database> + Type<R::Database> + TryInto<u32> + Copy + fmt::Display,
+{
+    let position = stored_u64(column(row, 0, "position", None)?, "position", None)?;
+    let version = column(row, 1, "version", position)?;
+    let event_version: V = column(row, 3, "event_version", position)?;
+    Ok(StreamEvent::new(
+        position,
+        stored_u64(version, "version", Some(position))?,
+        column(row, 2, "event_type", position)?,
+        stored_event_version(event_version, Some(position))?,
+        column(row, 4, "payload", position)?,
+    ))
+}
+
+/// A command's recorded outcome: first version, last version, last position.
+pub(crate) fn command_outcome<'r, R>(row: &'r R) -> Result<AppendOutcome, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let number = |index, name| -> Result<u64, StoreError> {
+        stored_u64(column(row, index, name, None)?, name, None)
+    };
+    Ok(AppendOutcome::new(
+        number(0, "first_version")?,
+        number(1, "last_version")?,
+        number(2, "last_position")?,
+    )
+    .into_duplicate())
+}
+
+/// A snapshot row: stream version, snapshot schema version (the dialect's integer `V`),
+/// JSON state.
+pub(crate) fn snapshot<'r, R, V>(row: &'r R, stream: StreamRef<'_>) -> Result<Snapshot, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    V: Decode<'r, R::Database> + Type<R::Database> + TryInto<u32> + Copy + fmt::Display,
+{
+    let version: i64 = column(row, 0, "version", None)?;
+    let snapshot_version: V = column(row, 1, "snapshot_version", None)?;
+    let corrupt = |reason: String| StoreError::Corrupt {
+        position: None,
+        reason: format!("snapshot of {stream} at version {version}: {reason}"),
+    };
+    Ok(Snapshot::new(
+        u64::try_from(version).map_err(|_| corrupt("the version is negative".to_owned()))?,
+        snapshot_version.try_into().map_err(|_| {
+            corrupt(format!(
+                "snapshot version {snapshot_version} is out of range"
+            ))
+        })?,
+        column(row, 2, "state", None)?,
+    ))
+}
+
+/// Column `index` of an event row selected in [`EVENT_COLUMN_NAMES`] order.
+pub(crate) fn event_column<'r, R, T>(
+    row: &'r R,
+    index: usize,
+    position: u64,
+) -> Result<T, StoreError>
+where
+    R: Row,
+    usize: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    column(row, index, EVENT_COLUMN_NAMES[index], position)
 }

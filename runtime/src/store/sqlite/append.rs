@@ -7,13 +7,12 @@ use sqlx::Sqlite;
 use uuid::Uuid;
 
 use crate::error::{Operation, StoreError};
-use crate::store::sql::stored_u64;
+use crate::store::sql::{column, stored_u64};
 use crate::store::{
-    now_micros, validate_stream, AppendOutcome, CommitMeta, EventMeta, ExpectedVersion, NewEvent,
-    RecordedEvent, StreamRef, TxStore,
+    now_micros, validate_events, validate_stream, AppendOutcome, CommitMeta, EventMeta,
+    ExpectedVersion, NewEvent, RecordedEvent, StreamRef, TxStore,
 };
 
-use super::reads::column;
 use super::{micros, to_i64, SqliteStore, SqliteTx};
 
 /// Looks up, in one statement, the stream's version and the outcome recorded for the
@@ -129,6 +128,7 @@ impl TxStore for SqliteStore {
         meta: &'a CommitMeta,
     ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
         validate_stream(stream)?;
+        validate_events(&events)?;
         write(tx, stream, expected, events, meta, true).await
     }
 }
@@ -334,15 +334,20 @@ async fn check(
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| StoreError::database(Operation::Append, e))?;
-    if let Some(first_version) = column::<Option<i64>>(&row, 1, 0)? {
-        return Ok(Checked::Duplicate(AppendOutcome {
-            first_version: stored_u64(first_version, "command first version", None)?,
-            last_version: stored_u64(column(&row, 2, None)?, "command last version", None)?,
-            last_position: stored_u64(column(&row, 3, None)?, "command last position", None)?,
-            duplicate: true,
-        }));
+    if let Some(first_version) = column::<_, Option<i64>>(&row, 1, "first_version", None)? {
+        let number = |index, name| -> Result<u64, StoreError> {
+            stored_u64(column(&row, index, name, None)?, name, None)
+        };
+        return Ok(Checked::Duplicate(
+            AppendOutcome::new(
+                stored_u64(first_version, "first_version", None)?,
+                number(2, "last_version")?,
+                number(3, "last_position")?,
+            )
+            .into_duplicate(),
+        ));
     }
-    let actual = column::<Option<i64>>(&row, 0, 0)?
+    let actual = column::<_, Option<i64>>(&row, 0, "stream version", None)?
         .map(|v| stored_u64(v, "stream version", None))
         .transpose()?;
     Ok(if expected.accepts(actual) {
@@ -396,6 +401,7 @@ impl SqliteStore {
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
         validate_stream(stream)?;
+        validate_events(&events)?;
         let queued = self.write.lock().await;
         let mut tx = self
             .pool

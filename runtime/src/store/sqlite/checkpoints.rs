@@ -2,12 +2,13 @@
 
 use crate::error::{Operation, StoreError};
 use crate::store::sql::stored_u64;
-use crate::store::{now_micros, CheckpointStore};
+use crate::store::{now_micros, validate_runner_name, CheckpointStore};
 
 use super::{micros, to_i64, SqliteStore, SqliteTx};
 
 impl CheckpointStore for SqliteStore {
     async fn checkpoint(&self, name: &str) -> Result<u64, StoreError> {
+        validate_runner_name(name)?;
         let position: Option<i64> =
             sqlx::query_scalar("SELECT position FROM annals_checkpoints WHERE name = ?")
                 .bind(name)
@@ -24,6 +25,7 @@ impl CheckpointStore for SqliteStore {
         expected: u64,
         position: u64,
     ) -> Result<bool, StoreError> {
+        validate_runner_name(name)?;
         let expected = to_i64(expected, "checkpoint")?;
         let position = to_i64(position, "checkpoint")?;
         let now = micros(now_micros());

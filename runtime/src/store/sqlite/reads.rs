@@ -2,12 +2,14 @@
 //! returns; row decoding.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Decode, Row, Sqlite, Type};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::error::{Operation, StoreError};
-use crate::store::sql::{stored_event_version, stored_u64, version_bounds, Sql};
+use crate::store::sql::{
+    column, command_outcome, event_column, stored_event_version, stored_u64, stream_event,
+    version_bounds, Sql, EVENT_COLUMN_NAMES,
+};
 use crate::store::{
     load_through_read_stream, validate_stream, AppendOutcome, CommitMeta, EventFilter, EventLog,
     EventMeta, EventStore, ExpectedVersion, Headers, NewEvent, RecordedEvent, StreamEvent,
@@ -27,23 +29,6 @@ macro_rules! event_columns {
          command_id, correlation_id, causation_id, recorded_at, headers, payload"
     };
 }
-
-/// The names of [`event_columns!`], for error messages.
-const EVENT_COLUMN_NAMES: [&str; 13] = [
-    "position",
-    "stream_type",
-    "stream_id",
-    "version",
-    "event_type",
-    "event_version",
-    "event_id",
-    "command_id",
-    "correlation_id",
-    "causation_id",
-    "recorded_at",
-    "headers",
-    "payload",
-];
 
 /// The columns of a [`StreamEvent`], for loading aggregates.
 const LOAD_STREAM: &str = "SELECT position, version, event_type, event_version, payload \
@@ -185,19 +170,7 @@ impl EventStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| StoreError::database(Operation::ReadStream, e))?;
-        rows.iter()
-            .map(|row| {
-                let position = stored_u64(column(row, 0, None)?, "position", None)?;
-                let event_version: i64 = column(row, 3, position)?;
-                Ok(StreamEvent {
-                    position,
-                    version: stored_u64(column(row, 1, position)?, "version", Some(position))?,
-                    event_type: column(row, 2, position)?,
-                    event_version: stored_event_version(event_version, Some(position))?,
-                    payload: column(row, 4, position)?,
-                })
-            })
-            .collect()
+        rows.iter().map(stream_event::<_, i64>).collect()
     }
 
     async fn stream_version(&self, stream: StreamRef<'_>) -> Result<Option<u64>, StoreError> {
@@ -228,15 +201,7 @@ impl EventStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| StoreError::database(Operation::CommandOutcome, e))?;
-        row.map(|row| {
-            Ok(AppendOutcome {
-                first_version: stored_u64(column(&row, 0, None)?, "command first version", None)?,
-                last_version: stored_u64(column(&row, 1, None)?, "command last version", None)?,
-                last_position: stored_u64(column(&row, 2, None)?, "command last position", None)?,
-                duplicate: true,
-            })
-        })
-        .transpose()
+        row.as_ref().map(command_outcome).transpose()
     }
 }
 
@@ -316,24 +281,24 @@ impl EventLog for SqliteStore {
 /// Reads one row of [`event_columns!`]; anything out of range or malformed is
 /// [`StoreError::Corrupt`] at the row's position.
 fn decode_event(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
-    let position: i64 = column(row, 0, None)?;
+    let position: i64 = column(row, 0, "position", None)?;
     let position = stored_u64(position, "position", None)?;
     let corrupt = |reason: String| StoreError::Corrupt {
         position: Some(position),
         reason,
     };
 
-    let version: i64 = column(row, 3, position)?;
-    let event_version: i64 = column(row, 5, position)?;
-    let recorded_at: i64 = column(row, 10, position)?;
-    let headers: &str = column(row, 11, position)?;
+    let version: i64 = event_column(row, 3, position)?;
+    let event_version: i64 = event_column(row, 5, position)?;
+    let recorded_at: i64 = event_column(row, 10, position)?;
+    let headers: &str = event_column(row, 11, position)?;
     Ok(RecordedEvent {
         meta: EventMeta {
             position,
-            stream_type: column(row, 1, position)?,
-            stream_id: column(row, 2, position)?,
+            stream_type: event_column(row, 1, position)?,
+            stream_id: event_column(row, 2, position)?,
             version: stored_u64(version, "version", Some(position))?,
-            event_type: column(row, 4, position)?,
+            event_type: event_column(row, 4, position)?,
             event_version: stored_event_version(event_version, Some(position))?,
             event_id: uuid_column(row, 6, position)?
                 .ok_or_else(|| corrupt("event_id is null".to_owned()))?,
@@ -344,7 +309,7 @@ fn decode_event(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
                 .map_err(|e| corrupt(format!("recorded_at {recorded_at}: {e}")))?,
             headers: decode_headers(headers).map_err(|e| corrupt(format!("headers: {e}")))?,
         },
-        payload: column(row, 12, position)?,
+        payload: event_column(row, 12, position)?,
     })
 }
 
@@ -355,26 +320,8 @@ fn decode_headers(text: &str) -> Result<Headers, serde_json::Error> {
     serde_json::from_str(text)
 }
 
-/// A column of `row`, with a decoding failure (wrong type, bad UTF-8) reported as corrupt.
-pub(super) fn column<'r, T>(
-    row: &'r SqliteRow,
-    index: usize,
-    position: impl Into<Option<u64>>,
-) -> Result<T, StoreError>
-where
-    T: Decode<'r, Sqlite> + Type<Sqlite>,
-{
-    row.try_get(index).map_err(|e| StoreError::Corrupt {
-        position: position.into(),
-        reason: match e {
-            sqlx::Error::ColumnDecode { index, source } => format!("column {index}: {source}"),
-            other => other.to_string(),
-        },
-    })
-}
-
 fn uuid_column(row: &SqliteRow, index: usize, position: u64) -> Result<Option<Uuid>, StoreError> {
-    let Some(text) = column::<Option<&str>>(row, index, position)? else {
+    let Some(text) = event_column::<_, Option<&str>>(row, index, position)? else {
         return Ok(None);
     };
     Uuid::try_parse(text)
@@ -393,6 +340,7 @@ fn uuid_column(row: &SqliteRow, index: usize, position: u64) -> Result<Option<Uu
 mod tests {
     use super::*;
     use crate::store::sqlite::append::APPEND_LOOKUP;
+    use sqlx::Row;
 
     /// Every read walks an index in the order it returns: no full scan, no sort.
     #[tokio::test]

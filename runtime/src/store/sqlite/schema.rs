@@ -8,7 +8,7 @@ use crate::store::now_micros;
 use crate::store::sql::migrate::{AppliedMigration, Migration, MigrationTarget};
 
 use super::micros;
-use super::reads::column;
+use crate::store::sql::column;
 
 /// The schema, in order. Append new files; never edit an applied one.
 pub(super) const MIGRATIONS: &[Migration] = &[
@@ -41,14 +41,14 @@ impl MigrationTarget for SqliteConnection {
             .map_err(|e| StoreError::database(Operation::Migrate, e))?;
         rows.iter()
             .map(|row| {
-                let version: i64 = column(row, 0, None)?;
+                let version: i64 = column(row, 0, "annals_migrations.version", None)?;
                 let version = u32::try_from(version).map_err(|_| StoreError::Corrupt {
                     position: None,
                     reason: format!("annals_migrations records version {version}"),
                 })?;
                 Ok(AppliedMigration {
                     version,
-                    name: column(row, 1, None)?,
+                    name: column(row, 1, "annals_migrations.name", None)?,
                 })
             })
             .collect()

@@ -1,11 +1,10 @@
 //! Snapshots, several per stream.
 
 use crate::error::{Operation, StoreError};
-use crate::store::sql::stored_u64;
 use crate::store::{validate_stream, Snapshot, SnapshotStore, StreamRef};
 
-use super::reads::column;
 use super::{to_i64, SqliteStore};
+use crate::store::sql::snapshot;
 
 impl SnapshotStore for SqliteStore {
     async fn save_snapshot(
@@ -57,23 +56,6 @@ impl SnapshotStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| StoreError::database(Operation::LoadSnapshot, e))?;
-        row.map(|row| {
-            let version: i64 = column(&row, 0, None)?;
-            let snapshot_version: i64 = column(&row, 1, None)?;
-            Ok(Snapshot {
-                version: stored_u64(version, "snapshot version", None)?,
-                snapshot_version: u32::try_from(snapshot_version).map_err(|_| {
-                    StoreError::Corrupt {
-                        position: None,
-                        reason: format!(
-                            "snapshot of {stream_type}/{stream_id} at version {version} has \
-                             schema version {snapshot_version}"
-                        ),
-                    }
-                })?,
-                state: column(&row, 2, None)?,
-            })
-        })
-        .transpose()
+        row.map(|row| snapshot::<_, i64>(&row, stream)).transpose()
     }
 }
