@@ -189,6 +189,8 @@ pub async fn rebuild_replays_everything<S: Store>(store: S) {
     assert_eq!(reports.len(), 4, "one report per batch: {reports:?}");
     assert!(reports.windows(2).all(|w| w[0].position < w[1].position));
     assert!(reports.iter().all(|p| p.head == head), "{reports:?}");
+    let status = runner.status().await.unwrap();
+    assert_eq!((status.position, status.lag()), (head, 0));
 }
 
 pub async fn status_reports_the_lag<S: Store>(store: S) {
