@@ -3,6 +3,9 @@
 //! (advisory-lock lease) and takeover when the active one dies mid-batch, in-process and from
 //! a killed child process.
 //!
+//! What projections do on every store (catch-up, checkpoints, rebuild, status, leases,
+//! wake-ups, inline) is the conformance suite's; here is what PostgreSQL adds.
+//!
 //! Each test works in a fresh schema, dropped at the end. PostgreSQL unreachable (at
 //! `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`) fails the tests.
 #![cfg(feature = "postgres")]
@@ -17,8 +20,8 @@ use std::time::Duration;
 
 use annals::store::{CheckpointStore, EventLog, LeaseStore, TxStore};
 use annals::{
-    aggregate, projection, Command, Event, EventMeta, Events, PgStore, PgTx, Progress,
-    ProjectionError, ProjectionRunner, Repository, Uuid,
+    aggregate, projection, Command, Event, EventMeta, Events, PgStore, PgTx, ProjectionError,
+    ProjectionRunner, Repository, Uuid,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -1127,10 +1130,10 @@ async fn a_killed_process_is_replaced_without_loss_or_duplicates() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 4. Rebuild and status.
+// 4. Rebuild: the reset hook truncates the tables in the rebuild's transaction.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rebuild_truncates_through_the_reset_hook_and_replays_and_status_reports_lag() {
+async fn rebuild_truncates_through_the_reset_hook_and_replays() {
     with_schema(|schema| async move {
         let store = connect(&schema, 4).await;
         create_tables(&store).await;
@@ -1140,22 +1143,12 @@ async fn rebuild_truncates_through_the_reset_hook_and_replays_and_status_reports
         }
         world.register("c", "Cy").await;
         world.withdraw("x", 1).await;
-        let head = store.head().await.unwrap();
-        assert_eq!(head, 13);
-
-        let mut runner = ProjectionRunner::new(store.clone(), Ledger::new(&schema)).batch_size(3);
-        let status = runner.status().await.unwrap();
-        assert_eq!((status.position, status.head, status.lag()), (0, 13, 13));
-        runner.catch_up().await.unwrap();
-        assert_eq!(runner.status().await.unwrap().lag(), 0);
-
-        // Only events the projection skips: they count as lag until a catch-up passes them.
         world.note("x").await;
-        world.note("y").await;
-        let status = runner.status().await.unwrap();
-        assert_eq!((status.position, status.head, status.lag()), (13, 15, 2));
-        assert_eq!(runner.catch_up().await.unwrap().handled, 0);
-        assert_eq!(runner.status().await.unwrap().lag(), 0);
+        let head = store.head().await.unwrap();
+        assert_eq!(head, 14);
+        let mut runner = ProjectionRunner::new(store.clone(), Ledger::new(&schema)).batch_size(3);
+        runner.catch_up().await.unwrap();
+        world.assert_read_model(&store).await;
 
         // Damage the read model; a rebuild truncates it (the stray row goes) and replays.
         let s = &schema;
@@ -1171,15 +1164,9 @@ async fn rebuild_truncates_through_the_reset_hook_and_replays_and_status_reports
         .execute(store.pool())
         .await
         .unwrap();
-        let mut reports: Vec<Progress> = Vec::new();
-        let done = runner.rebuild(|p| reports.push(p)).await.unwrap();
-        assert_eq!((done.handled, done.position, done.head), (13, 15, 15));
-        assert!(reports.len() >= 4, "{reports:?}");
-        assert!(reports.windows(2).all(|w| w[0].position < w[1].position));
-        assert!(reports.iter().all(|p| p.head == 15));
+        let done = runner.rebuild(|_| {}).await.unwrap();
+        assert_eq!((done.handled, done.position, done.head), (13, head, head));
         world.assert_read_model(&store).await;
-        let status = runner.status().await.unwrap();
-        assert_eq!((status.position, status.lag()), (15, 0));
     })
     .await;
 }
@@ -1213,53 +1200,23 @@ async fn inline_projections_see_the_stored_events_in_the_append_transaction() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 6. The pieces the runner relies on: the checkpoint compare-and-set and the lease.
+// 6. The pieces the runner relies on: checkpoints in the transaction, and the lease.
 
+/// A transaction sees its own checkpoint moves, and a checkpoint past `bigint` is refused.
+/// (The compare-and-set every store shares is the conformance suite's; `MemoryStore`
+/// compares with the committed checkpoint only, so the first part is not shared yet.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn advance_checkpoint_is_a_compare_and_set_across_transactions() {
+async fn a_transaction_sees_its_own_checkpoint_moves_within_bigint() {
     with_schema(|schema| async move {
         let store = connect(&schema, 4).await;
-        assert_eq!(store.checkpoint("cas").await.unwrap(), 0);
-
-        // Two first moves from 0: the second waits for the first and then refuses.
-        let mut first = store.begin().await.unwrap();
+        let mut tx = store.begin().await.unwrap();
         assert!(store
-            .advance_checkpoint(&mut first, "cas", 0, 5)
+            .advance_checkpoint(&mut tx, "cas", 0, 5)
             .await
             .unwrap());
-        assert_eq!(
-            store.checkpoint("cas").await.unwrap(),
-            0,
-            "not before commit"
-        );
-        let racing = store.clone();
-        let second = tokio::spawn(async move {
-            let mut tx = racing.begin().await.unwrap();
-            let moved = racing
-                .advance_checkpoint(&mut tx, "cas", 0, 3)
-                .await
-                .unwrap();
-            racing.commit(tx).await.unwrap();
-            moved
-        });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(
-            !second.is_finished(),
-            "the second mover waits for the first"
-        );
-        store.commit(first).await.unwrap();
-        assert!(!second.await.unwrap());
-        assert_eq!(store.checkpoint("cas").await.unwrap(), 5);
+        store.commit(tx).await.unwrap();
 
         let mut tx = store.begin().await.unwrap();
-        assert!(!store
-            .advance_checkpoint(&mut tx, "cas", 4, 9)
-            .await
-            .unwrap());
-        assert!(!store
-            .advance_checkpoint(&mut tx, "absent", 2, 9)
-            .await
-            .unwrap());
         assert!(matches!(
             store.advance_checkpoint(&mut tx, "cas", 5, u64::MAX).await,
             Err(annals::StoreError::OutOfRange {
@@ -1267,15 +1224,6 @@ async fn advance_checkpoint_is_a_compare_and_set_across_transactions() {
                 ..
             })
         ));
-        drop(tx);
-        let mut tx = store.begin().await.unwrap();
-        assert!(store
-            .advance_checkpoint(&mut tx, "cas", 5, 9)
-            .await
-            .unwrap());
-        drop(tx); // rolled back
-        assert_eq!(store.checkpoint("cas").await.unwrap(), 5);
-        let mut tx = store.begin().await.unwrap();
         assert!(store
             .advance_checkpoint(&mut tx, "cas", 5, 0)
             .await

@@ -1,6 +1,6 @@
 //! What projections get from every store: catch-up that applies each handled event once,
-//! filtered fetches, checkpoints that move only with a committed batch, rebuild, leases,
-//! live wake-ups, and inline projections that commit or fail with the append.
+//! filtered fetches, checkpoints that move only with a committed batch, rebuild, status and
+//! lag, leases, live wake-ups, and inline projections that commit or fail with the append.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,10 +182,44 @@ pub async fn rebuild_replays_everything<S: Store>(store: S) {
     let before = runner.projection().totals.clone();
     let mut reports = Vec::new();
     let done = runner.rebuild(|p| reports.push(p)).await.unwrap();
-    assert_eq!(done.handled, 4);
+    let head = store.head().await.unwrap();
+    assert_eq!((done.handled, done.position, done.head), (4, head, head));
     assert_eq!(runner.projection().totals, before);
     assert_eq!(runner.projection().seen, handled_positions(&store).await);
     assert_eq!(reports.len(), 4, "one report per batch: {reports:?}");
+    assert!(reports.windows(2).all(|w| w[0].position < w[1].position));
+    assert!(reports.iter().all(|p| p.head == head), "{reports:?}");
+    let status = runner.status().await.unwrap();
+    assert_eq!((status.position, status.lag()), (head, 0));
+}
+
+pub async fn status_reports_the_lag<S: Store>(store: S) {
+    let repo = counters(&store).await;
+    create(&repo, "a").await;
+    add(&repo, "a", 1).await;
+    let head = store.head().await.unwrap();
+    let mut runner = ProjectionRunner::new(store.clone(), Totals::default());
+    let status = runner.status().await.unwrap();
+    assert_eq!(
+        (status.position, status.head, status.lag()),
+        (0, head, head)
+    );
+    runner.catch_up().await.unwrap();
+    assert_eq!(runner.status().await.unwrap().lag(), 0);
+
+    // Only events the projection skips: they count as lag until a catch-up passes them.
+    step(&repo, "a").await;
+    step(&repo, "a").await;
+    let new_head = store.head().await.unwrap();
+    assert!(new_head > head);
+    let status = runner.status().await.unwrap();
+    assert_eq!(
+        (status.position, status.head, status.lag()),
+        (head, new_head, new_head - head)
+    );
+    assert_eq!(runner.catch_up().await.unwrap().handled, 0);
+    let status = runner.status().await.unwrap();
+    assert_eq!((status.position, status.lag()), (new_head, 0));
 }
 
 pub async fn leases_are_exclusive<S: Store>(store: S) {

@@ -1,4 +1,6 @@
-//! The `EventStore` / `SnapshotStore` contract, exercised with raw events.
+//! The storage contract, exercised with raw events: streams and snapshots (`EventStore`,
+//! `SnapshotStore`), the global log (`EventLog`), transactions (`TxStore`) and checkpoints
+//! (`CheckpointStore`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -206,6 +208,7 @@ pub async fn append_exists<S: Streams>(store: S) {
 pub async fn append_exact<S: Streams>(store: S) {
     // A missing stream is at version 0.
     assert_refused(&store, "a", ExpectedVersion::Exact(5), None).await;
+    assert_refused(&store, "a", ExpectedVersion::Exact(u64::MAX), None).await;
     let outcome = append(
         &store,
         ACCOUNT,
@@ -297,8 +300,28 @@ pub async fn append_outcome_versions_and_positions<S: Streams>(store: S) {
 }
 
 pub async fn empty_append_without_command_id<S: Streams>(store: S) {
-    let outcome = append(&store, ACCOUNT, "a", ExpectedVersion::Any, Vec::new()).await;
-    assert_eq!(outcome, AppendOutcome::new(0, 0, 0));
+    // On a missing stream: checked, and the stream still does not exist.
+    for expected in [ExpectedVersion::Any, ExpectedVersion::NoStream] {
+        let outcome = append(&store, ACCOUNT, "a", expected, Vec::new()).await;
+        assert_eq!(outcome, AppendOutcome::new(0, 0, 0), "{expected:?}");
+    }
+    let before = observe(&store, ACCOUNT, "a").await;
+    let refused = store
+        .append(
+            StreamRef::new(ACCOUNT, "a"),
+            ExpectedVersion::Exists,
+            Vec::new(),
+            &CommitMeta::default(),
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::WrongExpectedVersion { actual: None, .. })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(observe(&store, ACCOUNT, "a").await, before);
     assert_eq!(
         store
             .stream_version(StreamRef::new(ACCOUNT, "a"))
@@ -596,6 +619,70 @@ pub async fn read_all_filters_event_types<S: Store>(store: S) {
     assert_eq!(rest, deposits[2..]);
 }
 
+/// Paged reads through every shape of filter (one type, a few, more types than a store
+/// may merge, repeated types, every type, an unknown type) return exactly the full log
+/// filtered, whatever the page size.
+pub async fn read_all_pages_through_every_filter<S: Store>(store: S) {
+    let types = ["A", "B", "C", "D"];
+    for i in 0..60_u64 {
+        let event_type = types[usize::try_from(i * 7 % 11 % 4).unwrap()];
+        append(
+            &store,
+            ACCOUNT,
+            &(i % 5).to_string(),
+            ExpectedVersion::Any,
+            vec![event(event_type, &json!({ "n": i }))],
+        )
+        .await;
+    }
+    let all = read_all(&store).await;
+    assert_eq!(all.len(), 60);
+    assert!(positions(&all).windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(ns(&all), (0..60).collect::<Vec<_>>());
+
+    let many: Vec<String> = (0..30)
+        .map(|i| format!("Unused{i}"))
+        .chain(["A".to_owned(), "C".to_owned()])
+        .collect();
+    let filters = [
+        EventFilter::types(["B"]),
+        EventFilter::types(["A", "C"]),
+        EventFilter::types(["C", "A", "C"]),
+        EventFilter::types(types),
+        EventFilter::types(many),
+        EventFilter::types(["Nope"]),
+        EventFilter::all(),
+    ];
+    for filter in &filters {
+        let expected: Vec<&RecordedEvent> = all
+            .iter()
+            .filter(|e| filter.matches(&e.meta.event_type))
+            .collect();
+        for page in [1, 3, 7, 100] {
+            let mut got = Vec::new();
+            let mut after = 0;
+            loop {
+                let batch = store.read_all(after, page, filter).await.unwrap();
+                assert!(batch.len() <= page);
+                let Some(last) = batch.last() else { break };
+                after = last.meta.position;
+                got.extend(batch);
+            }
+            assert_eq!(
+                got.iter().collect::<Vec<_>>(),
+                expected,
+                "filter {filter:?}, page {page}"
+            );
+        }
+    }
+    let last_two = store
+        .read_all(all[57].meta.position, usize::MAX, &EventFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(last_two, all[58..]);
+    assert_eq!(store.head().await.unwrap(), all[59].meta.position);
+}
+
 pub async fn positions_strictly_increase<S: Store>(store: S) {
     // Sequential batches of various sizes across streams, then concurrent writers.
     for (i, size) in (0..12).zip([1, 3, 2, 5, 1, 1, 4, 2, 3, 1, 2, 1]) {
@@ -672,6 +759,9 @@ pub async fn metadata_round_trips<S: Streams>(store: S) {
         ("quote", "it's \"quoted\" \\ back"),
         ("ключ", "значение"),
         ("empty", ""),
+        ("", "\u{0}\n\t"),
+        ("nul", "a\0b"),
+        ("quote'd", "{\"not\": \"json\"}"),
         ("multi\nline", "a\nb\tc"),
         ("sql", "'; DROP TABLE events; --"),
     ]
@@ -737,13 +827,15 @@ pub async fn metadata_round_trips<S: Streams>(store: S) {
             0,
             "microsecond precision"
         );
-        // The database clock may be a little off the test's; allow a second of skew.
-        let slack = time::Duration::seconds(1);
+        // Taken from this process's clock during the append (`now_micros`), truncated to
+        // microseconds; one time for the whole batch.
+        let micros = |t: OffsetDateTime| t.unix_timestamp_nanos() / 1_000;
         assert!(
-            before - slack <= m.recorded_at && m.recorded_at <= after + slack,
+            micros(before) <= micros(m.recorded_at) && m.recorded_at <= after,
             "recorded_at {} not within [{before}, {after}]",
             m.recorded_at
         );
+        assert_eq!(m.recorded_at, stream[0].meta.recorded_at);
     }
     assert_eq!(outcome.last_position, stream[1].meta.position);
 
@@ -762,7 +854,7 @@ pub async fn metadata_round_trips<S: Streams>(store: S) {
 }
 
 pub async fn payloads_round_trip<S: Streams>(store: S) {
-    let payloads = [
+    let values = [
         json!({}),
         json!({ "text": "zoë 🦀 ключ 日本語", "escaped": "quote \" backslash \\ newline \n tab \t" }),
         json!({ "nested": { "list": [1, 2.5, -3, null, true, "x"], "empty": {} } }),
@@ -772,20 +864,37 @@ pub async fn payloads_round_trip<S: Streams>(store: S) {
         json!("a bare string"),
         json!({ "long": "x".repeat(200_000) }),
     ];
+    // Payloads are kept as written: spacing, key order, duplicate keys, number spelling,
+    // escapes (a `\u0000` escape too).
+    let written = [
+        r#"{ "b" : 1,   "a" : [1, 2.50, -0] }"#,
+        r#"{"s":"\u0000 nul and \"quote\" and \\ backslash"}"#,
+        r#"{"dup":1,"dup":2}"#,
+        "[]",
+        "42",
+    ];
+    let payloads: Vec<String> = values
+        .iter()
+        .map(Value::to_string)
+        .chain(written.map(str::to_owned))
+        .collect();
     for payload in &payloads {
         append(
             &store,
             ACCOUNT,
             "a",
             ExpectedVersion::Any,
-            vec![event("Noted", payload)],
+            vec![NewEvent::new("Noted", 1, payload.clone())],
         )
         .await;
     }
     let stored = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
     assert_eq!(stored.len(), payloads.len());
     for (e, payload) in stored.iter().zip(&payloads) {
-        assert_eq!(&json_of(&e.payload), payload);
+        assert_eq!(&e.payload, payload);
+    }
+    for (e, value) in stored.iter().zip(&values) {
+        assert_eq!(&json_of(&e.payload), value);
     }
     if let Some(log) = store.log().await {
         assert_eq!(log.events, stored);
@@ -839,6 +948,7 @@ pub async fn command_id_appends_once<S: Streams>(store: S) {
     // returns the first outcome.
     for (stream_id, expected) in [
         ("a", ExpectedVersion::Exact(3)),
+        ("a", ExpectedVersion::Exact(1)),
         ("a", ExpectedVersion::NoStream),
         ("a", ExpectedVersion::Any),
         ("other", ExpectedVersion::NoStream),
@@ -863,14 +973,9 @@ pub async fn command_id_appends_once<S: Streams>(store: S) {
         None
     );
 
-    let recorded = store.command_outcome(command_id).await.unwrap().unwrap();
     assert_eq!(
-        (
-            recorded.first_version,
-            recorded.last_version,
-            recorded.last_position
-        ),
-        (first.first_version, first.last_version, first.last_position)
+        store.command_outcome(command_id).await.unwrap(),
+        Some(first.clone().into_duplicate())
     );
     let stream = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
     let command_ids: Vec<Option<Uuid>> = stream.iter().map(|e| e.meta.command_id).collect();
@@ -1003,7 +1108,7 @@ pub async fn empty_append_records_command_id<S: Streams>(store: S) {
     );
 }
 
-/// Stream ids and types full of SQL and LIKE metacharacters, quotes and unicode.
+/// Stream ids and types full of SQL, LIKE and GLOB metacharacters, quotes and unicode.
 fn hostile_ids() -> Vec<String> {
     [
         "'; DROP TABLE events; --",
@@ -1015,6 +1120,7 @@ fn hostile_ids() -> Vec<String> {
         "a%",
         "a_c",
         "abc",
+        "%_\\*?[]",
         "\\",
         "\\'",
         "''",
@@ -1027,6 +1133,7 @@ fn hostile_ids() -> Vec<String> {
         "a;b",
         "ä/ö/ü",
         "🦀🦀",
+        "🦀 ünïcödé \u{202e}rtl",
         "zero\u{200b}width",
         "  padded  ",
         "NULL",
@@ -1044,16 +1151,20 @@ fn hostile_ids() -> Vec<String> {
 pub async fn hostile_ids_are_stored_verbatim<S: Streams>(store: S) {
     let ids = hostile_ids();
     let hostile_type = "'); DROP TABLE streams; --";
+    // The hostile stream type's events have a hostile event type too.
+    let event_type = |stream_type: &str| {
+        if stream_type == ACCOUNT {
+            "Noted"
+        } else {
+            "Odd'\"Type%_"
+        }
+    };
     for (i, id) in (1..).zip(&ids) {
         for stream_type in [ACCOUNT, hostile_type] {
-            let outcome = append(
-                &store,
-                stream_type,
-                id,
-                ExpectedVersion::NoStream,
-                numbered(i, 2),
-            )
-            .await;
+            let events = (i..i + 2)
+                .map(|n| event(event_type(stream_type), &json!({ "n": n })))
+                .collect();
+            let outcome = append(&store, stream_type, id, ExpectedVersion::NoStream, events).await;
             assert_eq!(outcome.last_version, 2, "{id:?}");
             store
                 .save_snapshot(
@@ -1072,6 +1183,7 @@ pub async fn hostile_ids_are_stored_verbatim<S: Streams>(store: S) {
             for e in &events {
                 assert_eq!(&e.meta.stream_id, id);
                 assert_eq!(e.meta.stream_type, stream_type);
+                assert_eq!(e.meta.event_type, event_type(stream_type));
             }
             assert_eq!(
                 store
@@ -1319,6 +1431,11 @@ pub async fn snapshots_save_and_load<S: Streams>(store: S) {
         None
     );
     let snap = |version: u64, state: Value| Snapshot::new(version, 7, state.to_string());
+    let neighbour = Snapshot::new(5, 2, json!({ "other": true }).to_string());
+    store
+        .save_snapshot(StreamRef::new(ACCOUNT, "c"), neighbour.clone())
+        .await
+        .unwrap();
     for version in [6, 3, 9] {
         store
             .save_snapshot(
@@ -1348,21 +1465,28 @@ pub async fn snapshots_save_and_load<S: Streams>(store: S) {
     assert_eq!(load(Some(2)).await, None);
     assert_eq!(load(Some(0)).await, None);
 
-    // Saving at the same version replaces.
+    // Saving at the same version replaces, snapshot version included.
     store
         .save_snapshot(
             StreamRef::new(ACCOUNT, "a"),
-            snap(6, json!({ "replaced": true })),
+            Snapshot::new(6, 8, json!({ "replaced": true }).to_string()),
         )
         .await
         .unwrap();
     assert_eq!(
         load(Some(6)).await,
-        Some((6, 7, json!({ "replaced": true })))
+        Some((6, 8, json!({ "replaced": true })))
     );
     assert_eq!(load(None).await, at(9));
 
     // Snapshots belong to one stream.
+    assert_eq!(
+        store
+            .load_snapshot(StreamRef::new(ACCOUNT, "c"), None)
+            .await
+            .unwrap(),
+        Some(neighbour)
+    );
     assert_eq!(
         store
             .load_snapshot(StreamRef::new(ACCOUNT, "b"), None)
@@ -1438,7 +1562,8 @@ pub async fn duplicate_event_id_is_refused<S: Streams>(store: S) {
     let before = observe(&store, ACCOUNT, "b").await;
 
     // Already stored (in another stream), and twice in one batch: the whole append is
-    // refused.
+    // refused, and records nothing of its command id.
+    let meta = CommitMeta::new().command_id(Uuid::new_v4());
     let mut reused = event("Noted", &json!({ "n": 2 }));
     reused.event_id = first.event_id;
     let twice = event("Noted", &json!({ "n": 3 }));
@@ -1454,7 +1579,7 @@ pub async fn duplicate_event_id_is_refused<S: Streams>(store: S) {
                 StreamRef::new(ACCOUNT, "b"),
                 ExpectedVersion::Any,
                 batch,
-                &CommitMeta::default(),
+                &meta,
             )
             .await;
         match &result {
@@ -1469,7 +1594,28 @@ pub async fn duplicate_event_id_is_refused<S: Streams>(store: S) {
             other => panic!("expected DuplicateEventId, got {other:?}"),
         }
         assert_eq!(observe(&store, ACCOUNT, "b").await, before);
+        assert_eq!(
+            store
+                .command_outcome(meta.command_id.unwrap())
+                .await
+                .unwrap(),
+            None
+        );
     }
+    // The store and the command id are still usable.
+    let landed = store
+        .append(
+            StreamRef::new(ACCOUNT, "b"),
+            ExpectedVersion::NoStream,
+            numbered(5, 1),
+            &meta,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (landed.first_version, landed.last_version, landed.duplicate),
+        (1, 1, false)
+    );
 }
 
 /// `load_stream` (the repository's narrow read) returns exactly the fields `read_stream`
@@ -1523,4 +1669,176 @@ pub async fn load_stream_matches_read_stream<S: Streams>(store: S) {
             .await,
         Err(StoreError::InvalidStream { .. })
     ));
+}
+
+/// Appends inside a transaction: invisible until it commits, gone if it is dropped, each
+/// seeing the versions and command ids the transaction itself wrote, and returned as
+/// stored.
+pub async fn appends_in_a_transaction_commit_or_roll_back_with_it<S: Store>(store: S) {
+    let a = || StreamRef::new(ACCOUNT, "a");
+    let command_id = Uuid::new_v4();
+    let meta = CommitMeta::new().command_id(command_id);
+    let nothing = CommitMeta::default();
+
+    let mut tx = store.begin().await.unwrap();
+    store
+        .append_in(
+            &mut tx,
+            a(),
+            ExpectedVersion::NoStream,
+            numbered(1, 2),
+            &nothing,
+        )
+        .await
+        .unwrap();
+    store
+        .append_in(&mut tx, a(), ExpectedVersion::Exact(2), Vec::new(), &meta)
+        .await
+        .unwrap();
+    assert!(read_all(&store).await.is_empty(), "visible before commit");
+    drop(tx);
+    assert!(read_all(&store).await.is_empty(), "kept after a rollback");
+    assert_eq!(store.head().await.unwrap(), 0);
+    assert_eq!(store.stream_version(a()).await.unwrap(), None);
+    assert_eq!(store.command_outcome(command_id).await.unwrap(), None);
+
+    let mut tx = store.begin().await.unwrap();
+    let (first, first_events) = store
+        .append_in(
+            &mut tx,
+            a(),
+            ExpectedVersion::NoStream,
+            numbered(1, 2),
+            &nothing,
+        )
+        .await
+        .unwrap();
+    assert_eq!((first.first_version, first.last_version), (1, 2));
+    // A refused append leaves the transaction usable, and reports the version the
+    // transaction itself wrote.
+    let refused = store
+        .append_in(
+            &mut tx,
+            a(),
+            ExpectedVersion::NoStream,
+            numbered(9, 1),
+            &nothing,
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::WrongExpectedVersion {
+                actual: Some(2),
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let (second, second_events) = store
+        .append_in(
+            &mut tx,
+            a(),
+            ExpectedVersion::Exact(2),
+            numbered(3, 1),
+            &nothing,
+        )
+        .await
+        .unwrap();
+    assert_eq!((second.first_version, second.last_version), (3, 3));
+    let (empty, none) = store
+        .append_in(&mut tx, a(), ExpectedVersion::Exact(3), Vec::new(), &meta)
+        .await
+        .unwrap();
+    assert_eq!(empty, AppendOutcome::new(3, 3, 0));
+    assert!(none.is_empty());
+    // The command id, recorded in this transaction, already counts in it.
+    let (again, no_events) = store
+        .append_in(&mut tx, a(), ExpectedVersion::Any, numbered(9, 1), &meta)
+        .await
+        .unwrap();
+    assert_eq!(again, empty.clone().into_duplicate());
+    assert!(no_events.is_empty());
+    store.commit(tx).await.unwrap();
+
+    let stream = read(&store, ACCOUNT, "a", StreamRange::ALL).await;
+    assert_eq!(versions(&stream), [1, 2, 3]);
+    assert_eq!(ns(&stream), [1, 2, 3]);
+    let returned: Vec<RecordedEvent> = first_events.into_iter().chain(second_events).collect();
+    assert_eq!(returned, stream, "append_in returns the events as stored");
+    assert_eq!(read_all(&store).await, stream);
+    assert_eq!(
+        store.command_outcome(command_id).await.unwrap(),
+        Some(empty.into_duplicate())
+    );
+}
+
+/// Checkpoints move by compare-and-set inside a transaction: only from the committed
+/// position, visible when the transaction commits, and not at all if it is dropped. Of
+/// two transactions moving from the same position, the second waits for the first and
+/// then refuses.
+pub async fn checkpoints_move_by_compare_and_set<S: Store>(store: S) {
+    assert_eq!(store.checkpoint("cas").await.unwrap(), 0);
+
+    let mut first = store.begin().await.unwrap();
+    assert!(store
+        .advance_checkpoint(&mut first, "cas", 0, 5)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.checkpoint("cas").await.unwrap(),
+        0,
+        "not before commit"
+    );
+    let racing = store.clone();
+    let second = tokio::spawn(async move {
+        let mut tx = racing.begin().await.unwrap();
+        let moved = racing
+            .advance_checkpoint(&mut tx, "cas", 0, 3)
+            .await
+            .unwrap();
+        racing.commit(tx).await.unwrap();
+        moved
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !second.is_finished(),
+        "the second mover waits for the first"
+    );
+    store.commit(first).await.unwrap();
+    assert!(!second.await.unwrap());
+    assert_eq!(store.checkpoint("cas").await.unwrap(), 5);
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(!store
+        .advance_checkpoint(&mut tx, "cas", 4, 9)
+        .await
+        .unwrap());
+    assert!(!store
+        .advance_checkpoint(&mut tx, "absent", 2, 9)
+        .await
+        .unwrap());
+    drop(tx);
+    let mut tx = store.begin().await.unwrap();
+    assert!(store
+        .advance_checkpoint(&mut tx, "cas", 5, 9)
+        .await
+        .unwrap());
+    drop(tx); // rolled back
+    assert_eq!(store.checkpoint("cas").await.unwrap(), 5);
+
+    // Back to 0 (a rebuild), and another name moved in the same transaction.
+    let mut tx = store.begin().await.unwrap();
+    assert!(store
+        .advance_checkpoint(&mut tx, "cas", 5, 0)
+        .await
+        .unwrap());
+    assert!(store
+        .advance_checkpoint(&mut tx, "other", 0, 3)
+        .await
+        .unwrap());
+    store.commit(tx).await.unwrap();
+    assert_eq!(store.checkpoint("cas").await.unwrap(), 0);
+    assert_eq!(store.checkpoint("other").await.unwrap(), 3);
+    assert_eq!(store.checkpoint("absent").await.unwrap(), 0);
 }
