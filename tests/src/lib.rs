@@ -61,6 +61,8 @@ mod guide {
     mod concepts {}
     #[doc = include_str!("../../docs/tutorial.md")]
     mod tutorial {}
+    #[doc = include_str!("../../docs/aggregates.md")]
+    mod aggregates {}
     #[doc = include_str!("../../docs/stores.md")]
     mod stores {}
     #[doc = include_str!("../../docs/projections.md")]
