@@ -63,6 +63,7 @@ mod guide {
     mod tutorial {}
     #[doc = include_str!("../../docs/aggregates.md")]
     mod aggregates {}
+    #[cfg(feature = "postgres")]
     #[doc = include_str!("../../docs/stores.md")]
     mod stores {}
     #[doc = include_str!("../../docs/projections.md")]
