@@ -75,10 +75,13 @@ impl TestDb {
     }
 
     async fn finish(self) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{}\" CASCADE", self.store.schema())))
-            .execute(self.pool())
-            .await
-            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA \"{}\" CASCADE",
+            self.store.schema()
+        )))
+        .execute(self.pool())
+        .await
+        .unwrap();
         self.store.pool().close().await;
     }
 }
@@ -307,10 +310,12 @@ async fn schema_names_that_are_not_plain_identifiers_are_refused_before_any_sql(
             .await
             .unwrap();
         assert_eq!(store.notify_channel(), format!("{fine}_events"));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{fine}\" CASCADE")))
-            .execute(db.pool())
-            .await
-            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA \"{fine}\" CASCADE"
+        )))
+        .execute(db.pool())
+        .await
+        .unwrap();
     }
     db.finish().await;
 }

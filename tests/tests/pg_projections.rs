@@ -282,7 +282,9 @@ impl Ledger {
     #[reset]
     async fn truncate(&mut self, tx: &mut PgTx) -> Result<(), sqlx::Error> {
         let sql = format!("TRUNCATE {0}.ledger, {0}.customers", self.schema);
-        sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).execute(&mut **tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }
@@ -461,10 +463,12 @@ where
         .execute(&mut conn)
         .await
         .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("dropping schema {schema}: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("dropping schema {schema}: {e}"));
     if let Err(error) = outcome {
         match error.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
@@ -491,7 +495,10 @@ async fn create_tables(store: &PgStore) {
         ),
         format!("CREATE TABLE {s}.totals (account text PRIMARY KEY, balance bigint NOT NULL)"),
     ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).execute(store.pool()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .execute(store.pool())
+            .await
+            .unwrap();
     }
 }
 
@@ -1151,10 +1158,12 @@ async fn rebuild_truncates_through_the_reset_hook_and_replays_and_status_reports
 
         // Damage the read model; a rebuild truncates it (the stray row goes) and replays.
         let s = &schema;
-        sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {s}.ledger SET balance = -1")))
-            .execute(store.pool())
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {s}.ledger SET balance = -1"
+        )))
+        .execute(store.pool())
+        .await
+        .unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO {s}.ledger (account, owner, balance, events) VALUES ('stray', '', 0, 0)"
         )))

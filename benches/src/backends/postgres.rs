@@ -191,10 +191,12 @@ impl Setup for PostgresSetup {
 
     async fn finish(self) -> Result<(), BenchError> {
         for schema in &self.schemas {
-            sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
-                .execute(&self.admin)
-                .await
-                .map_err(sqlx_error("postgres", "dropping a schema"))?;
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
+            .execute(&self.admin)
+            .await
+            .map_err(sqlx_error("postgres", "dropping a schema"))?;
         }
         self.admin.close().await;
         Ok(())
