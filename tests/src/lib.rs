@@ -19,7 +19,10 @@ pub fn database_url() -> String {
 pub async fn drop_schema(url: &str, schema: &str) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await?;
-    let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", schema.replace('"', "\"\""));
+    let sql = format!(
+        "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+        schema.replace('"', "\"\"")
+    );
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(&mut conn)
         .await?;
