@@ -1,4 +1,5 @@
 #![doc = include_str!("../../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -28,7 +29,11 @@ pub use store::{SqliteStore, SqliteStoreOptions, SqliteTx};
 #[cfg(feature = "derive")]
 pub use annals_macros::{aggregate, projection, Command, Event, Events};
 
+// Linked rather than inlined: inlined, their pages would carry the `time` and `uuid`
+// crates' own feature badges as if they were annals features.
+#[doc(no_inline)]
 pub use time::OffsetDateTime;
+#[doc(no_inline)]
 pub use uuid::Uuid;
 
 /// Items generated code reaches; not part of the public API.

@@ -1,9 +1,31 @@
 //! A given/when/then fixture for testing command handlers without a store.
 //!
-//! ```ignore
+//! ```
 //! use annals::testing::given;
+//! # use annals::{aggregate, Command, Event, Events};
+//! # use serde::{Deserialize, Serialize};
+//! # #[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
+//! # struct AccountOpened { owner: String }
+//! # #[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
+//! # struct Deposited { amount: u64 }
+//! # #[derive(Debug, Clone, PartialEq, Events)]
+//! # enum AccountEvent { AccountOpened(AccountOpened), Deposited(Deposited) }
+//! # #[derive(Debug, Clone, Command, Serialize, Deserialize)]
+//! # #[command(aggregate = Account)]
+//! # struct Deposit { #[command(id)] account: String, amount: u64 }
+//! # #[derive(Debug, PartialEq, thiserror::Error)]
+//! # #[error("refused")]
+//! # struct Refused;
+//! # #[derive(Default)]
+//! # struct Account;
+//! # #[aggregate(id = String, event = AccountEvent, error = Refused, ignore(AccountOpened, Deposited))]
+//! # impl Account {
+//! #     #[command]
+//! #     fn deposit(&self, cmd: Deposit) -> Result<Deposited, Refused> { Ok(Deposited { amount: cmd.amount }) }
+//! # }
+//!
 //! given::<Account>([AccountOpened { owner: "ada".into() }])
-//!     .when(Deposit { account: id, amount: 5 })
+//!     .when(Deposit { account: "ada".into(), amount: 5 })
 //!     .then_expect([Deposited { amount: 5 }]);
 //! ```
 
