@@ -57,10 +57,10 @@ impl TestDb {
     /// Runs SQL against the test's schema (names unqualified).
     async fn sql(&self, sql: &str) {
         let mut conn = self.pool().acquire().await.unwrap();
-        sqlx::raw_sql(&format!(
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "SET search_path TO \"{}\"; {sql}; RESET search_path",
             self.store.schema()
-        ))
+        )))
         .execute(&mut *conn)
         .await
         .unwrap();
@@ -68,14 +68,14 @@ impl TestDb {
 
     async fn count(&self, sql: &str) -> i64 {
         let sql = sql.replace("{schema}", &format!("\"{}\"", self.store.schema()));
-        sqlx::query_scalar(&sql)
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
             .fetch_one(self.pool())
             .await
             .unwrap()
     }
 
     async fn finish(self) {
-        sqlx::raw_sql(&format!("DROP SCHEMA \"{}\" CASCADE", self.store.schema()))
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{}\" CASCADE", self.store.schema())))
             .execute(self.pool())
             .await
             .unwrap();
@@ -136,10 +136,10 @@ impl Rng {
 async fn migrations_are_recorded_once_and_reopening_is_harmless() {
     let db = TestDb::new().await;
     let recorded = || async {
-        sqlx::query_as::<_, (i32, String)>(&format!(
+        sqlx::query_as::<_, (i32, String)>(sqlx::AssertSqlSafe(format!(
             "SELECT version, name FROM \"{}\".annals_migrations ORDER BY version",
             db.store.schema()
-        ))
+        )))
         .fetch_all(db.pool())
         .await
         .unwrap()
@@ -307,7 +307,7 @@ async fn schema_names_that_are_not_plain_identifiers_are_refused_before_any_sql(
             .await
             .unwrap();
         assert_eq!(store.notify_channel(), format!("{fine}_events"));
-        sqlx::raw_sql(&format!("DROP SCHEMA \"{fine}\" CASCADE"))
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{fine}\" CASCADE")))
             .execute(db.pool())
             .await
             .unwrap();

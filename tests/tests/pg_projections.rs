@@ -209,7 +209,7 @@ impl Ledger {
             "INSERT INTO {}.ledger (account, owner, balance, events) VALUES ($1, $2, 0, 1)",
             self.schema
         );
-        sqlx::query(&sql)
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(&meta.stream_id)
             .bind(&e.owner)
             .execute(&mut **tx)
@@ -252,7 +252,7 @@ impl Ledger {
             "INSERT INTO {}.customers (customer, name, renames) VALUES ($1, $2, 0)",
             self.schema
         );
-        sqlx::query(&sql)
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(&meta.stream_id)
             .bind(&e.name)
             .execute(&mut **tx)
@@ -271,7 +271,7 @@ impl Ledger {
             "UPDATE {}.customers SET name = $2, renames = renames + 1 WHERE customer = $1",
             self.schema
         );
-        sqlx::query(&sql)
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(&meta.stream_id)
             .bind(&e.name)
             .execute(&mut **tx)
@@ -282,7 +282,7 @@ impl Ledger {
     #[reset]
     async fn truncate(&mut self, tx: &mut PgTx) -> Result<(), sqlx::Error> {
         let sql = format!("TRUNCATE {0}.ledger, {0}.customers", self.schema);
-        sqlx::query(&sql).execute(&mut **tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).execute(&mut **tx).await?;
         Ok(())
     }
 }
@@ -301,7 +301,7 @@ impl Ledger {
              WHERE account = $1",
             self.schema
         );
-        let done = sqlx::query(&sql)
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(account)
             .bind(amount)
             .execute(&mut **tx)
@@ -364,18 +364,18 @@ impl Applied {
     ) -> Result<(), sqlx::Error> {
         let schema = &self.schema;
         let position = i64::try_from(meta.position).expect("position fits bigint");
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO {schema}.applied (position, runner, stream_id) VALUES ($1, $2, $3)"
-        ))
+        )))
         .bind(position)
         .bind(self.runner)
         .bind(&meta.stream_id)
         .execute(&mut **tx)
         .await?;
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO {schema}.totals (account, balance) VALUES ($1, $2) \
              ON CONFLICT (account) DO UPDATE SET balance = totals.balance + $2"
-        ))
+        )))
         .bind(&meta.stream_id)
         .bind(amount)
         .execute(&mut **tx)
@@ -383,10 +383,10 @@ impl Applied {
         if let Some(stop) = &self.stop {
             if meta.position >= stop.from {
                 // Rows written by this open batch: past the committed checkpoint.
-                let in_batch: i64 = sqlx::query_scalar(&format!(
+                let in_batch: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                     "SELECT count(*) FROM {schema}.applied WHERE position > coalesce( \
                      (SELECT position FROM {schema}.annals_checkpoints WHERE name = 'applied'), 0)"
-                ))
+                )))
                 .fetch_one(&mut **tx)
                 .await?;
                 if in_batch >= 2 && stop.fire(self.runner, meta.position) {
@@ -461,7 +461,7 @@ where
         .execute(&mut conn)
         .await
         .unwrap();
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
         .execute(&mut conn)
         .await
         .unwrap_or_else(|e| panic!("dropping schema {schema}: {e}"));
@@ -491,7 +491,7 @@ async fn create_tables(store: &PgStore) {
         ),
         format!("CREATE TABLE {s}.totals (account text PRIMARY KEY, balance bigint NOT NULL)"),
     ] {
-        sqlx::query(&sql).execute(store.pool()).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).execute(store.pool()).await.unwrap();
     }
 }
 
@@ -620,18 +620,18 @@ type LedgerRows = (
 
 async fn read_ledger(store: &PgStore) -> LedgerRows {
     let s = store.schema();
-    let ledger = sqlx::query(&format!(
+    let ledger = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT account, owner, balance, events FROM {s}.ledger"
-    ))
+    )))
     .fetch_all(store.pool())
     .await
     .unwrap()
     .iter()
     .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
     .collect();
-    let names = sqlx::query(&format!(
+    let names = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT customer, name, renames FROM {s}.customers"
-    ))
+    )))
     .fetch_all(store.pool())
     .await
     .unwrap()
@@ -642,10 +642,10 @@ async fn read_ledger(store: &PgStore) -> LedgerRows {
 }
 
 async fn event_positions(store: &PgStore) -> Vec<i64> {
-    sqlx::query_scalar(&format!(
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT position FROM {}.annals_events ORDER BY position",
         store.schema()
-    ))
+    )))
     .fetch_all(store.pool())
     .await
     .unwrap()
@@ -653,10 +653,10 @@ async fn event_positions(store: &PgStore) -> Vec<i64> {
 
 /// `(position, runner)` of every applied event, in position order.
 async fn applied_rows(store: &PgStore) -> Vec<(i64, i32)> {
-    sqlx::query_as(&format!(
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT position, runner FROM {}.applied ORDER BY position",
         store.schema()
-    ))
+    )))
     .fetch_all(store.pool())
     .await
     .unwrap()
@@ -696,10 +696,10 @@ async fn deposits_per_account(store: &PgStore) -> BTreeMap<String, i64> {
 }
 
 async fn totals(store: &PgStore) -> BTreeMap<String, i64> {
-    sqlx::query_as::<_, (String, i64)>(&format!(
+    sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(format!(
         "SELECT account, balance FROM {}.totals",
         store.schema()
-    ))
+    )))
     .fetch_all(store.pool())
     .await
     .unwrap()
@@ -1151,13 +1151,13 @@ async fn rebuild_truncates_through_the_reset_hook_and_replays_and_status_reports
 
         // Damage the read model; a rebuild truncates it (the stray row goes) and replays.
         let s = &schema;
-        sqlx::query(&format!("UPDATE {s}.ledger SET balance = -1"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE {s}.ledger SET balance = -1")))
             .execute(store.pool())
             .await
             .unwrap();
-        sqlx::query(&format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO {s}.ledger (account, owner, balance, events) VALUES ('stray', '', 0, 0)"
-        ))
+        )))
         .execute(store.pool())
         .await
         .unwrap();

@@ -2,7 +2,8 @@
 
 use annals::{projection, CheckpointStore, EventMeta, PgStore};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
+use std::sync::Arc;
 
 use super::{balance_rows, Replayed, Setup};
 use crate::annals_runs;
@@ -61,9 +62,9 @@ impl PostgresSetup {
 /// runner's transaction.
 #[derive(Debug)]
 pub struct PgBalances {
-    insert: String,
-    deposit: String,
-    withdraw: String,
+    insert: Arc<str>,
+    deposit: Arc<str>,
+    withdraw: Arc<str>,
 }
 
 impl PgBalances {
@@ -71,15 +72,18 @@ impl PgBalances {
         PgBalances {
             insert: format!(
                 "INSERT INTO \"{schema}\".balances (account, version, balance) VALUES ($1, $2, 0)"
-            ),
+            )
+            .into(),
             deposit: format!(
                 "UPDATE \"{schema}\".balances SET balance = balance + $2, version = $3 \
                  WHERE account = $1"
-            ),
+            )
+            .into(),
             withdraw: format!(
                 "UPDATE \"{schema}\".balances SET balance = balance - $2, version = $3 \
                  WHERE account = $1"
-            ),
+            )
+            .into(),
         }
     }
 }
@@ -93,7 +97,7 @@ impl PgBalances {
         meta: &EventMeta,
         tx: &mut PgTx,
     ) -> Result<(), BenchError> {
-        sqlx::query(&self.insert)
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.insert)))
             .bind(&meta.stream_id)
             .bind(to_i64("stream version", meta.version)?)
             .execute(&mut **tx)
@@ -109,7 +113,7 @@ impl PgBalances {
         meta: &EventMeta,
         tx: &mut PgTx,
     ) -> Result<(), BenchError> {
-        sqlx::query(&self.deposit)
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.deposit)))
             .bind(&meta.stream_id)
             .bind(to_i64("amount", e.amount)?)
             .bind(to_i64("stream version", meta.version)?)
@@ -126,7 +130,7 @@ impl PgBalances {
         meta: &EventMeta,
         tx: &mut PgTx,
     ) -> Result<(), BenchError> {
-        sqlx::query(&self.withdraw)
+        sqlx::query(AssertSqlSafe(Arc::clone(&self.withdraw)))
             .bind(&meta.stream_id)
             .bind(to_i64("amount", e.amount)?)
             .bind(to_i64("stream version", meta.version)?)
@@ -153,21 +157,21 @@ impl Setup for PostgresSetup {
 
     async fn replay(&mut self, store: PgStore, batch: usize) -> Result<Replayed, BenchError> {
         let schema = store.schema().to_owned();
-        sqlx::raw_sql(&format!(
+        sqlx::raw_sql(AssertSqlSafe(format!(
             "CREATE TABLE \"{schema}\".balances (
                 account text   NOT NULL PRIMARY KEY,
                 version bigint NOT NULL,
                 balance bigint NOT NULL
             )"
-        ))
+        )))
         .execute(store.pool())
         .await
         .map_err(sqlx_error("postgres", "creating the read model"))?;
         let (elapsed, handled, _) =
             annals_runs::replay(store.clone(), PgBalances::new(&schema), batch).await?;
-        let rows = sqlx::query_as(&format!(
+        let rows = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT account, version, balance FROM \"{schema}\".balances"
-        ))
+        )))
         .fetch_all(store.pool())
         .await
         .map_err(sqlx_error("postgres", "reading the read model"))?;
@@ -187,7 +191,7 @@ impl Setup for PostgresSetup {
 
     async fn finish(self) -> Result<(), BenchError> {
         for schema in &self.schemas {
-            sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
                 .execute(&self.admin)
                 .await
                 .map_err(sqlx_error("postgres", "dropping a schema"))?;

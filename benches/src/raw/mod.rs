@@ -383,7 +383,7 @@ mod tests {
         exercise(w1, w2, w3, w4).await;
         let admin = sqlx::PgPool::connect(&url).await.unwrap();
         for name in ["w1", "w2", "w3", "w4"] {
-            sqlx::raw_sql(&format!("DROP SCHEMA \"{prefix}_{name}\" CASCADE"))
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA \"{prefix}_{name}\" CASCADE")))
                 .execute(&admin)
                 .await
                 .unwrap();

@@ -51,7 +51,7 @@ impl RawPostgres {
             .connect_with(options.clone())
             .await
             .map_err(sqlx_error(BACKEND, "connecting"))?;
-        sqlx::raw_sql(&format!("CREATE SCHEMA \"{schema}\""))
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
             .execute(&setup)
             .await
             .map_err(sqlx_error(BACKEND, "creating the schema"))?;

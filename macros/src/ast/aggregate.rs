@@ -117,7 +117,7 @@ impl Aggregate {
             krate = CratePath::from_path(path);
         }
 
-        if let Some((_, path, _)) = &item.trait_ {
+        if let Some((path, _)) = &item.trait_ {
             errors.spanned(
                 path,
                 "`#[aggregate]` goes on the aggregate's inherent impl block (`impl Account { .. }`), \
@@ -465,8 +465,8 @@ fn parse_handler(method: &ImplItemFn, policy: Policy, errors: &mut Errors) -> Op
     check_plain_fn(sig, "command handlers", errors);
     let mut inputs = sig.inputs.iter();
     match inputs.next() {
-        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
-        Some(FnArg::Receiver(r)) if r.mutability.is_some() && r.reference.is_some() => {
+        Some(FnArg::Receiver(r)) if receiver_ref(r) == Some(false) => {}
+        Some(FnArg::Receiver(r)) if receiver_ref(r) == Some(true) => {
             errors.spanned(
                 r,
                 "command handlers take `&self`, not `&mut self`: state changes only through \
@@ -560,7 +560,7 @@ fn parse_applier(method: &ImplItemFn, errors: &mut Errors) -> Option<Applier> {
         );
     }
     match sig.inputs.first() {
-        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_some() => {}
+        Some(FnArg::Receiver(r)) if receiver_ref(r) == Some(true) => {}
         Some(FnArg::Receiver(r)) => {
             errors.spanned(
                 r,
@@ -616,7 +616,7 @@ fn check_plain_fn(sig: &syn::Signature, what: &str, errors: &mut Errors) {
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.spanned(&sig.generics, format!("{what} cannot be generic"));
     }
-    if let Some(unsafety) = &sig.unsafety {
+    if let syn::Safety::Unsafe(unsafety) = &sig.safety {
         errors.spanned(unsafety, format!("{what} cannot be `unsafe`"));
     }
     if let Some(abi) = &sig.abi {
@@ -747,5 +747,14 @@ fn check_variant_names(command_enum: &CommandEnum, handlers: &[Handler], errors:
                 ),
             );
         }
+    }
+}
+
+/// `Some(is_mut)` for a `&self` / `&mut self` receiver, `None` for `self`, `mut self` and
+/// typed receivers.
+pub(crate) fn receiver_ref(receiver: &syn::Receiver) -> Option<bool> {
+    match &receiver.kind {
+        syn::ReceiverKind::Reference(_, _, mutability) => Some(mutability.is_some()),
+        _ => None,
     }
 }

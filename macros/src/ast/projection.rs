@@ -65,7 +65,7 @@ impl Projection {
         if let Some(path) = krate.take() {
             crate_path = CratePath::from_path(path);
         }
-        if let Some((_, path, _)) = &item.trait_ {
+        if let Some((path, _)) = &item.trait_ {
             errors.spanned(
                 path,
                 "`#[projection]` goes on the read model's inherent impl block, not on a trait impl",
@@ -257,7 +257,7 @@ fn check_receiver(sig: &syn::Signature, shape: &str, errors: &mut Errors) {
         errors.spanned(&sig.generics, "projection methods cannot be generic");
     }
     match sig.inputs.first() {
-        Some(FnArg::Receiver(r)) if r.reference.is_some() => {}
+        Some(FnArg::Receiver(r)) if super::aggregate::receiver_ref(r).is_some() => {}
         Some(FnArg::Receiver(r)) => {
             errors.spanned(r, format!("take `&mut self` or `&self`; {shape}"));
         }

@@ -22,6 +22,26 @@ mod postgres;
 #[cfg(feature = "postgres")]
 pub use postgres::{PgLease, PgStore, PgStoreOptions, PgTx};
 
+/// A statement assembled at run time from constant text and quoted identifiers (never from
+/// values, which are bound): the only dynamic SQL the stores hand to sqlx.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug, Clone)]
+pub(crate) struct Sql(std::sync::Arc<str>);
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<String> for Sql {
+    fn from(sql: String) -> Self {
+        Sql(sql.into())
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl sqlx::SqlSafeStr for &Sql {
+    fn into_sql_str(self) -> sqlx::SqlStr {
+        sqlx::AssertSqlSafe(std::sync::Arc::clone(&self.0)).into_sql_str()
+    }
+}
+
 /// The longest stream id a store accepts, in bytes.
 pub const MAX_STREAM_ID_LEN: usize = 512;
 

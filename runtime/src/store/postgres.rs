@@ -39,6 +39,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
+use super::Sql;
 use super::{
     load_through_read_stream, now_micros, stored_event_version, stored_u64, validate_stream,
     AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore, ExpectedVersion, Headers,
@@ -286,7 +287,7 @@ impl PgStore {
         let setup = format!(
             "CREATE SCHEMA IF NOT EXISTS {schema}; SET LOCAL search_path TO {schema}, pg_temp"
         );
-        tx.execute(setup.as_str())
+        tx.execute(&Sql::from(setup))
             .await
             .map_err(|e| StoreError::database(OP, e))?;
         migrate::migrate(&mut *tx, MIGRATIONS).await?;
@@ -1128,24 +1129,24 @@ impl std::error::Error for InvalidPayload {}
 
 /// The store's SQL, with the schema name quoted in once.
 struct Statements {
-    append_any: String,
-    append_new: String,
-    append_exists: String,
-    append_exact: String,
-    record_command: String,
-    stream_version: String,
-    command_outcome: String,
-    read_stream: String,
-    load_stream: String,
-    taken_event_id: String,
-    read_stream_until: String,
-    read_all: String,
-    read_all_types: String,
-    head: String,
-    save_snapshot: String,
-    load_snapshot: String,
-    checkpoint: String,
-    advance_checkpoint: String,
+    append_any: Sql,
+    append_new: Sql,
+    append_exists: Sql,
+    append_exact: Sql,
+    record_command: Sql,
+    stream_version: Sql,
+    command_outcome: Sql,
+    read_stream: Sql,
+    load_stream: Sql,
+    taken_event_id: Sql,
+    read_stream_until: Sql,
+    read_all: Sql,
+    read_all_types: Sql,
+    head: Sql,
+    save_snapshot: Sql,
+    load_snapshot: Sql,
+    checkpoint: Sql,
+    advance_checkpoint: Sql,
 }
 
 const EVENT_COLUMNS: &str = "position, stream_type, stream_id, version, event_type, \
@@ -1190,38 +1191,38 @@ impl Statements {
         Statements {
             append_any: append(format!(
                 "{insert_stream} DO UPDATE SET version = s.version + $3 RETURNING s.version"
-            )),
-            append_new: append(format!("{insert_stream} DO NOTHING RETURNING s.version")),
-            append_exists: append(format!("{update_stream} RETURNING s.version")),
+            )).into(),
+            append_new: append(format!("{insert_stream} DO NOTHING RETURNING s.version")).into(),
+            append_exists: append(format!("{update_stream} RETURNING s.version")).into(),
             append_exact: append(format!(
                 "{update_stream} AND s.version = $15 RETURNING s.version"
-            )),
+            )).into(),
             record_command: format!(
                 "INSERT INTO {commands} \
                  (command_id, stream_type, stream_id, first_version, last_version, last_position) \
                  VALUES ($1, $2, $3, $4, $4, 0) ON CONFLICT (command_id) DO NOTHING"
-            ),
+            ).into(),
             stream_version: format!(
                 "SELECT version FROM {streams} WHERE stream_type = $1 AND stream_id = $2"
-            ),
+            ).into(),
             command_outcome: format!(
                 "SELECT first_version, last_version, last_position FROM {commands} \
                  WHERE command_id = $1"
-            ),
+            ).into(),
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} \
                  WHERE stream_type = $1 AND stream_id = $2 AND version BETWEEN $3 AND $4 \
                  ORDER BY version"
-            ),
+            ).into(),
             taken_event_id: format!(
                 "SELECT event_id FROM {events} WHERE event_id = ANY($1) ORDER BY position LIMIT 1"
-            ),
+            ).into(),
             load_stream: format!(
                 "SELECT position, version, event_type, event_version, payload::text FROM {events} \
                  WHERE stream_type = $1 AND stream_id = $2 AND version BETWEEN $3 AND $4 \
                  ORDER BY version"
-            ),
-            // Like the other stores, stop at the first event recorded after `until` (clocks
+            ).into(),
+            // Like the other stores.into(), stop at the first event recorded after `until` (clocks
             // of several writers need not agree): the result is always a prefix.
             read_stream_until: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} \
@@ -1230,16 +1231,16 @@ impl Statements {
                      WHERE stream_type = $2 AND stream_id = $3 AND version >= $4 \
                      AND recorded_at > $1), 9223372036854775807) \
                  ORDER BY version"
-            ),
+            ).into(),
             read_all: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} WHERE position > $1 \
                  ORDER BY position LIMIT $2"
-            ),
+            ).into(),
             read_all_types: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} \
                  WHERE event_type = ANY($1) AND position > $2 ORDER BY position LIMIT $3"
-            ),
-            head: format!("SELECT coalesce(max(position), 0) FROM {events}"),
+            ).into(),
+            head: format!("SELECT coalesce(max(position), 0) FROM {events}").into(),
             save_snapshot: format!(
                 "INSERT INTO {snapshots} \
                  (stream_type, stream_id, version, snapshot_version, state) \
@@ -1247,14 +1248,14 @@ impl Statements {
                  ON CONFLICT (stream_type, stream_id, version) DO UPDATE \
                  SET snapshot_version = excluded.snapshot_version, state = excluded.state, \
                      recorded_at = now()"
-            ),
+            ).into(),
             load_snapshot: format!(
                 "SELECT version, snapshot_version, state::text FROM {snapshots} \
                  WHERE stream_type = $1 AND stream_id = $2 AND version <= $3 \
                  ORDER BY version DESC LIMIT 1"
-            ),
-            checkpoint: format!("SELECT position FROM {checkpoints} WHERE name = $1"),
-            // Compare-and-set, a missing row reading as 0. A concurrent mover holds the row
+            ).into(),
+            checkpoint: format!("SELECT position FROM {checkpoints} WHERE name = $1").into(),
+            // Compare-and-set.into(), a missing row reading as 0. A concurrent mover holds the row
             // (or the key, for a first insert) until it commits; this statement then sees the
             // committed position and does nothing.
             advance_checkpoint: format!(
@@ -1268,7 +1269,7 @@ impl Statements {
                      ON CONFLICT (name) DO NOTHING RETURNING 1 \
                  ) \
                  SELECT EXISTS (SELECT FROM moved) OR EXISTS (SELECT FROM created)"
-            ),
+            ).into(),
         }
     }
 }

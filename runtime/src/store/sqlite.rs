@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::migrate::{self, AppliedMigration, Migration, MigrationTarget};
+use super::Sql;
 use super::{
     load_through_read_stream, now_micros, stored_event_version, stored_u64, validate_stream,
     wait_for_append, AppendOutcome, CommitMeta, EventFilter, EventMeta, EventStore,
@@ -567,7 +568,7 @@ impl EventStore for SqliteStore {
                             .await
                     }
                     n if n <= MAX_MERGED_TYPES => {
-                        let sql = read_all_merged_sql(n);
+                        let sql = Sql::from(read_all_merged_sql(n));
                         let mut query = sqlx::query(&sql).bind(after).bind(limit);
                         for t in &types {
                             query = query.bind(*t);
@@ -1184,7 +1185,7 @@ mod tests {
             (APPEND_LOOKUP.to_owned(), 3),
         ] {
             let explain = format!("EXPLAIN QUERY PLAN {sql}");
-            let mut query = sqlx::query(&explain);
+            let mut query = sqlx::query(&Sql::from(explain));
             for _ in 0..binds {
                 query = query.bind(1_i64);
             }

@@ -87,7 +87,7 @@ mod postgres {
     pub async fn drop_postgres(store: &PgStore) {
         // The schema name was generated above: `conformance_` and hex digits.
         let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", store.schema());
-        sqlx::query(&sql)
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
             .execute(store.pool())
             .await
             .unwrap_or_else(|e| panic!("dropping schema {}: {e}", store.schema()));
