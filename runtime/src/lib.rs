@@ -40,9 +40,12 @@ pub mod __private {
         assert_event_of, ApplyEvent, DispatchEvents, EventOf, HandlerResult,
     };
     pub use crate::event::{
-        const_str_eq, from_json, from_json_value, names_collide, to_json_value,
+        codec, const_str_eq, from_json, from_json_value, names_collide, serde_probe, to_json_value,
+        DeclaredEvent, EventCodec, SerdeProbe,
     };
-    pub use crate::projection::{event_is, ProjectionOutcome};
+    pub use crate::projection::{
+        assert_projected_event, event_is, ProjectedEvent, ProjectionOutcome,
+    };
     pub use core;
     pub use serde;
     pub use serde_json;
