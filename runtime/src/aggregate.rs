@@ -137,3 +137,135 @@ impl<T, E> HandlerResult<E> for Result<T, E> {
         self
     }
 }
+
+/// Marks a type whose impl block has `#[aggregate(..)]`, whether or not its `Aggregate`
+/// impl holds, so `#[derive(Command)]` can tell a type that is no aggregate from an
+/// aggregate with its own mistake (reported once, by `#[aggregate]`).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an aggregate: `#[command(aggregate = ..)]` names the type whose impl block has `#[aggregate(..)]`",
+    label = "not an aggregate",
+    note = "an aggregate is a type whose inherent impl block has `#[aggregate(id = .., event = .., error = ..)]`"
+)]
+pub trait DeclaredAggregate {}
+
+/// Checks at compile time that `T` has an `#[aggregate]` impl block.
+#[doc(hidden)]
+pub const fn assert_declared_aggregate<T: DeclaredAggregate + ?Sized>() {}
+
+/// `Default`, with the fix in the message: the generated `Aggregate` impl holds only for a
+/// `Default` type, so this check is the one error.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "aggregate `{Self}` must implement `Default`: add `#[derive(Default)]` to `{Self}`",
+    label = "`{Self}` does not implement `Default`",
+    note = "an aggregate is rebuilt from its events starting at `Default::default()`"
+)]
+pub trait AggregateDefault {}
+
+impl<T: Default> AggregateDefault for T {}
+
+/// Checks at compile time that aggregate `T` implements `Default`.
+#[doc(hidden)]
+pub const fn assert_aggregate_default<T: AggregateDefault>() {}
+
+/// `Clone`, with the fix in the message: the generated `Command` impl holds only for a
+/// `Clone` type, so this check is the one error.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "command `{Self}` must implement `Clone`: add `#[derive(Clone)]` to `{Self}`",
+    label = "`{Self}` does not implement `Clone`",
+    note = "a command is cloned when a version conflict makes the repository run its handler again"
+)]
+pub trait CommandClone {}
+
+impl<T: Clone> CommandClone for T {}
+
+/// Checks at compile time that command `T` implements `Clone`.
+#[doc(hidden)]
+pub const fn assert_command_clone<T: CommandClone>() {}
+
+/// Marks a `#[derive(Command)]` type with the aggregate its `#[command(aggregate = ..)]`
+/// names, whether or not its `Command` impl holds.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a command of aggregate `{A}`: derive `Command` on it with `#[command(aggregate = {A})]`, or move this handler to the aggregate it names",
+    label = "not a command of `{A}`",
+    note = "an aggregate's `#[command]` handlers take commands whose `#[command(aggregate = ..)]` is that aggregate"
+)]
+pub trait CommandOf<A: ?Sized> {}
+
+/// Checks at compile time that `C` is a command of aggregate `A`.
+#[doc(hidden)]
+pub const fn assert_command_of<C: CommandOf<A> + ?Sized, A: ?Sized>() {}
+
+/// The `#[command(id)]` field's type, when it is the aggregate's id type `Id`.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "the `#[command(id)]` field must have `{A}`'s id type `{Id}`, not `{Self}`: change its type to `{Id}`",
+    label = "expected `{Id}`, the id type of `{A}`",
+    note = "the aggregate's id type is declared by `#[aggregate(id = ..)]`"
+)]
+pub trait AggregateId<A: ?Sized, Id: ?Sized> {}
+
+impl<A: ?Sized, Id: ?Sized> AggregateId<A, Id> for Id {}
+
+/// Checks at compile time that a command's id field has type `F`, the id type of aggregate
+/// `A`; only when `A` is an aggregate, since otherwise that is the one error to report
+/// (`(&&IdCheck::<A, F>::NEW).id_check().require()` resolves to [`id_check::Unknown`]).
+#[doc(hidden)]
+pub struct IdCheck<A, F>(std::marker::PhantomData<fn() -> (A, F)>);
+
+impl<A, F> IdCheck<A, F> {
+    /// The check.
+    pub const NEW: Self = IdCheck(std::marker::PhantomData);
+}
+
+/// The two resolutions of [`IdCheck`].
+#[doc(hidden)]
+pub mod id_check {
+    use std::marker::PhantomData;
+
+    use super::{Aggregate, AggregateId, IdCheck};
+
+    /// `A` is an aggregate: the id type is checked.
+    pub struct Checked<A, F>(PhantomData<fn() -> (A, F)>);
+    /// `A` is no aggregate, which is reported on its own.
+    pub struct Unknown;
+
+    /// When `A` is an aggregate.
+    pub trait OfAggregate<A, F> {
+        /// The verdict.
+        fn id_check(&self) -> Checked<A, F>;
+    }
+    impl<A: Aggregate, F> OfAggregate<A, F> for &IdCheck<A, F> {
+        fn id_check(&self) -> Checked<A, F> {
+            Checked(PhantomData)
+        }
+    }
+
+    /// Otherwise.
+    pub trait NotAggregate {
+        /// The verdict.
+        fn id_check(&self) -> Unknown;
+    }
+    impl<A, F> NotAggregate for IdCheck<A, F> {
+        fn id_check(&self) -> Unknown {
+            Unknown
+        }
+    }
+
+    impl<A: Aggregate, F> Checked<A, F> {
+        /// Reports a field of another type than the aggregate's id.
+        pub fn require(self)
+        where
+            F: AggregateId<A, A::Id>,
+        {
+        }
+    }
+
+    impl Unknown {
+        /// Nothing to report here.
+        pub fn require(self) {}
+    }
+}

@@ -204,3 +204,205 @@ pub const fn names_collide(a: &str, a_aliases: &[&str], b: &str, b_aliases: &[&s
     }
     false
 }
+
+/// The stored names and version of a `#[derive(Event)]` struct, implemented whether or not
+/// its `Event` impl holds: `#[derive(Events)]` checks name collisions with them, and a
+/// missing serde derive is then reported once, at the event.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event: add `#[derive(Event, Serialize, Deserialize)]` to it",
+    label = "not an event",
+    note = "the variants of a `#[derive(Events)]` enum wrap event structs"
+)]
+pub trait DeclaredEvent {
+    /// [`Event::NAME`].
+    const NAME: &'static str;
+    /// [`Event::VERSION`].
+    const VERSION: u32;
+    /// [`Event::ALIASES`].
+    const ALIASES: &'static [&'static str];
+}
+
+/// Finds out at compile time, for a concrete type, which of serde's traits it implements
+/// (method resolution picks the first impl whose bounds hold), so that `#[derive(Event)]`
+/// reports exactly one error naming the missing derives.
+#[doc(hidden)]
+pub struct SerdeProbe<T>(std::marker::PhantomData<T>);
+
+impl<T> SerdeProbe<T> {
+    /// The probe, used as `(&&&&SerdeProbe::<T>::NEW).serde()`.
+    pub const NEW: Self = SerdeProbe(std::marker::PhantomData);
+}
+
+/// The probe's verdicts; each `require` bound carries the fix as its message.
+#[doc(hidden)]
+pub mod serde_probe {
+    use std::marker::PhantomData;
+
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    use super::SerdeProbe;
+
+    /// Both traits implemented.
+    pub struct Both<T>(PhantomData<T>);
+    /// `Deserialize` missing.
+    pub struct NoDeserialize<T>(PhantomData<T>);
+    /// `Serialize` missing.
+    pub struct NoSerialize<T>(PhantomData<T>);
+    /// Both missing.
+    pub struct Neither<T>(PhantomData<T>);
+
+    /// Highest priority: both traits.
+    pub trait ProbeBoth<T> {
+        /// The verdict.
+        fn serde(&self) -> Both<T>;
+    }
+    impl<T: Serialize + DeserializeOwned> ProbeBoth<T> for &&&SerdeProbe<T> {
+        fn serde(&self) -> Both<T> {
+            Both(PhantomData)
+        }
+    }
+
+    /// Then `Serialize` alone.
+    pub trait ProbeSerialize<T> {
+        /// The verdict.
+        fn serde(&self) -> NoDeserialize<T>;
+    }
+    impl<T: Serialize> ProbeSerialize<T> for &&SerdeProbe<T> {
+        fn serde(&self) -> NoDeserialize<T> {
+            NoDeserialize(PhantomData)
+        }
+    }
+
+    /// Then `Deserialize` alone.
+    pub trait ProbeDeserialize<T> {
+        /// The verdict.
+        fn serde(&self) -> NoSerialize<T>;
+    }
+    impl<T: DeserializeOwned> ProbeDeserialize<T> for &SerdeProbe<T> {
+        fn serde(&self) -> NoSerialize<T> {
+            NoSerialize(PhantomData)
+        }
+    }
+
+    /// Last: neither.
+    pub trait ProbeNeither<T> {
+        /// The verdict.
+        fn serde(&self) -> Neither<T>;
+    }
+    impl<T> ProbeNeither<T> for SerdeProbe<T> {
+        fn serde(&self) -> Neither<T> {
+            Neither(PhantomData)
+        }
+    }
+
+    /// Never implemented: names the fix when both derives are missing.
+    #[diagnostic::on_unimplemented(
+        message = "event `{Self}` must implement `Serialize` and `Deserialize`: add `#[derive(Serialize, Deserialize)]` to `{Self}`",
+        label = "`{Self}` implements neither `Serialize` nor `Deserialize`",
+        note = "events are stored as JSON; the derives come from `serde` (`use serde::{{Deserialize, Serialize}};`)"
+    )]
+    pub trait DeriveSerde {}
+
+    /// Never implemented: names the fix when `Serialize` is missing.
+    #[diagnostic::on_unimplemented(
+        message = "event `{Self}` must implement `Serialize`: add `Serialize` to the derives of `{Self}`",
+        label = "`{Self}` does not implement `Serialize`",
+        note = "events are stored as JSON; the derive comes from `serde` (`use serde::Serialize;`)"
+    )]
+    pub trait DeriveSerialize {}
+
+    /// Never implemented: names the fix when `Deserialize` is missing.
+    #[diagnostic::on_unimplemented(
+        message = "event `{Self}` must implement `Deserialize`: add `Deserialize` to the derives of `{Self}`",
+        label = "`{Self}` does not implement `Deserialize`",
+        note = "events are stored as JSON; the derive comes from `serde` (`use serde::Deserialize;`)"
+    )]
+    pub trait DeriveDeserialize {}
+
+    impl<T> Both<T> {
+        /// Nothing to report.
+        pub fn require(self) {}
+    }
+    impl<T> NoDeserialize<T> {
+        /// Reports the missing derive.
+        pub fn require(self)
+        where
+            T: DeriveDeserialize,
+        {
+        }
+    }
+    impl<T> NoSerialize<T> {
+        /// Reports the missing derive.
+        pub fn require(self)
+        where
+            T: DeriveSerialize,
+        {
+        }
+    }
+    impl<T> Neither<T> {
+        /// Reports the missing derives.
+        pub fn require(self)
+        where
+            T: DeriveSerde,
+        {
+        }
+    }
+}
+
+/// Encodes and decodes one variant of a `#[derive(Events)]` enum through its [`Event`]
+/// impl: `(&&EventCodec::<E>::NEW).decode(..)` resolves to [`codec::ByEvent`] when `E:
+/// Event` holds, and otherwise to the inert [`codec::Unusable`], whose failure is already
+/// reported at the event (a missing serde derive), so the enum adds no error of its own.
+#[doc(hidden)]
+pub struct EventCodec<E>(std::marker::PhantomData<E>);
+
+impl<E> EventCodec<E> {
+    /// The codec, used as `(&&EventCodec::<E>::NEW)`.
+    pub const NEW: Self = EventCodec(std::marker::PhantomData);
+}
+
+/// The two resolutions of [`EventCodec`].
+#[doc(hidden)]
+pub mod codec {
+    use super::{DecodeError, Event, EventCodec};
+
+    /// Through the event's [`Event`] impl.
+    pub trait ByEvent<E> {
+        /// [`Event::encode`].
+        fn encode(&self, event: &E) -> Result<String, serde_json::Error>;
+        /// [`Event::decode`].
+        fn decode(&self, version: u32, payload: &str) -> Result<E, DecodeError>;
+    }
+
+    impl<E: Event> ByEvent<E> for &EventCodec<E> {
+        #[inline]
+        fn encode(&self, event: &E) -> Result<String, serde_json::Error> {
+            event.encode()
+        }
+
+        #[inline]
+        fn decode(&self, version: u32, payload: &str) -> Result<E, DecodeError> {
+            E::decode(version, payload)
+        }
+    }
+
+    /// For a type whose `Event` impl does not hold; such a program does not compile.
+    pub trait Unusable<E> {
+        /// Fails.
+        fn encode(&self, event: &E) -> Result<String, serde_json::Error>;
+        /// Fails.
+        fn decode(&self, version: u32, payload: &str) -> Result<E, DecodeError>;
+    }
+
+    impl<E> Unusable<E> for EventCodec<E> {
+        fn encode(&self, _: &E) -> Result<String, serde_json::Error> {
+            Err(serde::ser::Error::custom("not an event"))
+        }
+
+        fn decode(&self, _: u32, _: &str) -> Result<E, DecodeError> {
+            Err(DecodeError::UnknownType)
+        }
+    }
+}

@@ -40,12 +40,19 @@ pub use uuid::Uuid;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::aggregate::{
-        assert_event_of, ApplyEvent, DispatchEvents, EventOf, HandlerResult,
+        assert_aggregate_default, assert_command_clone, assert_command_of,
+        assert_declared_aggregate, assert_event_of, id_check, AggregateDefault, AggregateId,
+        ApplyEvent, CommandClone, CommandOf, DeclaredAggregate, DispatchEvents, EventOf,
+        HandlerResult, IdCheck,
     };
     pub use crate::event::{
-        const_str_eq, from_json, from_json_value, names_collide, to_json_value,
+        codec, const_str_eq, from_json, from_json_value, names_collide, serde_probe, to_json_value,
+        DeclaredEvent, EventCodec, SerdeProbe,
     };
-    pub use crate::projection::{decode_for, event_is, handler_error, ProjectionOutcome};
+    pub use crate::projection::{
+        assert_projected_event, decode_for, event_is, handler_error, ProjectedEvent,
+        ProjectionOutcome,
+    };
     pub use core;
     pub use serde;
     pub use serde_json;

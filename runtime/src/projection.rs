@@ -287,6 +287,22 @@ pub fn event_is<E: crate::Event>(event_type: &str) -> bool {
     event_type == E::NAME || E::ALIASES.contains(&event_type)
 }
 
+/// An `#[on]` handler's event type, with the fix in the message; a `#[derive(Event)]` struct
+/// whose `Event` impl does not hold is reported at the struct instead.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event: derive `Event` on it, or make this `#[on]` handler take an event struct",
+    label = "not an event",
+    note = "a projection's `#[on]` handlers take `&E` where `E` is a `#[derive(Event)]` struct"
+)]
+pub trait ProjectedEvent {}
+
+impl<T: crate::event::DeclaredEvent + ?Sized> ProjectedEvent for T {}
+
+/// Checks at compile time that `T` derives `Event`.
+#[doc(hidden)]
+pub const fn assert_projected_event<T: ProjectedEvent + ?Sized>() {}
+
 /// What a projection method may return: nothing, or a `Result<(), E>` whose error converts
 /// into a boxed error.
 #[doc(hidden)]

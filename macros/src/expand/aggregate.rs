@@ -82,8 +82,10 @@ fn generate(aggregate: &Aggregate) -> TokenStream {
         .command_enum
         .as_ref()
         .map(|c| command_enum(c, aggregate, &parts));
+    let declared = declared(&parts);
     quote! {
         #item
+        #declared
         #aggregate_impl
         #apply_impls
         #(#handle_impls)*
@@ -137,9 +139,10 @@ fn aggregate_impl(aggregate: &Aggregate, parts: &Parts<'_>) -> TokenStream {
             }
         }
     });
+    let where_clause = default_guard(self_ty);
     quote! {
         #[automatically_derived]
-        impl #root::Aggregate for #self_ty {
+        impl #root::Aggregate for #self_ty #where_clause {
             const NAME: &'static str = #name;
             type Id = #id;
             type Event = #event;
@@ -153,6 +156,53 @@ fn aggregate_impl(aggregate: &Aggregate, parts: &Parts<'_>) -> TokenStream {
 
             #snapshot
         }
+    }
+}
+
+/// `DeclaredAggregate` (so commands naming this type are not told it is no aggregate) and
+/// the check that the aggregate is `Default`, at the impl block's type.
+fn declared(parts: &Parts<'_>) -> TokenStream {
+    let Parts {
+        private, self_ty, ..
+    } = parts;
+    let check = quote_spanned! {self_ty.span()=>
+        #private::assert_aggregate_default::<#self_ty>();
+    };
+    quote! {
+        #[automatically_derived]
+        impl #private::DeclaredAggregate for #self_ty {}
+
+        const _: () = { #check };
+    }
+}
+
+/// The `Aggregate` impl holds only for a `Default` type, so a missing `Default` is the one
+/// error of [`declared`]'s check, not one per place that needs the aggregate.
+/// `for<'__annals>` keeps rustc from rejecting a bound that does not hold on a concrete type.
+fn default_guard(self_ty: &Type) -> TokenStream {
+    quote!(where for<'__annals> #self_ty: ::core::default::Default)
+}
+
+/// Bounds under which the impls for `commands` hold: the type is an aggregate and each
+/// command is a command of it. When one does not hold the mistake is reported once, by
+/// `#[aggregate]`'s or `#[derive(Command)]`'s checks or by [`command_check`].
+fn command_guard<'a>(
+    self_ty: &Type,
+    commands: impl IntoIterator<Item = &'a Type>,
+    root: &TokenStream,
+) -> TokenStream {
+    let commands = commands.into_iter();
+    quote! {
+        where
+            for<'__annals> #self_ty: #root::Aggregate,
+            #(for<'__annals> #commands: #root::Command<Aggregate = #self_ty>,)*
+    }
+}
+
+/// The check that a handler's command names this aggregate, at the handler's parameter.
+fn command_check(command: &Type, self_ty: &Type, private: &TokenStream) -> TokenStream {
+    quote_spanned! {command.span()=>
+        const _: () = #private::assert_command_of::<#command, #self_ty>();
     }
 }
 
@@ -207,24 +257,6 @@ fn apply_impls(aggregate: &Aggregate, parts: &Parts<'_>) -> TokenStream {
     }
 }
 
-/// The same tokens, reported at `span`.
-fn respan(tokens: TokenStream, span: Span) -> TokenStream {
-    tokens
-        .into_iter()
-        .map(|mut tree| {
-            if let proc_macro2::TokenTree::Group(group) = &tree {
-                let mut inner =
-                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
-                inner.set_span(span);
-                tree = proc_macro2::TokenTree::Group(inner);
-            } else {
-                tree.set_span(span);
-            }
-            tree
-        })
-        .collect()
-}
-
 fn policy_tokens(policy: Policy, root: &TokenStream) -> TokenStream {
     match policy {
         Policy::Create => quote!(#root::StreamPolicy::Create),
@@ -233,17 +265,11 @@ fn policy_tokens(policy: Policy, root: &TokenStream) -> TokenStream {
     }
 }
 
-/// The `handle` signature shared by every `Handle` impl, spanned at `span` so that a
-/// command whose `Command::Aggregate` is another aggregate is reported at the command type.
-/// `services` is `_services` where the body does not use it.
-fn handle_signature(
-    span: Span,
-    command: &TokenStream,
-    root: &TokenStream,
-    services: &Ident,
-) -> TokenStream {
+/// The `handle` signature shared by every `Handle` impl. `services` is `_services` where
+/// the body does not use it.
+fn handle_signature(command: &TokenStream, root: &TokenStream, services: &Ident) -> TokenStream {
     let command_var = Ident::new("command", Span::call_site());
-    quote_spanned! {span=>
+    quote! {
         fn handle(
             &self,
             #command_var: #command,
@@ -296,32 +322,27 @@ fn handle_impl(handler: &Handler, parts: &Parts<'_>) -> TokenStream {
             #root::IntoEvents::<<Self as #root::Aggregate>::Event>::into_events,
         )
     };
-    let command_ty = quote_spanned!(command.span()=> #command);
     let services_param = if services.is_some() {
         Ident::new("services", Span::call_site())
     } else {
         Ident::new("_services", Span::call_site())
     };
-    // Located at the command type with call-site hygiene: a command of another aggregate is
-    // reported there.
-    let at_command = Span::call_site().located_at(command.span());
-    let located_root = respan(root.clone(), at_command);
-    let signature = handle_signature(at_command, &command_ty, &located_root, &services_param);
-    let handle_trait = quote_spanned!(at_command=> #located_root::Handle<#command_ty>);
-    let policy_fn = quote_spanned! {at_command=>
-        fn policy(_: &#command_ty) -> #located_root::StreamPolicy
-    };
+    let signature = handle_signature(&command.to_token_stream(), root, &services_param);
     let body = quote_spanned! {method.span()=>
         async move {
             let #result_var = #call;
             #events
         }
     };
-    quote_spanned! {at_command=>
+    let where_clause = command_guard(self_ty, [command], root);
+    let check = command_check(command, self_ty, private);
+    quote! {
+        #check
+
         #[automatically_derived]
-        impl #handle_trait for #self_ty {
+        impl #root::Handle<#command> for #self_ty #where_clause {
             #[inline]
-            #policy_fn {
+            fn policy(_: &#command) -> #root::StreamPolicy {
                 #policy
             }
 
@@ -392,12 +413,20 @@ fn command_enum(
     let id_arms = variants.iter().map(|(variant, ty)| {
         quote!(#ident::#variant(ref #inner) => <#ty as #root::Command>::aggregate_id(#inner),)
     });
-    // `Handle<C>` paths are located at the handler's command type, like the impls.
-    let handle_path = |ty: &Type| {
-        let at_command = Span::call_site().located_at(ty.span());
-        let located_root = respan(root.clone(), at_command);
-        quote_spanned!(at_command=> <Self as #located_root::Handle<#ty>>)
-    };
+    let handle_path = |ty: &Type| quote!(<Self as #root::Handle<#ty>>);
+    let clone_arms = variants.iter().map(|(variant, _)| {
+        quote! {
+            #ident::#variant(ref #inner) => {
+                #ident::#variant(::core::clone::Clone::clone(#inner))
+            }
+        }
+    });
+    let clone_guard = variants
+        .iter()
+        .map(|(_, ty)| quote!(for<'__annals> #ty: ::core::clone::Clone,));
+    // Each impl holds only when every command is one of this aggregate, so a mistake in
+    // one command is reported once, at the command or its handler.
+    let where_clause = command_guard(self_ty, variants.iter().map(|(_, ty)| *ty), root);
     let policy_arms = variants.iter().map(|(variant, ty)| {
         let handle = handle_path(ty);
         quote!(#ident::#variant(ref #inner) => #handle::policy(#inner),)
@@ -410,16 +439,10 @@ fn command_enum(
             }
         }
     });
-    let signature = handle_signature(
-        Span::call_site(),
-        &ident.to_token_stream(),
-        root,
-        &services_var,
-    );
+    let signature = handle_signature(&ident.to_token_stream(), root, &services_var);
     quote! {
         #[doc = #doc]
         #[derive(
-            ::core::clone::Clone,
             #private::serde::Serialize,
             #private::serde::Deserialize,
         )]
@@ -430,10 +453,22 @@ fn command_enum(
             #(#variant_defs)*
         }
 
+        #[automatically_derived]
+        impl ::core::clone::Clone for #ident
+        where
+            #(#clone_guard)*
+        {
+            fn clone(&self) -> Self {
+                match *self {
+                    #(#clone_arms)*
+                }
+            }
+        }
+
         #(#from_impls)*
 
         #[automatically_derived]
-        impl #root::Command for #ident {
+        impl #root::Command for #ident #where_clause {
             type Aggregate = #self_ty;
 
             fn aggregate_id(&self) -> &<#self_ty as #root::Aggregate>::Id {
@@ -444,7 +479,7 @@ fn command_enum(
         }
 
         #[automatically_derived]
-        impl #root::Handle<#ident> for #self_ty {
+        impl #root::Handle<#ident> for #self_ty #where_clause {
             fn policy(#command_var: &#ident) -> #root::StreamPolicy {
                 match *#command_var {
                     #(#policy_arms)*
@@ -466,8 +501,16 @@ fn command_enum(
 /// the attribute shows as one error instead of a cascade of "not implemented" errors.
 fn fallback(aggregate: &Aggregate) -> TokenStream {
     let item = &aggregate.item;
+    // Commands naming this type are not also told it is no aggregate.
+    let declared = item.generics.params.is_empty().then(|| {
+        let (private, self_ty) = (aggregate.krate.private(), &item.self_ty);
+        quote! {
+            #[automatically_derived]
+            impl #private::DeclaredAggregate for #self_ty {}
+        }
+    });
     let Some(parts) = parts(aggregate) else {
-        return item.to_token_stream();
+        return quote!(#item #declared);
     };
     let Parts {
         root,
@@ -492,15 +535,11 @@ fn fallback(aggregate: &Aggregate) -> TokenStream {
         .map(|h| {
             let command = &h.command;
             let services = Ident::new("_services", Span::call_site());
-            let signature = handle_signature(
-                Span::call_site(),
-                &command.to_token_stream(),
-                root,
-                &services,
-            );
+            let signature = handle_signature(&command.to_token_stream(), root, &services);
+            let where_clause = command_guard(self_ty, [command], root);
             quote! {
                 #[automatically_derived]
-                impl #root::Handle<#command> for #self_ty {
+                impl #root::Handle<#command> for #self_ty #where_clause {
                     fn policy(_: &#command) -> #root::StreamPolicy {
                         #root::StreamPolicy::Any
                     }
@@ -512,11 +551,13 @@ fn fallback(aggregate: &Aggregate) -> TokenStream {
                 }
             }
         });
+    let where_clause = default_guard(self_ty);
     quote! {
         #item
+        #declared
 
         #[automatically_derived]
-        impl #root::Aggregate for #self_ty {
+        impl #root::Aggregate for #self_ty #where_clause {
             const NAME: &'static str = #name;
             type Id = #id;
             type Event = #event;

@@ -2,7 +2,7 @@
 //! chain in `decode`.
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::DeriveInput;
 
@@ -22,7 +22,7 @@ fn generate(event: &EventStruct<'_>) -> TokenStream {
     let root = event.krate.root();
     let private = event.krate.private();
     let ident = event.ident;
-    let (impl_generics, ty_generics, where_clause) = event.generics.split_for_impl();
+    let (impl_generics, ty_generics, _) = event.generics.split_for_impl();
     let name = &event.name;
     let version = Literal::u32_unsuffixed(event.version);
     let aliases = &event.aliases;
@@ -35,7 +35,20 @@ fn generate(event: &EventStruct<'_>) -> TokenStream {
         quote!(#from => { #body })
     });
 
+    let declared = declared_event(
+        event.ident,
+        event.generics,
+        &private,
+        &quote!(#name),
+        &version,
+        &quote!(&[#(#aliases),*]),
+    );
+    let serde_check = serde_check(event.ident, event.generics, &private);
+    let where_clause = serde_guard(event.ident, event.generics, &private);
     quote! {
+        #declared
+        #serde_check
+
         #[automatically_derived]
         impl #impl_generics #root::Event for #ident #ty_generics #where_clause {
             const NAME: &'static str = #name;
@@ -119,15 +132,81 @@ fn upcast_chain(
     }
 }
 
+/// `DeclaredEvent`: the names and version, whatever the serde derives.
+fn declared_event(
+    ident: &Ident,
+    generics: &syn::Generics,
+    private: &TokenStream,
+    name: &TokenStream,
+    version: &Literal,
+    aliases: &TokenStream,
+) -> TokenStream {
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #private::DeclaredEvent for #ident #ty_generics #where_clause {
+            const NAME: &'static str = #name;
+            const VERSION: u32 = #version;
+            const ALIASES: &'static [&'static str] = #aliases;
+        }
+    }
+}
+
+/// The `Event` impl's where clause. For a struct without generics it holds only when the
+/// struct implements serde's traits, and [`serde_check`] reports their absence as one error
+/// naming the missing derives; the `for<'__annals>` keeps rustc from rejecting a bound that
+/// does not hold as a bound on a concrete type. A generic struct keeps its own where clause.
+fn serde_guard(ident: &Ident, generics: &syn::Generics, private: &TokenStream) -> TokenStream {
+    if !generics.params.is_empty() {
+        return generics.where_clause.to_token_stream();
+    }
+    let own = generics.where_clause.iter().flat_map(|w| &w.predicates);
+    quote! {
+        where
+            #(#own,)*
+            for<'__annals> #ident: #private::serde::Serialize
+                + #private::serde::de::DeserializeOwned,
+    }
+}
+
+/// One error, at the struct's name, naming the serde derives it lacks (none for a generic
+/// struct, whose `Event` impl reports them).
+fn serde_check(ident: &Ident, generics: &syn::Generics, private: &TokenStream) -> TokenStream {
+    if !generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    quote_spanned! {ident.span()=>
+        const _: () = {
+            // Method resolution picks one of them.
+            #[allow(unused_imports)]
+            use #private::serde_probe::{
+                ProbeBoth as _, ProbeDeserialize as _, ProbeNeither as _, ProbeSerialize as _,
+            };
+            let _ = || (&&&&#private::SerdeProbe::<#ident>::NEW).serde().require();
+        };
+    }
+}
+
 /// Keeps the user's other code free of "`Event` is not implemented" errors while the
 /// attribute error is fixed.
 fn fallback(input: &DeriveInput) -> TokenStream {
     let krate = CratePath::from_attrs(&input.attrs, &mut Errors::new());
-    let root = krate.root();
+    let (root, private) = (krate.root(), krate.private());
     let ident = &input.ident;
     let name = ident.to_string();
-    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let (impl_generics, ty_generics, _) = input.generics.split_for_impl();
+    let declared = declared_event(
+        ident,
+        &input.generics,
+        &private,
+        &quote!(#name),
+        &Literal::u32_unsuffixed(1),
+        &quote!(&[]),
+    );
+    let where_clause = serde_guard(ident, &input.generics, &private);
     quote! {
+        #declared
+
         #[automatically_derived]
         impl #impl_generics #root::Event for #ident #ty_generics #where_clause {
             const NAME: &'static str = #name;

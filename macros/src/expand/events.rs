@@ -24,7 +24,10 @@ fn generate(events: &EventEnum<'_>) -> TokenStream {
     let private = events.krate.private();
     let ident = events.ident;
     let variants = &events.variants;
-    let event = quote!(#root::Event);
+    // Names and versions come from `DeclaredEvent`, which also reports a variant that is no
+    // event, and the payloads go through `EventCodec`, so an event struct whose `Event` impl
+    // does not hold (a missing serde derive) is reported once, at the struct, not here.
+    let event = quote!(#private::DeclaredEvent);
 
     let names = variants.iter().map(|v| {
         let ty = v.ty;
@@ -46,9 +49,13 @@ fn generate(events: &EventEnum<'_>) -> TokenStream {
         let (variant, ty) = (v.ident, v.ty);
         quote!(Self::#variant(_) => <#ty as #event>::VERSION,)
     });
+    let codec = |ty: &syn::Type| quote!((&&#private::EventCodec::<#ty>::NEW));
+    let use_codec =
+        (!variants.is_empty()).then(|| quote!(use #private::codec::{ByEvent as _, Unusable as _};));
     let encode_arms = variants.iter().map(|v| {
         let (variant, ty) = (v.ident, v.ty);
-        quote!(Self::#variant(ref event) => <#ty as #event>::encode(event),)
+        let codec = codec(ty);
+        quote!(Self::#variant(ref event) => #codec.encode(event),)
     });
     let (event_type, event_version, payload) = (
         Ident::new("event_type", Span::call_site()),
@@ -57,12 +64,13 @@ fn generate(events: &EventEnum<'_>) -> TokenStream {
     );
     let decode_branches = variants.iter().map(|v| {
         let (variant, ty) = (v.ident, v.ty);
+        let codec = codec(ty);
         quote! {
             if #event_type == <#ty as #event>::NAME
                 || <#ty as #event>::ALIASES.contains(&#event_type)
             {
                 return ::core::result::Result::map(
-                    <#ty as #event>::decode(#event_version, #payload),
+                    #codec.decode(#event_version, #payload),
                     Self::#variant,
                 );
             }
@@ -71,7 +79,7 @@ fn generate(events: &EventEnum<'_>) -> TokenStream {
 
     let conversions = conversions(ident, variants, &root, &private);
     let dispatch = dispatch(ident, variants, &private, true);
-    let collisions = collision_checks(ident, variants, &root, &private);
+    let collisions = collision_checks(ident, variants, &private);
 
     quote! {
         #[automatically_derived]
@@ -100,6 +108,7 @@ fn generate(events: &EventEnum<'_>) -> TokenStream {
                 ::std::string::String,
                 #private::serde_json::Error,
             > {
+                #use_codec
                 match *self {
                     #(#encode_arms)*
                 }
@@ -110,6 +119,7 @@ fn generate(events: &EventEnum<'_>) -> TokenStream {
                 #event_version: u32,
                 #payload: &str,
             ) -> ::core::result::Result<Self, #root::DecodeError> {
+                #use_codec
                 #(#decode_branches)*
                 ::core::result::Result::Err(#root::DecodeError::UnknownType)
             }
@@ -200,7 +210,6 @@ fn dispatch(
 fn collision_checks(
     ident: &Ident,
     variants: &[EventVariant<'_>],
-    root: &TokenStream,
     private: &TokenStream,
 ) -> TokenStream {
     let mut checks = TokenStream::new();
@@ -215,10 +224,10 @@ fn collision_checks(
             checks.extend(quote_spanned! {later.ident.span()=>
                 const _: () = ::core::assert!(
                     !#private::names_collide(
-                        <#a as #root::Event>::NAME,
-                        <#a as #root::Event>::ALIASES,
-                        <#b as #root::Event>::NAME,
-                        <#b as #root::Event>::ALIASES,
+                        <#a as #private::DeclaredEvent>::NAME,
+                        <#a as #private::DeclaredEvent>::ALIASES,
+                        <#b as #private::DeclaredEvent>::NAME,
+                        <#b as #private::DeclaredEvent>::ALIASES,
                     ),
                     #message,
                 );

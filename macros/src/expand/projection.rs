@@ -56,6 +56,15 @@ fn generate(projection: &Projection) -> TokenStream {
         ),
     };
 
+    // The impl holds only when each handler's type is an event; when one is not, the check
+    // at the handler's parameter (or `#[derive(Event)]`'s, for a struct missing a serde
+    // derive) is the one error.
+    let events = projection.handlers.iter().map(|h| &h.event);
+    let where_clause = quote!(where #(for<'__annals> #events: #root::Event,)*);
+    let checks = projection.handlers.iter().map(|h| {
+        let event = &h.event;
+        quote_spanned!(event.span()=> #private::assert_projected_event::<#event>();)
+    });
     let names = projection.handlers.iter().map(|h| {
         let event = &h.event;
         quote_spanned! {event.span()=>
@@ -103,8 +112,10 @@ fn generate(projection: &Projection) -> TokenStream {
     quote! {
         #item
 
+        const _: () = { #(#checks)* };
+
         #[automatically_derived]
-        impl #impl_generics #root::Projection<#tx> for #self_ty {
+        impl #impl_generics #root::Projection<#tx> for #self_ty #where_clause {
             const NAME: &'static str = #name;
 
             fn event_types() -> ::std::vec::Vec<&'static str> {
