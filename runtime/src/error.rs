@@ -6,7 +6,7 @@ use crate::store::ExpectedVersion;
 /// A boxed error from a storage backend.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// An error from an [`crate::EventStore`] or [`crate::SnapshotStore`].
+/// An error from a store (any of the [`crate::store`] capabilities).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
