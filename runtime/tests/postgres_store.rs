@@ -886,34 +886,6 @@ async fn a_payload_that_is_not_json_is_refused_and_nothing_is_stored() {
     db.finish().await;
 }
 
-/// PostgreSQL text cannot hold NUL: an event type with one is refused before the server
-/// sees the batch, and nothing of the batch is stored.
-#[tokio::test]
-async fn an_event_type_with_a_nul_is_refused() {
-    let db = TestDb::new().await;
-    let store = &db.store;
-    let refused = store
-        .append(
-            StreamRef::new("account", "1"),
-            ExpectedVersion::Any,
-            vec![event("Opened", 1), event("Bad\0Type", 1)],
-            &no_meta(),
-        )
-        .await;
-    assert!(
-        matches!(
-            refused,
-            Err(StoreError::InvalidStream {
-                what: "event type",
-                ..
-            })
-        ),
-        "{refused:?}"
-    );
-    assert!(all_events(store).await.is_empty());
-    db.finish().await;
-}
-
 /// PostgreSQL's side of the conformance suite's `large_numbers_never_wrap`: event versions
 /// are `integer` and stream versions `bigint`, so larger ones are refused, not wrapped.
 #[tokio::test]

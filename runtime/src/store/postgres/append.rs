@@ -404,15 +404,9 @@ impl<'m> Batch<'m> {
             recorded_at: now_micros(),
             meta,
         };
+        // Event types were checked by `validate_events`: no NUL, which PostgreSQL text
+        // cannot hold, reaches the server.
         for event in events {
-            if event.event_type.contains('\0') {
-                // PostgreSQL text cannot hold NUL; refuse it rather than fail in the server.
-                return Err(StoreError::InvalidStream {
-                    what: "event type",
-                    value: event.event_type.escape_debug().take(64).collect(),
-                    reason: "contains a NUL character",
-                });
-            }
             batch
                 .versions
                 .push(to_i32(event.event_version, "event version")?);
