@@ -656,3 +656,41 @@ async fn corrupt_rows_are_errors_naming_the_position() {
     let err = store.read_all(0, 10, &EventFilter::all()).await.map(drop);
     assert!(err.is_ok());
 }
+
+/// Two stores opened on one file in one process (here one of them by a relative path) hand
+/// out one lease per runner name between them; in-memory databases keep their own.
+#[tokio::test]
+async fn stores_on_one_file_share_their_leases() {
+    use annals::store::LeaseStore;
+    let dir = TempDir::new("shared-leases");
+    let first = SqliteStore::open(dir.db()).await.unwrap();
+    let second = SqliteStore::options()
+        .max_connections(2)
+        .open(dir.0.join(".").join("events.db"))
+        .await
+        .unwrap();
+    let held = first
+        .try_lease("balances")
+        .await
+        .unwrap()
+        .expect("a free lease");
+    assert!(
+        second.try_lease("balances").await.unwrap().is_none(),
+        "a second handle on the same file must not run the same projection"
+    );
+    let other = second.try_lease("orders").await.unwrap();
+    assert!(other.is_some(), "leases are per name");
+    drop(held);
+    assert!(second.try_lease("balances").await.unwrap().is_some());
+
+    let one = SqliteStore::in_memory().await.unwrap();
+    let two = SqliteStore::in_memory().await.unwrap();
+    let _a = one
+        .try_lease("balances")
+        .await
+        .unwrap()
+        .expect("a free lease");
+    assert!(two.try_lease("balances").await.unwrap().is_some());
+    close(first).await;
+    close(second).await;
+}

@@ -32,7 +32,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: u32 = 8;
 
 /// A store with every capability (streams, snapshots, the global log, transactions,
-/// checkpoints, in-process leases and wake-ups) in a SQLite database. Clones share the pool.
+/// checkpoints, in-process leases and wake-ups) in a SQLite database. Clones share the pool;
+/// every store on one file in a process shares its leases.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), annals::StoreError> {
@@ -138,10 +139,10 @@ impl SqliteStoreOptions {
     /// alone.
     pub async fn with_pool(self, pool: SqlitePool) -> Result<SqliteStore, StoreError> {
         let store = SqliteStore {
+            leases: leases::leases_of(&pool),
             pool,
             write: Arc::default(),
             appended: Arc::default(),
-            leases: LocalLeases::default(),
         };
         store.migrate().await?;
         Ok(store)
