@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 mod aggregate;
+mod consistency;
 pub mod error;
 mod event;
 mod projection;
@@ -12,6 +13,7 @@ pub mod store;
 pub mod testing;
 
 pub use aggregate::{Aggregate, Command, Handle, StreamPolicy};
+pub use consistency::wait_for_checkpoint;
 pub use error::{Error, ExecuteError, ProjectionError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};
 pub use projection::{Progress, Projection, ProjectionRunner, Status};

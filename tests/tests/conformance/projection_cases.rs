@@ -343,3 +343,40 @@ pub async fn failing_inline_projection_appends_nothing<S: Store>(store: S) {
     );
     assert_eq!(totals.lock().await.totals["a"], 2);
 }
+
+/// `wait_for_checkpoint` reports a command's position as processed only once the runner
+/// committed past it, and gives up at its timeout.
+pub async fn waiting_for_a_commands_position<S: Store>(store: S) {
+    let repo = counters(&store).await;
+    create(&repo, "a").await;
+    let executed = repo
+        .execute(Increment {
+            id: "a".into(),
+            by: 3,
+        })
+        .await
+        .unwrap();
+    assert!(executed.position > 0);
+    let name = <Totals as annals::Projection<S::Tx>>::NAME;
+    let short = Duration::from_millis(30);
+    assert!(
+        !annals::wait_for_checkpoint(&store, name, executed.position, short)
+            .await
+            .unwrap(),
+        "no runner has run: the position is not reached"
+    );
+    assert!(annals::wait_for_checkpoint(&store, name, 0, short)
+        .await
+        .unwrap());
+    let mut runner = ProjectionRunner::new(store.clone(), Totals::default());
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            annals::wait_for_checkpoint(&store, name, executed.position, Duration::from_secs(10))
+                .await
+        })
+    };
+    runner.catch_up().await.unwrap();
+    assert!(waiter.await.unwrap().unwrap());
+    assert_eq!(runner.projection().totals["a"], 3);
+}
