@@ -228,6 +228,18 @@ pub enum Error {
         /// The JSON error.
         reason: serde_json::Error,
     },
+    /// A stream's stored events contradict themselves or its recorded version: nothing was
+    /// appended, and retrying will not help. Annals never writes such a stream; something
+    /// changed the rows by hand or lost some.
+    #[error("corrupt stream {stream_type}/{stream_id}: {problem}")]
+    CorruptStream {
+        /// Stream type.
+        stream_type: String,
+        /// Stream id.
+        stream_id: String,
+        /// What is wrong.
+        problem: StreamCorruption,
+    },
     /// An aggregate's state could not be encoded as a snapshot; the command's events are
     /// stored, the snapshot is not.
     #[error("cannot encode snapshot of {stream_type}/{stream_id} at version {version}: {reason}")]
@@ -268,6 +280,30 @@ impl Error {
             reason,
         }
     }
+}
+
+/// What is wrong with a corrupt stream ([`Error::CorruptStream`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamCorruption {
+    /// The events' versions do not run 1, 2, 3, ..: one is missing or out of place (counting
+    /// on from the snapshot's version when loading from a snapshot).
+    #[error("expected version {expected}, found version {found}")]
+    VersionGap {
+        /// The version the next event should have had.
+        expected: u64,
+        /// The version it had.
+        found: u64,
+    },
+    /// The stream's recorded version (what appends check) differs from its last readable
+    /// event's, and no concurrent writer explains it.
+    #[error("its recorded version is {recorded}, but its events end at version {last}")]
+    VersionMismatch {
+        /// The stream's recorded version (0: none recorded).
+        recorded: u64,
+        /// The version of its last readable event.
+        last: u64,
+    },
 }
 
 /// An error from a projection or its runner.

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Command, Handle, StreamPolicy};
-use crate::error::{Error, ExecuteError, ProjectionError, StoreError};
+use crate::error::{Error, ExecuteError, ProjectionError, StoreError, StreamCorruption};
 use crate::event::Events;
 use crate::projection::Projection;
 use crate::store::{
@@ -307,7 +307,9 @@ where
     }
 
     /// Loads the current state (snapshot, then newer events). A missing stream loads as the
-    /// default state at version 0.
+    /// default state at version 0. The events' versions must run on from the snapshot's (or
+    /// from 1) without a gap; otherwise [`Error::CorruptStream`] names the stream and the
+    /// version expected and found.
     pub async fn load(&self, id: &A::Id) -> Result<Loaded<A>, Error> {
         self.load_stream(&id.to_string(), None).await
     }
@@ -366,8 +368,10 @@ where
     }
 
     /// Executes a command: load, handle, append with the loaded version as the expected
-    /// version. On a version conflict, reloads and handles again, up to the configured number
-    /// of attempts, then returns [`ExecuteError::Conflict`].
+    /// version. On a version conflict, applies the events appended meanwhile and handles
+    /// again, up to the configured number of attempts, then returns
+    /// [`ExecuteError::Conflict`]. A stream whose recorded version disagrees with its events
+    /// is reported as [`Error::CorruptStream`] instead, and nothing is appended.
     pub async fn execute<C>(&self, command: C) -> Result<Executed<A::Event>, ExecuteError<A::Error>>
     where
         C: Command<Aggregate = A>,
@@ -396,8 +400,9 @@ where
             }
         }
         let policy = A::policy(&command);
+        let mut loaded = self.load_stream(&stream_id, None).await?;
         for attempt in 1..=self.max_attempts {
-            let Loaded { mut state, version } = self.load_stream(&stream_id, None).await?;
+            let version = loaded.version;
             let exists = version > 0;
             let refused = match policy {
                 StreamPolicy::Create => exists,
@@ -411,7 +416,8 @@ where
                     exists,
                 });
             }
-            let events = state
+            let events = loaded
+                .state
                 .handle(command.clone(), &self.services)
                 .await
                 .map_err(ExecuteError::Rejected)?;
@@ -439,9 +445,9 @@ where
                 }
                 Ok(outcome) => {
                     for event in &events {
-                        state.apply(event);
+                        loaded.state.apply(event);
                     }
-                    self.maybe_snapshot(&stream_id, &state, version, outcome.last_version)
+                    self.maybe_snapshot(&stream_id, &loaded.state, version, outcome.last_version)
                         .await?;
                     return Ok(Executed {
                         stream_id,
@@ -451,12 +457,16 @@ where
                         duplicate: false,
                     });
                 }
-                Err(AppendError::Store(StoreError::WrongExpectedVersion { .. }))
-                    if attempt < self.max_attempts =>
-                {
-                    tokio::task::yield_now().await;
+                Err(AppendError::Store(StoreError::WrongExpectedVersion { actual, .. })) => {
+                    if attempt < self.max_attempts {
+                        tokio::task::yield_now().await;
+                    }
+                    // Also on the last attempt: a corrupt stream is reported as such, not as
+                    // a conflict.
+                    loaded = self
+                        .catch_up(&stream_id, loaded, actual.unwrap_or(0))
+                        .await?;
                 }
-                Err(AppendError::Store(StoreError::WrongExpectedVersion { .. })) => break,
                 Err(AppendError::Store(e)) => return Err(e.into()),
                 Err(AppendError::Projection(e)) => return Err(ExecuteError::Projection(e)),
             }
@@ -466,6 +476,38 @@ where
             stream_id,
             attempts: self.max_attempts,
         })
+    }
+
+    /// After a conflict: applies the events appended since `loaded` (the handler only read
+    /// the state, so it is still the state at `loaded.version`). The conflict reported the
+    /// stream's recorded version, `recorded`; the events up to it committed with it, so
+    /// they are readable now. When they are not, or the loaded events already ran past it,
+    /// no concurrent writer explains the difference: the stream is corrupt, and retrying
+    /// would only report a conflict after every attempt.
+    async fn catch_up(
+        &self,
+        stream_id: &str,
+        mut loaded: Loaded<A>,
+        recorded: u64,
+    ) -> Result<Loaded<A>, Error> {
+        let behind = recorded < loaded.version;
+        if !behind {
+            let stream = StreamRef::new(A::NAME, stream_id);
+            let newer = StreamRange::from(loaded.version + 1);
+            let events = self.store.load_stream(stream, newer).await?;
+            loaded = fold(loaded, stream_id, &events)?;
+        }
+        if behind || loaded.version < recorded {
+            return Err(Error::CorruptStream {
+                stream_type: A::NAME.to_owned(),
+                stream_id: stream_id.to_owned(),
+                problem: StreamCorruption::VersionMismatch {
+                    recorded,
+                    last: loaded.version,
+                },
+            });
+        }
+        Ok(loaded)
     }
 
     /// Appends, in one transaction with the inline projections when there are any.
@@ -558,6 +600,17 @@ fn fold<A: Aggregate>(
     events: &[StreamEvent],
 ) -> Result<Loaded<A>, Error> {
     for stored in events {
+        let expected = loaded.version + 1;
+        if stored.version != expected {
+            return Err(Error::CorruptStream {
+                stream_type: A::NAME.to_owned(),
+                stream_id: stream_id.to_owned(),
+                problem: StreamCorruption::VersionGap {
+                    expected,
+                    found: stored.version,
+                },
+            });
+        }
         let event = A::Event::decode(&stored.event_type, stored.event_version, &stored.payload)
             .map_err(|reason| Error::Decode {
                 stream_type: A::NAME.to_owned(),

@@ -1,9 +1,17 @@
-//! Faults and bad data: racing writers on the memory store.
+//! Faults and bad data: streams whose rows were corrupted by hand, racing writers on the
+//! memory store.
+//!
+//! The PostgreSQL tests (feature `postgres`, the default) each work in a fresh schema,
+//! dropped at the end, at `DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); the server is never restarted: faults are
+//! injected by terminating this test's own backends.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use annals::{aggregate, Command, Event, Events, ExecuteError, Repository};
+use annals::error::StreamCorruption;
+use annals::{aggregate, Command, Error, Event, Events, ExecuteError, Repository};
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------------------
@@ -137,4 +145,307 @@ async fn memory_store_writers_conflict() {
             lost_updates: 0,
         }
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Fresh stores.
+
+/// A directory under the system temp dir, removed (with its contents) on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("annals-faults-{}", annals::Uuid::new_v4()));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn sqlite() -> (annals::SqliteStore, TempDir) {
+    let dir = TempDir::new();
+    let path = dir.0.join("events.db");
+    let store = annals::SqliteStore::open(&path)
+        .await
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    (store, dir)
+}
+
+#[cfg(feature = "postgres")]
+fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+#[cfg(feature = "postgres")]
+fn new_schema() -> String {
+    format!("faults_{}", annals::Uuid::new_v4().simple())
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres() -> annals::PgStore {
+    let url = database_url();
+    annals::PgStore::options()
+        .schema(new_schema())
+        .max_connections(12)
+        .open(&url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to PostgreSQL at {url}: {e} ({e:?})"))
+}
+
+/// Drops a schema made by [`new_schema`] (over a connection of its own, so a closed or
+/// broken store pool does not matter).
+#[cfg(feature = "postgres")]
+async fn drop_schema(schema: &str) {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&database_url())
+        .await
+        .expect("connecting to drop the schema");
+    let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("dropping schema {schema}: {e}"));
+}
+
+/// Runs `case` on its own task so that a failing case still reaches the clean-up, then
+/// re-raises its panic.
+async fn run_then<F, C>(case: F, clean_up: C)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+    C: std::future::Future<Output = ()>,
+{
+    let outcome = tokio::spawn(case).await;
+    clean_up.await;
+    if let Err(error) = outcome {
+        match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("the case did not finish: {error}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Corrupt streams: versions must run 1..n, and a stream's recorded version must match its
+// last event.
+
+const TALLY: &str = "tally";
+
+async fn add<S: annals::store::EventStore>(repo: &Repository<Tally, S>, tally: &str, by: u64) {
+    repo.execute(Add {
+        tally: tally.to_owned(),
+        by,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("adding {by} to {tally}: {e}"));
+}
+
+/// Runs raw SQL against a store's tables (named without schema: the PostgreSQL case
+/// qualifies them).
+trait RawSql: annals::store::EventStore {
+    async fn raw(&self, sql: &str);
+}
+
+impl RawSql for annals::SqliteStore {
+    async fn raw(&self, sql: &str) {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(self.pool())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl RawSql for annals::PgStore {
+    async fn raw(&self, sql: &str) {
+        let schema = format!("\"{}\".", self.schema());
+        let sql = sql.replace("annals_", &format!("{schema}annals_"));
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .execute(self.pool())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// Opens `tally` and adds 1, 2, .. `additions` to it.
+async fn tally_with<S: annals::store::EventStore>(
+    repo: &Repository<Tally, S>,
+    tally: &str,
+    additions: u64,
+) {
+    open(repo, tally).await;
+    for by in 1..=additions {
+        add(repo, tally, by).await;
+    }
+}
+
+/// The stream's recorded version (`annals_streams`) says 5, its events end at 3: a command
+/// on it is a corrupt-stream error naming the stream and both versions, after one look, not
+/// a conflict after five; nothing is appended.
+async fn head_ahead_of_events<S: RawSql>(store: S) {
+    let repo = Repository::<Tally, S>::new(store.clone());
+    tally_with(&repo, "ahead", 2).await;
+    store
+        .raw("UPDATE annals_streams SET version = version + 2 WHERE stream_id = 'ahead'")
+        .await;
+
+    let error = repo
+        .execute(Add {
+            tally: "ahead".to_owned(),
+            by: 10,
+        })
+        .await
+        .expect_err("a command on a corrupt stream");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("corrupt stream tally/ahead"),
+        "not a corrupt-stream error: {message} ({error:?})"
+    );
+    assert_eq!(
+        message,
+        "corrupt stream tally/ahead: its recorded version is 5, but its events end at version 3"
+    );
+    assert!(
+        matches!(
+            error,
+            ExecuteError::Failed(Error::CorruptStream {
+                problem: StreamCorruption::VersionMismatch {
+                    recorded: 5,
+                    last: 3
+                },
+                ..
+            })
+        ),
+        "{error:?}"
+    );
+    let load = repo
+        .load(&"ahead".to_owned())
+        .await
+        .expect("the events still load");
+    assert_eq!((load.version, load.state.total), (3, 3));
+    let stored = store
+        .read_stream(
+            annals::StreamRef::new(TALLY, "ahead"),
+            annals::store::StreamRange::ALL,
+        )
+        .await
+        .expect("reading the stream");
+    assert_eq!(stored.len(), 3, "something was appended");
+}
+
+/// An event's version was moved out of the sequence (SQLite: -3, PostgreSQL, which checks
+/// `version > 0`: +100): loading names the stream, the version expected and the version
+/// found, instead of skipping the event, and a command appends nothing.
+async fn versions_run_from_one<S: RawSql>(store: S, moved_to: &str) {
+    let repo = Repository::<Tally, S>::new(store.clone());
+    tally_with(&repo, "gap", 3).await;
+    store
+        .raw(&format!(
+            "UPDATE annals_events SET version = {moved_to} WHERE stream_id = 'gap' AND version = 2"
+        ))
+        .await;
+
+    let error = repo
+        .load(&"gap".to_owned())
+        .await
+        .expect_err("loading a stream with a gap");
+    assert_eq!(
+        error.to_string(),
+        "corrupt stream tally/gap: expected version 2, found version 3",
+        "{error:?}"
+    );
+    let error = repo
+        .execute(Add {
+            tally: "gap".to_owned(),
+            by: 10,
+        })
+        .await
+        .expect_err("a command on a stream with a gap");
+    assert_eq!(
+        error.to_string(),
+        "corrupt stream tally/gap: expected version 2, found version 3",
+        "{error:?}"
+    );
+    let head = store
+        .stream_version(annals::StreamRef::new(TALLY, "gap"))
+        .await
+        .expect("reading the stream's version");
+    assert_eq!(head, Some(4), "something was appended");
+}
+
+/// The last event fell out of the sequence: the events left run 1..3 without a gap, but
+/// the stream's recorded version is 4, so a command reports the stream corrupt instead of
+/// appending on top of the wrong state.
+async fn last_event_out_of_sequence<S: RawSql>(store: S, moved_to: &str) {
+    let repo = Repository::<Tally, S>::new(store.clone());
+    tally_with(&repo, "tail", 3).await;
+    store
+        .raw(&format!(
+            "UPDATE annals_events SET version = {moved_to} WHERE stream_id = 'tail' AND version = 4"
+        ))
+        .await;
+
+    let error = repo
+        .execute(Add {
+            tally: "tail".to_owned(),
+            by: 10,
+        })
+        .await
+        .expect_err("a command on a corrupt stream");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("corrupt stream tally/tail"),
+        "not a corrupt-stream error: {message} ({error:?})"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_head_ahead_of_events_is_corrupt() {
+    let (store, _dir) = sqlite().await;
+    head_ahead_of_events(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_versions_run_from_one() {
+    let (store, _dir) = sqlite().await;
+    versions_run_from_one(store, "-3").await;
+}
+
+#[tokio::test]
+async fn sqlite_last_event_out_of_sequence_is_corrupt() {
+    let (store, _dir) = sqlite().await;
+    last_event_out_of_sequence(store, "-3").await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_head_ahead_of_events_is_corrupt() {
+    let store = postgres().await;
+    let schema = store.schema().to_owned();
+    run_then(head_ahead_of_events(store), drop_schema(&schema)).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_versions_run_from_one() {
+    let store = postgres().await;
+    let schema = store.schema().to_owned();
+    run_then(versions_run_from_one(store, "102"), drop_schema(&schema)).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_last_event_out_of_sequence_is_corrupt() {
+    let store = postgres().await;
+    let schema = store.schema().to_owned();
+    run_then(
+        last_event_out_of_sequence(store, "1004"),
+        drop_schema(&schema),
+    )
+    .await;
 }
