@@ -7,6 +7,7 @@ pub mod error;
 mod event;
 mod projection;
 mod repository;
+mod retry;
 pub mod store;
 pub mod testing;
 
@@ -16,7 +17,9 @@ pub use event::{DecodeError, Event, Events, IntoEvents};
 pub use projection::{Progress, Projection, ProjectionRunner, Status};
 pub use repository::{
     Executed, Loaded, NoSnapshots, Repository, SnapshotPolicy, Snapshots, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY_BACKOFF,
 };
+pub use retry::Backoff;
 pub use store::{
     CommitMeta, EventMeta, ExpectedVersion, MemoryStore, MemoryTx, RecordedEvent, StreamRef,
 };

@@ -1,5 +1,5 @@
-//! Faults and bad data: streams whose rows were corrupted by hand, racing writers on the
-//! memory store.
+//! Faults and bad data: streams whose rows were corrupted by hand, many writers on one hot
+//! stream, racing writers on the memory store.
 //!
 //! The PostgreSQL tests (feature `postgres`, the default) each work in a fresh schema,
 //! dropped at the end, at `DATABASE_URL` (default
@@ -448,4 +448,129 @@ async fn postgres_last_event_out_of_sequence_is_corrupt() {
         drop_schema(&schema),
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Many writers on one hot stream, default settings.
+
+const HOT_WRITERS: u64 = 32;
+const HOT_COMMANDS: u64 = 10;
+
+/// 32 tasks add to one stream at once, 10 commands each, with the repository's defaults:
+/// every command either applied in some serial order or ended in a conflict (no lost
+/// update), and prints the share that ended in a conflict.
+async fn hot_stream<S: annals::store::EventStore>(store: S, backend: &str) {
+    let repo = Repository::<Tally, S>::new(store.clone());
+    open(&repo, "hot").await;
+    let start = Arc::new(tokio::sync::Barrier::new(
+        usize::try_from(HOT_WRITERS).unwrap(),
+    ));
+    let writers: Vec<_> = (0..HOT_WRITERS)
+        .map(|writer| {
+            let repo = repo.clone();
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                let mut results = Vec::new();
+                for n in 0..HOT_COMMANDS {
+                    let by = 1 + writer * HOT_COMMANDS + n;
+                    let result = repo
+                        .execute(Add {
+                            tally: "hot".to_owned(),
+                            by,
+                        })
+                        .await;
+                    results.push((by, result));
+                }
+                results
+            })
+        })
+        .collect();
+
+    let mut applied = BTreeMap::new();
+    let mut conflicts = 0u64;
+    for writer in writers {
+        for (by, result) in writer.await.expect("writer panicked") {
+            match result {
+                Ok(executed) => {
+                    assert_eq!(
+                        applied.insert(executed.version, by),
+                        None,
+                        "two commands at one version"
+                    );
+                }
+                Err(ExecuteError::Conflict { .. }) => conflicts += 1,
+                Err(e) => panic!("adding {by} failed: {e}"),
+            }
+        }
+    }
+    let total = HOT_WRITERS * HOT_COMMANDS;
+    assert_eq!(applied.len() as u64 + conflicts, total);
+    #[allow(clippy::cast_precision_loss)]
+    let share = conflicts as f64 * 100.0 / total as f64;
+    println!("RESULT backend={backend} hot stream: {conflicts} of {total} commands ended in a conflict ({share:.1}%)");
+
+    let loaded = repo
+        .load(&"hot".to_owned())
+        .await
+        .expect("loading the hot stream");
+    assert_eq!(loaded.version, applied.len() as u64 + 1);
+    assert_eq!(
+        loaded.state,
+        Tally {
+            total: applied.values().sum(),
+            additions: applied.len() as u64,
+            lost_updates: 0,
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_hot_stream_loses_no_update() {
+    let (store, _dir) = sqlite().await;
+    hot_stream(store, "sqlite").await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hot_stream_loses_no_update() {
+    let store = postgres().await;
+    let schema = store.schema().to_owned();
+    run_then(hot_stream(store, "postgres"), drop_schema(&schema)).await;
+}
+
+/// A command that lost a race waits before its next attempt, by default: two writers race
+/// on the memory store in virtual time, and the clock moved. (Without the wait the loser
+/// retried at once, and a burst of writers kept colliding.)
+#[tokio::test(start_paused = true)]
+async fn a_conflict_waits_before_the_next_attempt() {
+    let repo = Repository::<Tally, _>::new(annals::MemoryStore::new());
+    open(&repo, "wait").await;
+    let start = tokio::time::Instant::now();
+    let racers: Vec<_> = (1..=2)
+        .map(|by| {
+            let repo = repo.clone();
+            tokio::spawn(async move {
+                repo.execute(Add {
+                    tally: "wait".to_owned(),
+                    by,
+                })
+                .await
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for racer in racers {
+        let executed = racer.await.expect("racer panicked").expect("retried");
+        versions.push(executed.version);
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, [2, 3]);
+    // The wait is random between zero and 4 ms: zero exactly once in four million runs.
+    assert!(
+        start.elapsed() > std::time::Duration::ZERO,
+        "the loser retried without waiting"
+    );
+    let loaded = repo.load(&"wait".to_owned()).await.expect("loading");
+    assert_eq!((loaded.state.total, loaded.state.lost_updates), (3, 0));
 }
