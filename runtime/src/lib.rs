@@ -14,7 +14,7 @@ pub mod testing;
 pub use aggregate::{Aggregate, Command, Handle, StreamPolicy};
 pub use error::{Error, ExecuteError, ProjectionError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};
-pub use projection::{Progress, Projection, ProjectionRunner, Status};
+pub use projection::{Progress, Projection, ProjectionRunner, Status, DEFAULT_RUN_BACKOFF};
 pub use repository::{
     Executed, Loaded, NoSnapshots, Repository, SnapshotPolicy, Snapshots, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY_BACKOFF,

@@ -1,5 +1,6 @@
-//! Faults and bad data: streams whose rows were corrupted by hand, many writers on one hot
-//! stream, racing writers on the memory store.
+//! Faults and bad data: a live runner whose database connections die, streams whose rows
+//! were corrupted by hand, many writers on one hot stream, racing writers on the memory
+//! store.
 //!
 //! The PostgreSQL tests (feature `postgres`, the default) each work in a fresh schema,
 //! dropped at the end, at `DATABASE_URL` (default
@@ -10,8 +11,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use annals::error::StreamCorruption;
-use annals::{aggregate, Command, Error, Event, Events, ExecuteError, Repository};
+use annals::error::{Operation, StreamCorruption};
+use annals::{aggregate, Command, Error, Event, Events, ExecuteError, Repository, StoreError};
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------------------
@@ -573,4 +574,330 @@ async fn a_conflict_waits_before_the_next_attempt() {
     );
     let loaded = repo.load(&"wait".to_owned()).await.expect("loading");
     assert_eq!((loaded.state.total, loaded.state.lost_updates), (3, 0));
+}
+
+// ---------------------------------------------------------------------------------------
+// Which database errors are transient, on real errors from the servers.
+
+/// SQLite: a write that finds another connection holding the write lock past the busy
+/// timeout (`SQLITE_BUSY`) is transient; a constraint violation is not.
+#[tokio::test]
+async fn sqlite_busy_is_transient() {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+    let dir = TempDir::new();
+    let options = SqliteConnectOptions::new()
+        .filename(dir.0.join("busy.db"))
+        .create_if_missing(true)
+        .busy_timeout(std::time::Duration::ZERO);
+    let mut holder = options.connect().await.expect("connecting");
+    let mut other = options.connect().await.expect("connecting");
+    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+        .execute(&mut holder)
+        .await
+        .expect("creating a table");
+    let mut writing = holder.begin().await.expect("beginning");
+    sqlx::query("INSERT INTO t VALUES (1)")
+        .execute(&mut *writing)
+        .await
+        .expect("inserting");
+    let busy = sqlx::query("INSERT INTO t VALUES (2)")
+        .execute(&mut other)
+        .await
+        .expect_err("a second writer while the first holds the lock");
+    let busy = StoreError::database(Operation::Append, busy);
+    assert!(busy.is_transient(), "{busy:?}");
+    writing.commit().await.expect("committing");
+
+    let taken = sqlx::query("INSERT INTO t VALUES (1)")
+        .execute(&mut other)
+        .await
+        .expect_err("a repeated key");
+    let taken = StoreError::database(Operation::Append, taken);
+    assert!(!taken.is_transient(), "{taken:?}");
+}
+
+/// PostgreSQL: a refused connection and a terminated backend (57P01) are transient; SQL
+/// the server refuses (an unknown table, 42P01) is not.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_connection_failures_are_transient() {
+    use sqlx::Connection;
+    // Nothing listens on port 1.
+    let refused = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:1/test")
+        .await
+        .expect_err("connecting to a closed port");
+    let refused = StoreError::database(Operation::Open, refused);
+    assert!(refused.is_transient(), "{refused:?}");
+
+    let mut connection = sqlx::PgConnection::connect(&database_url())
+        .await
+        .expect("connecting");
+    let unknown = sqlx::query("SELECT * FROM annals_no_such_table")
+        .execute(&mut connection)
+        .await
+        .expect_err("an unknown table");
+    let unknown = StoreError::database(Operation::ReadAll, unknown);
+    assert!(!unknown.is_transient(), "{unknown:?}");
+
+    let terminated = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+        .execute(&mut connection)
+        .await
+        .expect_err("terminating the connection's own backend");
+    let terminated = StoreError::database(Operation::ReadAll, terminated);
+    assert!(terminated.is_transient(), "{terminated:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// A live runner whose database connections die.
+
+#[cfg(feature = "postgres")]
+mod runner_outage {
+    use std::str::FromStr;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use annals::{projection, Backoff, EventMeta, PgStore, PgTx, ProjectionRunner, Repository};
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use sqlx::Connection;
+
+    use super::{database_url, drop_schema, new_schema, open, run_then, Add, Added, Tally};
+
+    /// Records every `Added` it applies; the primary key on `position` makes a second
+    /// application fail (and so end the runner with a handler error).
+    struct Seen {
+        schema: String,
+    }
+
+    #[projection(name = "seen")]
+    impl Seen {
+        #[on]
+        async fn added(
+            &mut self,
+            e: &Added,
+            meta: &EventMeta,
+            tx: &mut PgTx,
+        ) -> Result<(), sqlx::Error> {
+            let sql = format!(
+                "INSERT INTO \"{}\".seen (position, stream_id, amount) VALUES ($1, $2, $3)",
+                self.schema
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(i64::try_from(meta.position).expect("position fits bigint"))
+                .bind(&meta.stream_id)
+                .bind(i64::try_from(e.by).expect("amount fits bigint"))
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+    }
+
+    /// The advisory-lock key of a projection's lease on a `PgStore` (FNV-1a of "annals
+    /// projection <schema>/<name>", as the store computes it), to find the lease's backend
+    /// in `pg_locks`. The test asserts that it found it, so a change of the key fails here
+    /// rather than silently sparing the lease.
+    fn lease_key(schema: &str, projection: &str) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in format!("annals projection {schema}/{projection}").bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_runner_survives_terminated_connections() {
+        let schema = new_schema();
+        run_then(survives(schema.clone()), drop_schema(&schema)).await;
+    }
+
+    /// A runner follows a writer while every one of its backends (pool, listener, lease) is
+    /// terminated, twelve times over: `run` keeps going by itself, reporting each error it
+    /// recovers from, and the read model ends with every event exactly once.
+    async fn survives(schema: String) {
+        let url = database_url();
+        // The runner's connections carry the schema's name, so terminating them by name hits
+        // no other test's. The lease's connection is found by its lock.
+        let options = PgConnectOptions::from_str(&url)
+            .expect("DATABASE_URL")
+            .application_name(&schema);
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            // Without the check a dead idle connection fails the next query that takes it,
+            // so every termination reaches the runner, not only those that land mid-query.
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .expect("connecting the runner's pool");
+        let store = PgStore::options()
+            .schema(schema.as_str())
+            .with_pool(pool)
+            .await
+            .expect("opening the runner's store");
+        let sql = format!(
+            "CREATE TABLE \"{schema}\".seen \
+             (position bigint PRIMARY KEY, stream_id text NOT NULL, amount bigint NOT NULL)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .execute(store.pool())
+            .await
+            .expect("creating the read model");
+
+        // The writer has a pool of its own, which is never terminated.
+        let writer_store = PgStore::options()
+            .schema(schema.as_str())
+            .migrate(false)
+            .max_connections(2)
+            .open(&url)
+            .await
+            .expect("opening the writer's store");
+        let repo = Repository::<Tally, PgStore>::new(writer_store.clone());
+        for tally in ["t0", "t1", "t2", "t3"] {
+            open(&repo, tally).await;
+        }
+
+        let (stop_runner, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runner_store = store.clone();
+        let runner_schema = schema.clone();
+        let retried = Arc::new(Mutex::new(Vec::new()));
+        let report = Arc::clone(&retried);
+        let runner = tokio::spawn(async move {
+            let mut runner = ProjectionRunner::new(
+                runner_store,
+                Seen {
+                    schema: runner_schema,
+                },
+            )
+            .batch_size(10)
+            .idle_timeout(Duration::from_millis(100))
+            // Short waits keep the test short; the default starts at 100 ms.
+            .retry_backoff(Backoff::new(
+                Duration::from_millis(10),
+                Duration::from_millis(200),
+            ))
+            .on_retry(move |error, _| report.lock().unwrap().push(error.to_string()));
+            runner
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+
+        let writing = Arc::new(AtomicBool::new(true));
+        let written = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let writing = Arc::clone(&writing);
+            let written = Arc::clone(&written);
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while writing.load(Ordering::SeqCst) {
+                    n += 1;
+                    let tally = format!("t{}", n % 4);
+                    if let Err(e) = repo.execute(Add { tally, by: n }).await {
+                        return Err(format!("writing {n}: {e}"));
+                    }
+                    written.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Ok(())
+            })
+        };
+
+        let mut admin = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("connecting the admin connection");
+        let key = lease_key(&schema, "seen");
+        let (high, low) = (
+            i64::try_from(key >> 32).unwrap(),
+            i64::try_from(key & 0xffff_ffff).unwrap(),
+        );
+        let mut pool_kills = 0;
+        let mut lease_kills = 0;
+        for _ in 0..12 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let (pool, lease): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE application_name = $1), \
+                        count(*) FILTER (WHERE application_name <> $1) \
+                 FROM ( \
+                     SELECT application_name, pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE pid <> pg_backend_pid() AND (application_name = $1 OR pid IN ( \
+                         SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                         AND classid::bigint = $2 AND objid::bigint = $3 AND objsubid = 1)) \
+                 ) AS terminated",
+            )
+            .bind(&schema)
+            .bind(high)
+            .bind(low)
+            .fetch_one(&mut admin)
+            .await
+            .expect("terminating the runner's backends");
+            pool_kills += pool;
+            lease_kills += lease;
+            assert!(
+                !runner.is_finished(),
+                "the runner stopped: {:?}",
+                runner.await
+            );
+        }
+        writing.store(false, Ordering::SeqCst);
+        writer
+            .await
+            .expect("the writer panicked")
+            .expect("the writer failed");
+        assert!(pool_kills >= 12, "terminated {pool_kills} pool connections");
+        assert!(lease_kills >= 1, "never found the lease's connection");
+
+        // Every event reaches the read model, by the runner's own recovery.
+        let written = written.load(Ordering::SeqCst);
+        let count_sql = format!("SELECT count(*) FROM \"{schema}\".seen");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql.as_str()))
+                .fetch_one(writer_store.pool())
+                .await
+                .expect("counting the read model");
+            if u64::try_from(seen).unwrap() == written {
+                break;
+            }
+            assert!(
+                !runner.is_finished(),
+                "the runner stopped: {:?}",
+                runner.await
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the read model has {seen} of {written} events after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = stop_runner.send(());
+        let outcome = runner.await.expect("the runner panicked");
+        assert!(outcome.is_ok(), "run ended with {outcome:?}");
+        let retried = retried.lock().unwrap().clone();
+        assert!(!retried.is_empty(), "no error reached the runner");
+        println!(
+            "the runner recovered from {} errors: {retried:#?}",
+            retried.len()
+        );
+
+        // Exactly the stored `Added` events, once each (the primary key refuses a second).
+        let stored: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT position FROM \"{schema}\".annals_events WHERE event_type = 'Added' \
+             ORDER BY position"
+        )))
+        .fetch_all(writer_store.pool())
+        .await
+        .expect("reading the events");
+        let seen: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT position FROM \"{schema}\".seen ORDER BY position"
+        )))
+        .fetch_all(writer_store.pool())
+        .await
+        .expect("reading the read model");
+        assert_eq!(seen, stored);
+        assert_eq!(seen.len() as u64, written);
+        writer_store.pool().close().await;
+        store.pool().close().await;
+    }
 }
