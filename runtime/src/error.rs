@@ -143,6 +143,88 @@ impl StoreError {
             source: source.into(),
         }
     }
+
+    /// Whether trying again later may succeed: the database could not be reached or dropped
+    /// the connection, or refused the work for now. Only [`StoreError::Database`] and
+    /// [`StoreError::Migration`] can be transient, decided from the database error they
+    /// wrap (see [`is_transient_cause`]). Everything else (corrupt rows, conflicts, refused
+    /// input) stays the same however often it is retried.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Database { source, .. } | StoreError::Migration { source, .. } => {
+                is_transient_cause(source.as_ref())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether an error, or an error it wraps, is a transient database failure:
+///
+/// - an I/O error (connection refused, reset, closed mid-query);
+/// - sqlx's pool timing out waiting for a connection (a closed pool is not transient: it
+///   never reopens);
+/// - PostgreSQL SQLSTATE class 08 (connection exception), 57P01 (terminated by an
+///   administrator), 57P02 (crash shutdown), 57P03 (cannot connect now: starting up or
+///   shutting down), 53300 (too many connections), and 40001 / 40P01 (serialization failure,
+///   deadlock: the transaction was rolled back and may run again);
+/// - SQLite `SQLITE_BUSY` and `SQLITE_LOCKED` (with their extended codes): another
+///   connection held a lock beyond the busy timeout.
+///
+/// The chain of [`std::error::Error::source`]s is followed to the first error it
+/// recognises (a [`StoreError`], a sqlx error or an I/O error), so a projection handler's
+/// boxed sqlx error is classified too.
+pub fn is_transient_cause(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(store) = error.downcast_ref::<StoreError>() {
+            return store.is_transient();
+        }
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
+        if let Some(sqlx) = error.downcast_ref::<sqlx::Error>() {
+            return is_transient_sqlx(sqlx);
+        }
+        if error.is::<std::io::Error>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn is_transient_sqlx(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(database) => {
+            #[cfg(feature = "postgres")]
+            if let Some(pg) = database.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                let code = pg.code();
+                return code.starts_with("08")
+                    || matches!(
+                        code,
+                        "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+                    );
+            }
+            #[cfg(feature = "sqlite")]
+            if database
+                .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                .is_some()
+            {
+                // The extended result code; its low byte is the primary code.
+                const SQLITE_BUSY: u32 = 5;
+                const SQLITE_LOCKED: u32 = 6;
+                let primary = database
+                    .code()
+                    .and_then(|code| code.parse::<u32>().ok())
+                    .map(|code| code & 0xff);
+                return matches!(primary, Some(SQLITE_BUSY | SQLITE_LOCKED));
+            }
+            let _ = database;
+            false
+        }
+        _ => false,
+    }
 }
 
 /// What a store was doing when its database failed: the same label on every store.
@@ -245,6 +327,18 @@ pub enum Error {
         /// The JSON error.
         reason: serde_json::Error,
     },
+    /// A stream's stored events contradict themselves or its recorded version: nothing was
+    /// appended, and retrying will not help. Annals never writes such a stream; something
+    /// changed the rows by hand or lost some.
+    #[error("corrupt stream {stream_type}/{stream_id}: {problem}")]
+    CorruptStream {
+        /// Stream type.
+        stream_type: String,
+        /// Stream id.
+        stream_id: String,
+        /// What is wrong.
+        problem: StreamCorruption,
+    },
     /// An aggregate's state could not be encoded as a snapshot; the command's events are
     /// stored, the snapshot is not.
     #[error("cannot encode snapshot of {stream_type}/{stream_id} at version {version}: {reason}")]
@@ -287,6 +381,30 @@ impl Error {
     }
 }
 
+/// What is wrong with a corrupt stream ([`Error::CorruptStream`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamCorruption {
+    /// The events' versions do not run 1, 2, 3, ..: one is missing or out of place (counting
+    /// on from the snapshot's version when loading from a snapshot).
+    #[error("expected version {expected}, found version {found}")]
+    VersionGap {
+        /// The version the next event should have had.
+        expected: u64,
+        /// The version it had.
+        found: u64,
+    },
+    /// The stream's recorded version (what appends check) differs from its last readable
+    /// event's, and no concurrent writer explains it.
+    #[error("its recorded version is {recorded}, but its events end at version {last}")]
+    VersionMismatch {
+        /// The stream's recorded version (0: none recorded).
+        recorded: u64,
+        /// The version of its last readable event.
+        last: u64,
+    },
+}
+
 /// An error from a projection or its runner.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -327,6 +445,21 @@ pub enum ProjectionError {
         /// The checkpoint this runner expected.
         expected: u64,
     },
+}
+
+impl ProjectionError {
+    /// Whether running the batch again later may succeed: a transient store error
+    /// ([`StoreError::is_transient`]), or a handler error caused by one (a handler's sqlx
+    /// error on a dropped connection). [`crate::ProjectionRunner::run`] retries these.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProjectionError::Store(error) | ProjectionError::Decode(Error::Store(error)) => {
+                error.is_transient()
+            }
+            ProjectionError::Handler { source, .. } => is_transient_cause(source.as_ref()),
+            _ => false,
+        }
+    }
 }
 
 /// Why [`crate::Repository::execute`] did not apply a command.
@@ -389,5 +522,70 @@ impl<E> ExecuteError<E> {
             ExecuteError::Rejected(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database(source: impl Into<BoxError>) -> StoreError {
+        StoreError::database(Operation::ReadAll, source)
+    }
+
+    #[test]
+    fn only_database_failures_can_be_transient() {
+        let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(database(refused()).is_transient());
+        assert!(!StoreError::Config("bad schema".into()).is_transient());
+        assert!(!StoreError::Corrupt {
+            position: Some(3),
+            reason: "bad".into()
+        }
+        .is_transient());
+        assert!(StoreError::Migration {
+            version: 1,
+            source: refused().into()
+        }
+        .is_transient());
+        assert!(!StoreError::OutOfRange {
+            what: "position",
+            value: u64::MAX
+        }
+        .is_transient());
+        assert!(!database("a plain message").is_transient());
+    }
+
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[test]
+    fn sqlx_errors_by_kind() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(database(sqlx::Error::Io(reset)).is_transient());
+        assert!(database(sqlx::Error::PoolTimedOut).is_transient());
+        // A closed pool never reopens.
+        assert!(!database(sqlx::Error::PoolClosed).is_transient());
+        assert!(!database(sqlx::Error::RowNotFound).is_transient());
+        assert!(!database(sqlx::Error::Protocol("unexpected message".into())).is_transient());
+    }
+
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[test]
+    fn causes_are_followed_through_handlers() {
+        let handler = |source: BoxError| ProjectionError::Handler {
+            projection: "p",
+            event_type: "E".into(),
+            position: 1,
+            source,
+        };
+        assert!(handler(Box::new(sqlx::Error::PoolTimedOut)).is_transient());
+        assert!(handler(Box::new(database(sqlx::Error::PoolTimedOut))).is_transient());
+        assert!(!handler("refusing the event".into()).is_transient());
+        assert!(!handler(Box::new(sqlx::Error::RowNotFound)).is_transient());
+        assert!(ProjectionError::Store(database(sqlx::Error::PoolTimedOut)).is_transient());
+        assert!(!ProjectionError::Superseded {
+            projection: "p",
+            expected: 1
+        }
+        .is_transient());
     }
 }

@@ -9,6 +9,7 @@ pub mod error;
 mod event;
 mod projection;
 mod repository;
+mod retry;
 pub mod store;
 pub mod testing;
 
@@ -16,10 +17,12 @@ pub use aggregate::{Aggregate, Command, Handle, StreamPolicy};
 pub use consistency::wait_for_checkpoint;
 pub use error::{Error, ExecuteError, ProjectionError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};
-pub use projection::{Progress, Projection, ProjectionRunner, Status};
+pub use projection::{Progress, Projection, ProjectionRunner, Status, DEFAULT_RUN_BACKOFF};
 pub use repository::{
     Executed, Loaded, NoSnapshots, Repository, SnapshotPolicy, Snapshots, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY_BACKOFF,
 };
+pub use retry::Backoff;
 pub use store::{
     CommitMeta, EventMeta, ExpectedVersion, MemoryStore, MemoryTx, RecordedEvent, StreamRef,
 };

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::error::{BoxError, ProjectionError};
+use crate::retry::Backoff;
 use crate::store::{
     CheckpointStore, EventFilter, EventLog, EventMeta, LeaseStore, RecordedEvent, WakeUps,
 };
@@ -88,6 +89,15 @@ pub struct Progress {
     pub handled: u64,
 }
 
+/// How long [`ProjectionRunner::run`] waits before trying again after a transient error,
+/// unless set with [`ProjectionRunner::retry_backoff`]: up to 100 ms before the first retry,
+/// doubling each retry, never above 10 s.
+pub const DEFAULT_RUN_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+
+/// Called by [`ProjectionRunner::run`] before it waits to retry: the error and the wait.
+type OnRetry = Box<dyn FnMut(&ProjectionError, Duration) + Send + Sync>;
+
 /// Runs one projection against a store: catch-up in batches, then live.
 pub struct ProjectionRunner<P, S> {
     store: S,
@@ -95,6 +105,8 @@ pub struct ProjectionRunner<P, S> {
     batch_size: usize,
     idle_timeout: Duration,
     filter: EventFilter,
+    backoff: Backoff,
+    on_retry: Option<OnRetry>,
 }
 
 impl<P, S> ProjectionRunner<P, S>
@@ -110,6 +122,8 @@ where
             batch_size: 500,
             idle_timeout: Duration::from_secs(1),
             filter: EventFilter::types(P::event_types()),
+            backoff: DEFAULT_RUN_BACKOFF,
+            on_retry: None,
         }
     }
 
@@ -124,6 +138,28 @@ where
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// How long [`Self::run`] waits before trying again after a transient error (default
+    /// [`DEFAULT_RUN_BACKOFF`]): a random time up to a ceiling that doubles with each
+    /// failure in a row and starts over once a turn (a batch, a wait for events, a try for
+    /// the lease) goes through.
+    #[must_use]
+    pub fn retry_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Calls `report` with each transient error [`Self::run`] recovers from and the time it
+    /// waits before trying again: to log or count outages, which `run` otherwise rides out
+    /// silently.
+    #[must_use]
+    pub fn on_retry(
+        mut self,
+        report: impl FnMut(&ProjectionError, Duration) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_retry = Some(Box::new(report));
         self
     }
 
@@ -243,6 +279,16 @@ where
     /// Catches up, then follows new events until `shutdown` completes. With several runners
     /// of one projection on one database, only the one holding the lease works; the others
     /// wait and take over when it goes away.
+    ///
+    /// Outages are ridden out: a transient error ([`ProjectionError::is_transient`]: the
+    /// database unreachable, a connection dropped or terminated, a serialization failure,
+    /// also when a handler returns it) rolls the batch back, and the runner waits
+    /// ([`Self::retry_backoff`]), checks its lease (taking one again if the lease's
+    /// connection died) and carries on from the checkpoint, as often and as long as it
+    /// takes. Returns `Err` only for what retrying cannot fix: a handler error that is not
+    /// transient, an event that cannot be decoded, or a store error that is not transient
+    /// (a corrupt row, a missing table, refused SQL). The checkpoint then stays before the
+    /// failing batch, so a new `run` starts there.
     pub async fn run(
         &mut self,
         shutdown: impl Future<Output = ()> + Send,
@@ -252,31 +298,54 @@ where
     {
         let mut shutdown = std::pin::pin!(shutdown);
         let work = async {
+            let mut lease = None;
+            let mut failures = 0;
             loop {
-                let mut lease = loop {
-                    if let Some(lease) = self.store.try_lease(P::NAME).await? {
-                        break lease;
-                    }
-                    tokio::time::sleep(self.idle_timeout).await;
-                };
-                // A lost lease may already be another runner's: stop before the next batch.
-                while self.store.lease_alive(&mut lease).await? {
-                    match self.advance().await {
-                        Ok((Some(_), _)) => {}
-                        Ok((None, at)) => {
-                            self.store.wait_for_events(at, self.idle_timeout).await?;
+                match self.run_once(&mut lease).await {
+                    Ok(()) => failures = 0,
+                    Err(error) if error.is_transient() => {
+                        let delay = self.backoff.delay(failures);
+                        failures = failures.saturating_add(1);
+                        if let Some(report) = &mut self.on_retry {
+                            report(&error, delay);
                         }
-                        // Moved by a runner that had not yet noticed losing its lease; the
-                        // batch was rolled back, so read on from the new checkpoint.
-                        Err(ProjectionError::Superseded { .. }) => {}
-                        Err(error) => return Err(error),
+                        tokio::time::sleep(delay).await;
                     }
+                    Err(error) => return Err(error),
                 }
             }
         };
         tokio::select! {
             result = work => result,
             () = &mut shutdown => Ok(()),
+        }
+    }
+
+    /// One turn of [`Self::run`]: without a lease, tries to take it (or waits an idle
+    /// timeout); with one, checks it still holds, then handles a batch or waits for events.
+    async fn run_once(&mut self, lease: &mut Option<S::Lease>) -> Result<(), ProjectionError>
+    where
+        S: LeaseStore + WakeUps,
+    {
+        let Some(held) = lease else {
+            *lease = self.store.try_lease(P::NAME).await?;
+            if lease.is_none() {
+                tokio::time::sleep(self.idle_timeout).await;
+            }
+            return Ok(());
+        };
+        // A lost lease may already be another runner's: stop before the next batch.
+        if !self.store.lease_alive(held).await? {
+            *lease = None;
+            return Ok(());
+        }
+        match self.advance().await {
+            Ok((Some(_), _)) => Ok(()),
+            Ok((None, at)) => Ok(self.store.wait_for_events(at, self.idle_timeout).await?),
+            // Moved by a runner that had not yet noticed losing its lease; the batch was
+            // rolled back, so read on from the new checkpoint.
+            Err(ProjectionError::Superseded { .. }) => Ok(()),
+            Err(error) => Err(error),
         }
     }
 }

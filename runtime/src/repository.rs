@@ -4,21 +4,35 @@ use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Command, Handle, StreamPolicy};
-use crate::error::{Error, ExecuteError, ProjectionError, StoreError};
+use crate::error::{Error, ExecuteError, ProjectionError, StoreError, StreamCorruption};
 use crate::event::Events;
 use crate::projection::Projection;
+use crate::retry::Backoff;
 use crate::store::{
     validate_stream, AppendOutcome, CommitMeta, EventStore, ExpectedVersion, NewEvent,
     RecordedEvent, Snapshot, SnapshotStore, StreamEvent, StreamRange, StreamRef, TxStore,
 };
 
 /// How many times [`Repository::execute`] handles a command before reporting a conflict.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+///
+/// With [`DEFAULT_RETRY_BACKOFF`], a command that keeps conflicting waits about a quarter of
+/// a second in all (at most half a second) before it is reported: long enough for a burst
+/// of writers on one stream to drain. (32 writers on one stream, 10 commands each: with 5
+/// attempts 78% of the commands on SQLite and 57% on PostgreSQL still ended in a conflict,
+/// with 10 attempts 10 to 30%.)
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+/// How long [`Repository::execute`] waits before handling a command again after a conflict,
+/// unless set with [`Repository::retry_backoff`]: a random time up to 4 ms before the first
+/// retry, up to 8, 16, 32, 64 ms before the next ones, then up to 100 ms.
+pub const DEFAULT_RETRY_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(4), Duration::from_millis(100));
 
 /// An aggregate rebuilt from its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +144,7 @@ pub struct Repository<A: Aggregate, S: EventStore> {
     store: S,
     services: Arc<A::Services>,
     max_attempts: u32,
+    backoff: Backoff,
     inline: Option<Inline<A, S>>,
 }
 
@@ -139,6 +154,7 @@ impl<A: Aggregate, S: EventStore> Clone for Repository<A, S> {
             store: self.store.clone(),
             services: Arc::clone(&self.services),
             max_attempts: self.max_attempts,
+            backoff: self.backoff,
             inline: self.inline.clone(),
         }
     }
@@ -284,15 +300,26 @@ where
             store,
             services: Arc::new(services),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff: DEFAULT_RETRY_BACKOFF,
             inline: None,
         }
     }
 
     /// How many times a command is handled when concurrent writers cause version conflicts
-    /// (at least 1).
+    /// (at least 1; default [`DEFAULT_MAX_ATTEMPTS`]).
     #[must_use]
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// How long to wait before handling a command again after a version conflict
+    /// (default [`DEFAULT_RETRY_BACKOFF`]): a random time up to a ceiling that doubles each
+    /// retry, so writers that collided spread out instead of colliding again.
+    /// [`Backoff::none`] retries at once.
+    #[must_use]
+    pub fn retry_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
         self
     }
 
@@ -307,7 +334,9 @@ where
     }
 
     /// Loads the current state (snapshot, then newer events). A missing stream loads as the
-    /// default state at version 0.
+    /// default state at version 0. The events' versions must run on from the snapshot's (or
+    /// from 1) without a gap; otherwise [`Error::CorruptStream`] names the stream and the
+    /// version expected and found.
     pub async fn load(&self, id: &A::Id) -> Result<Loaded<A>, Error> {
         self.load_stream(&id.to_string(), None).await
     }
@@ -366,8 +395,11 @@ where
     }
 
     /// Executes a command: load, handle, append with the loaded version as the expected
-    /// version. On a version conflict, reloads and handles again, up to the configured number
-    /// of attempts, then returns [`ExecuteError::Conflict`].
+    /// version. On a version conflict, waits a little ([`Self::retry_backoff`]), applies the
+    /// events appended meanwhile and handles again, up to the configured number of attempts,
+    /// then returns [`ExecuteError::Conflict`]. A stream whose recorded version disagrees
+    /// with its events is reported as [`Error::CorruptStream`] instead, and nothing is
+    /// appended.
     pub async fn execute<C>(&self, command: C) -> Result<Executed<A::Event>, ExecuteError<A::Error>>
     where
         C: Command<Aggregate = A>,
@@ -396,8 +428,9 @@ where
             }
         }
         let policy = A::policy(&command);
+        let mut loaded = self.load_stream(&stream_id, None).await?;
         for attempt in 1..=self.max_attempts {
-            let Loaded { mut state, version } = self.load_stream(&stream_id, None).await?;
+            let version = loaded.version;
             let exists = version > 0;
             let refused = match policy {
                 StreamPolicy::Create => exists,
@@ -411,7 +444,8 @@ where
                     exists,
                 });
             }
-            let events = state
+            let events = loaded
+                .state
                 .handle(command.clone(), &self.services)
                 .await
                 .map_err(ExecuteError::Rejected)?;
@@ -439,13 +473,13 @@ where
                 }
                 Ok(outcome) => {
                     for event in &events {
-                        state.apply(event);
+                        loaded.state.apply(event);
                     }
                     // The events are stored: a snapshot that cannot be written must not
                     // turn the command into a failure a caller would retry. Loads replay
                     // from the previous snapshot until the next one is taken.
                     let _ = self
-                        .maybe_snapshot(&stream_id, &state, version, outcome.last_version)
+                        .maybe_snapshot(&stream_id, &loaded.state, version, outcome.last_version)
                         .await;
                     return Ok(Executed {
                         stream_id,
@@ -455,12 +489,16 @@ where
                         duplicate: false,
                     });
                 }
-                Err(AppendError::Store(StoreError::WrongExpectedVersion { .. }))
-                    if attempt < self.max_attempts =>
-                {
-                    tokio::task::yield_now().await;
+                Err(AppendError::Store(StoreError::WrongExpectedVersion { actual, .. })) => {
+                    if attempt < self.max_attempts {
+                        tokio::time::sleep(self.backoff.delay(attempt - 1)).await;
+                    }
+                    // Also on the last attempt: a corrupt stream is reported as such, not as
+                    // a conflict.
+                    loaded = self
+                        .catch_up(&stream_id, loaded, actual.unwrap_or(0))
+                        .await?;
                 }
-                Err(AppendError::Store(StoreError::WrongExpectedVersion { .. })) => break,
                 Err(AppendError::Store(e)) => return Err(e.into()),
                 Err(AppendError::Projection(e)) => return Err(ExecuteError::Projection(e)),
             }
@@ -470,6 +508,38 @@ where
             stream_id,
             attempts: self.max_attempts,
         })
+    }
+
+    /// After a conflict: applies the events appended since `loaded` (the handler only read
+    /// the state, so it is still the state at `loaded.version`). The conflict reported the
+    /// stream's recorded version, `recorded`; the events up to it committed with it, so
+    /// they are readable now. When they are not, or the loaded events already ran past it,
+    /// no concurrent writer explains the difference: the stream is corrupt, and retrying
+    /// would only report a conflict after every attempt.
+    async fn catch_up(
+        &self,
+        stream_id: &str,
+        mut loaded: Loaded<A>,
+        recorded: u64,
+    ) -> Result<Loaded<A>, Error> {
+        let behind = recorded < loaded.version;
+        if !behind {
+            let stream = StreamRef::new(A::NAME, stream_id);
+            let newer = StreamRange::from(loaded.version + 1);
+            let events = self.store.load_stream(stream, newer).await?;
+            loaded = fold(loaded, stream_id, &events)?;
+        }
+        if behind || loaded.version < recorded {
+            return Err(Error::CorruptStream {
+                stream_type: A::NAME.to_owned(),
+                stream_id: stream_id.to_owned(),
+                problem: StreamCorruption::VersionMismatch {
+                    recorded,
+                    last: loaded.version,
+                },
+            });
+        }
+        Ok(loaded)
     }
 
     /// Appends, in one transaction with the inline projections when there are any.
@@ -562,6 +632,17 @@ fn fold<A: Aggregate>(
     events: &[StreamEvent],
 ) -> Result<Loaded<A>, Error> {
     for stored in events {
+        let expected = loaded.version + 1;
+        if stored.version != expected {
+            return Err(Error::CorruptStream {
+                stream_type: A::NAME.to_owned(),
+                stream_id: stream_id.to_owned(),
+                problem: StreamCorruption::VersionGap {
+                    expected,
+                    found: stored.version,
+                },
+            });
+        }
         let event = A::Event::decode(&stored.event_type, stored.event_version, &stored.payload)
             .map_err(|reason| Error::Decode {
                 stream_type: A::NAME.to_owned(),

@@ -17,6 +17,11 @@ use crate::error::StoreError;
 
 /// An in-memory [`EventStore`], [`SnapshotStore`] and [`CheckpointStore`]. Clones share the
 /// same data.
+///
+/// Concurrent commands on one stream race as they do on a database: a writer whose loaded
+/// version was taken meanwhile gets a version conflict, so conflict handling can be tested
+/// in memory (with `Repository::max_attempts(1)`, some of several racing commands end in
+/// `ExecuteError::Conflict`).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
@@ -230,6 +235,11 @@ impl TxStore for MemoryStore {
     type Tx = MemoryTx;
 
     async fn begin(&self) -> Result<MemoryTx, StoreError> {
+        // Nothing here waits on I/O, so without this a command's load, handle and append
+        // would run in one go and writers could never race: let the other ready tasks run
+        // first, as a database round trip would, so that a writer that read a version may
+        // find it taken (a conflict) as it would on a database.
+        tokio::task::yield_now().await;
         Ok(MemoryTx {
             _writer: Arc::clone(&self.writer).lock_owned().await,
             checkpoints: Vec::new(),
