@@ -1314,7 +1314,7 @@ async fn a_lease_is_exclusive_across_pools_lost_with_its_connection_and_freed_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runner_whose_lease_connection_dies_stops_and_leaves_the_work_to_the_new_holder() {
+async fn a_runner_whose_lease_connection_dies_stops_until_a_lease_is_taken_again() {
     with_schema(|schema| async move {
         let store = connect(&schema, 6).await;
         create_tables(&store).await;
@@ -1370,10 +1370,16 @@ async fn a_runner_whose_lease_connection_dies_stops_and_leaves_the_work_to_the_n
         let applied = applied_rows(&store).await;
         let positions: Vec<i64> = applied.iter().map(|r| r.0).collect();
         assert_eq!(positions, event_positions(&store).await);
+        // The lease is taken again by either runner: the one whose connection died may win
+        // the race on a new connection. Either way one holder at a time applied the events,
+        // each once, and the first holder's batches before the loss are kept.
         let runs = segments(&applied);
-        assert_eq!(runs.len(), 2, "{runs:?}");
-        assert_eq!(runs[0], (first, 1, 6));
-        assert_ne!(runs[1].0, first);
+        assert!(runs.len() <= 2, "{runs:?}");
+        assert_eq!((runs[0].0, runs[0].1), (first, 1), "{runs:?}");
+        if let [before, after] = runs[..] {
+            assert_eq!(before.2, 6, "{runs:?}");
+            assert_ne!(after.0, first, "{runs:?}");
+        }
     })
     .await;
 }
