@@ -189,6 +189,21 @@ where
 
     /// [`Self::step`], also returning the checkpoint it left, so callers need not read it
     /// back.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "annals.projection.batch",
+            skip(self),
+            fields(
+                annals.projection = P::NAME,
+                annals.from,
+                annals.to,
+                annals.events,
+                annals.lag,
+            ),
+            err(Display)
+        )
+    )]
     async fn advance(&mut self) -> Result<(Option<u64>, u64), ProjectionError> {
         let from = self.store.checkpoint(P::NAME).await?;
         // The head is read first: a read that comes back short has then returned every
@@ -205,6 +220,12 @@ where
         } else {
             last
         };
+        #[cfg(feature = "tracing")]
+        tracing::Span::current()
+            .record("annals.from", from)
+            .record("annals.to", to)
+            .record("annals.events", events.len())
+            .record("annals.lag", head.saturating_sub(to));
         if to <= from {
             return Ok((None, from));
         }
@@ -331,12 +352,17 @@ where
             *lease = self.store.try_lease(P::NAME).await?;
             if lease.is_none() {
                 tokio::time::sleep(self.idle_timeout).await;
+            } else {
+                #[cfg(feature = "tracing")]
+                tracing::info!(annals.projection = P::NAME, "annals lease taken");
             }
             return Ok(());
         };
         // A lost lease may already be another runner's: stop before the next batch.
         if !self.store.lease_alive(held).await? {
             *lease = None;
+            #[cfg(feature = "tracing")]
+            tracing::warn!(annals.projection = P::NAME, "annals lease lost");
             return Ok(());
         }
         match self.advance().await {

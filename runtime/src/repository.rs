@@ -360,6 +360,15 @@ where
         fold(loaded, &stream_id, &events)
     }
 
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "annals.load",
+            skip(self),
+            fields(annals.stream_type = A::NAME, annals.from_version, annals.events),
+            err(Display)
+        )
+    )]
     async fn load_stream(&self, stream_id: &str, to: Option<u64>) -> Result<Loaded<A>, Error> {
         let stream = StreamRef::new(A::NAME, stream_id);
         validate_stream(stream)?;
@@ -391,6 +400,10 @@ where
             until: None,
         };
         let events = self.store.load_stream(stream, range).await?;
+        #[cfg(feature = "tracing")]
+        tracing::Span::current()
+            .record("annals.from_version", loaded.version)
+            .record("annals.events", events.len());
         fold(loaded, stream_id, &events)
     }
 
@@ -411,6 +424,22 @@ where
     /// Executes a command with metadata: a command id (a second execution with the same id
     /// appends nothing and returns the first one's events), correlation and causation ids and
     /// headers stored with every event.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "annals.execute",
+            skip_all,
+            fields(
+                annals.stream_type = A::NAME,
+                annals.command = std::any::type_name::<C>(),
+                annals.stream_id,
+                annals.attempts,
+                annals.conflicts,
+            ),
+            // Refused commands are part of a domain's normal life, not faults.
+            err(level = "info", Display)
+        )
+    )]
     pub async fn execute_with<C>(
         &self,
         command: C,
@@ -421,6 +450,8 @@ where
         A: Handle<C>,
     {
         let stream_id = command.aggregate_id().to_string();
+        #[cfg(feature = "tracing")]
+        tracing::Span::current().record("annals.stream_id", stream_id.as_str());
         validate_stream(StreamRef::new(A::NAME, &stream_id))?;
         if let Some(command_id) = meta.command_id {
             if let Some(first) = self.store.command_outcome(command_id).await? {
@@ -430,6 +461,10 @@ where
         let policy = A::policy(&command);
         let mut loaded = self.load_stream(&stream_id, None).await?;
         for attempt in 1..=self.max_attempts {
+            #[cfg(feature = "tracing")]
+            tracing::Span::current()
+                .record("annals.attempts", attempt)
+                .record("annals.conflicts", attempt - 1);
             let version = loaded.version;
             let exists = version > 0;
             let refused = match policy {
@@ -478,9 +513,14 @@ where
                     // The events are stored: a snapshot that cannot be written must not
                     // turn the command into a failure a caller would retry. Loads replay
                     // from the previous snapshot until the next one is taken.
-                    let _ = self
+                    let snapshot = self
                         .maybe_snapshot(&stream_id, &loaded.state, version, outcome.last_version)
                         .await;
+                    #[cfg(feature = "tracing")]
+                    if let Err(error) = &snapshot {
+                        tracing::warn!(%error, "annals snapshot not written");
+                    }
+                    drop(snapshot);
                     return Ok(Executed {
                         stream_id,
                         version: outcome.last_version,
@@ -543,6 +583,14 @@ where
     }
 
     /// Appends, in one transaction with the inline projections when there are any.
+    #[cfg_attr(
+        feature = "tracing",
+        tracing::instrument(
+            name = "annals.append",
+            skip(self, events, meta),
+            fields(annals.stream_type = A::NAME, annals.events = events.len())
+        )
+    )]
     async fn append(
         &self,
         stream_id: &str,
