@@ -55,8 +55,15 @@ pub enum StoreError {
         reason: &'static str,
     },
     /// An event's schema version is 0 (versions start at 1); nothing was appended.
-    #[error("event `{event_type}` has schema version 0: versions start at 1")]
+    #[error(
+        "event `{event_type}` appended to {stream_type}/{stream_id} has schema version 0: \
+         versions start at 1"
+    )]
     ZeroEventVersion {
+        /// Stream type of the refused append.
+        stream_type: String,
+        /// Stream id of the refused append.
+        stream_id: String,
         /// The event's type.
         event_type: String,
     },

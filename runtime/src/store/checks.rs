@@ -38,11 +38,13 @@ pub fn validate_stream(stream: StreamRef<'_>) -> Result<(), StoreError> {
 
 /// Checks the events of an append before they reach storage: each type a name of at most
 /// [`MAX_NAME_LEN`] bytes without control characters, each schema version at least 1.
-pub fn validate_events(events: &[NewEvent]) -> Result<(), StoreError> {
+pub fn validate_events(stream: StreamRef<'_>, events: &[NewEvent]) -> Result<(), StoreError> {
     for event in events {
         validate_name("event type", &event.event_type)?;
         if event.event_version == 0 {
             return Err(StoreError::ZeroEventVersion {
+                stream_type: stream.stream_type.to_owned(),
+                stream_id: stream.stream_id.to_owned(),
                 event_type: event.event_type.clone(),
             });
         }

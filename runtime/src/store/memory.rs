@@ -283,7 +283,7 @@ impl TxStore for MemoryStore {
             stream_id,
         } = stream;
         validate_stream(stream)?;
-        validate_events(&events)?;
+        validate_events(stream, &events)?;
         let inner = self.lock();
         if let Some(first) = meta.command_id.and_then(|id| tx.command(&inner, id)) {
             return Ok((

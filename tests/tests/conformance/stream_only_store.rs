@@ -51,7 +51,7 @@ impl EventStore for StreamOnlyStore {
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
         validate_stream(stream)?;
-        validate_events(&events)?;
+        validate_events(stream, &events)?;
         let mut state = self.state();
         if let Some(first) = meta.command_id.and_then(|id| state.commands.get(&id)) {
             return Ok(first.clone().into_duplicate());

@@ -49,7 +49,18 @@ pub async fn event_types_and_versions_are_checked<S: Streams>(store: S) {
         "contains a control character",
     );
     match append(NewEvent::new("Versionless", 0, "{}".into())).await {
-        Err(StoreError::ZeroEventVersion { event_type }) => assert_eq!(event_type, "Versionless"),
+        Err(StoreError::ZeroEventVersion {
+            stream_type,
+            stream_id,
+            event_type,
+        }) => assert_eq!(
+            (
+                stream_type.as_str(),
+                stream_id.as_str(),
+                event_type.as_str()
+            ),
+            ("account", "a", "Versionless")
+        ),
         other => panic!("expected a refused version 0, got {other:?}"),
     }
     // Nothing of the refused appends was stored, not even their valid first events.

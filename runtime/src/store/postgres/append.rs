@@ -36,7 +36,7 @@ impl PgStore {
     ) -> Result<AppendOutcome, StoreError> {
         const OP: Operation = Operation::Append;
         validate_stream(stream)?;
-        validate_events(&events)?;
+        validate_events(stream, &events)?;
         let batch = Batch::new(events, meta)?;
         if batch.is_empty() {
             return self.append_nothing(conn, stream, expected, meta).await;
@@ -476,7 +476,7 @@ impl PgStore {
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
         validate_stream(stream)?;
-        validate_events(&events)?;
+        validate_events(stream, &events)?;
         let batch = Batch::new(events, meta)?;
         if batch.is_empty() {
             let mut conn = self.acquire().await?;

@@ -128,7 +128,7 @@ impl TxStore for SqliteStore {
         meta: &'a CommitMeta,
     ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
         validate_stream(stream)?;
-        validate_events(&events)?;
+        validate_events(stream, &events)?;
         write(tx, stream, expected, events, meta, true).await
     }
 }
@@ -401,7 +401,7 @@ impl SqliteStore {
         meta: &CommitMeta,
     ) -> Result<AppendOutcome, StoreError> {
         validate_stream(stream)?;
-        validate_events(&events)?;
+        validate_events(stream, &events)?;
         let queued = self.write.lock().await;
         let mut tx = self
             .pool
