@@ -111,7 +111,12 @@ fn aggregate_impl(aggregate: &Aggregate, parts: &Parts<'_>) -> TokenStream {
     let dispatch = quote_spanned! {event.span()=>
         <#event as #private::DispatchEvents<Self>>::dispatch(#event_var, #this)
     };
-    let snapshot = aggregate.snapshot.as_ref().map_or_else(|| quote!(type Snapshots = #root::NoSnapshots;), |snapshot| {
+    let snapshots = if aggregate.snapshot.is_some() {
+        quote!(#root::Snapshots)
+    } else {
+        quote!(#root::NoSnapshots)
+    };
+    let snapshot = aggregate.snapshot.as_ref().map(|snapshot| {
         let every = snapshot.every;
         let version = snapshot.version;
         let state = Ident::new("state", Span::call_site());
@@ -119,7 +124,6 @@ fn aggregate_impl(aggregate: &Aggregate, parts: &Parts<'_>) -> TokenStream {
         let encode = quote_spanned!(snapshot.span=> #private::serde_json::to_string::<Self>(#this));
         let decode = quote_spanned!(snapshot.span=> #private::serde_json::from_str::<Self>(#state));
         quote! {
-            type Snapshots = #root::Snapshots;
             const SNAPSHOT_EVERY: u64 = #every;
             const SNAPSHOT_VERSION: u32 = #version;
 
@@ -148,6 +152,7 @@ fn aggregate_impl(aggregate: &Aggregate, parts: &Parts<'_>) -> TokenStream {
             type Event = #event;
             type Error = #error;
             type Services = #services;
+            type Snapshots = #snapshots;
 
             #[inline]
             fn apply(&mut self, #event_var: &Self::Event) {

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 
 use crate::error::{Operation, StoreError};
 use crate::store::sql::migrate;
+use crate::store::sql::to_i64;
 use crate::store::sql::Sql;
 
 use schema::{validate_schema, MIGRATIONS};
@@ -284,10 +285,6 @@ impl PgStore {
         migrate::migrate(&mut *tx, MIGRATIONS).await?;
         tx.commit().await.map_err(|e| StoreError::database(OP, e))
     }
-}
-
-pub(super) fn to_i64(value: u64, what: &'static str) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
 }
 
 pub(super) fn to_i32(value: u32, what: &'static str) -> Result<i32, StoreError> {

@@ -177,3 +177,8 @@ where
 {
     column(row, index, EVENT_COLUMN_NAMES[index], position)
 }
+
+/// A count (version, position) headed for a signed SQL integer.
+pub(crate) fn to_i64(value: u64, what: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
+}

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::error::{BoxError, Operation, StoreError};
 use crate::store::sql::migrate;
+use crate::store::sql::to_i64;
 use crate::store::LocalLeases;
 
 use schema::{enable_wal, MIGRATIONS};
@@ -58,7 +59,7 @@ pub struct SqliteStore {
 /// `sqlx::query(..).execute(&mut **tx)`.
 pub type SqliteTx = sqlx::Transaction<'static, Sqlite>;
 
-/// How to open a [`SqliteStore`]: `SqliteStore::options()..open(path)`.
+/// How to open a [`SqliteStore`]: `SqliteStore::options().max_connections(4).open(path)`.
 #[derive(Debug, Clone)]
 pub struct SqliteStoreOptions {
     max_connections: u32,
@@ -208,12 +209,6 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::database(Operation::Migrate, e))
     }
-}
-
-/// A stored integer that must not be negative.
-/// A number headed for an `INTEGER` column.
-pub(super) fn to_i64(value: u64, what: &'static str) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
 }
 
 /// Unix microseconds. `OffsetDateTime` stays within ±10,000 years, far inside `i64`.
