@@ -444,6 +444,16 @@ pub enum ProjectionError {
         #[source]
         source: BoxError,
     },
+    /// The runner's source failed (a broker or change feed unreachable, a message it could
+    /// not read); the batch was not handled and the checkpoint not moved.
+    #[error("event source failed")]
+    Source {
+        /// Whether trying again later may succeed ([`ProjectionError::is_transient`]).
+        transient: bool,
+        /// The source's error.
+        #[source]
+        source: BoxError,
+    },
     /// Another runner moved the checkpoint; this batch was rolled back.
     #[error("projection `{projection}`: checkpoint moved by another runner (expected {expected})")]
     Superseded {
@@ -464,6 +474,7 @@ impl ProjectionError {
                 error.is_transient()
             }
             ProjectionError::Handler { source, .. } => is_transient_cause(source.as_ref()),
+            ProjectionError::Source { transient, .. } => *transient,
             _ => false,
         }
     }

@@ -10,6 +10,7 @@ mod event;
 mod projection;
 mod repository;
 mod retry;
+pub mod source;
 pub mod store;
 pub mod testing;
 
@@ -17,14 +18,15 @@ pub use aggregate::{Aggregate, Command, Handle, StreamPolicy};
 pub use consistency::wait_for_checkpoint;
 pub use error::{Error, ExecuteError, ProjectionError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};
-pub use projection::{Progress, Projection, ProjectionRunner, Status, DEFAULT_RUN_BACKOFF};
+pub use projection::{Progress, Projection, ProjectionRunner, Runner, Status, DEFAULT_RUN_BACKOFF};
 pub use repository::{
     Executed, Loaded, NoSnapshots, Repository, SnapshotPolicy, Snapshots, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY_BACKOFF,
 };
 pub use retry::Backoff;
 pub use store::{
-    CommitMeta, EventMeta, ExpectedVersion, MemoryStore, MemoryTx, RecordedEvent, StreamRef,
+    Checkpoint, CommitMeta, EventMeta, ExpectedVersion, MemoryStore, MemoryTx, RecordedEvent,
+    StreamRef,
 };
 #[cfg(feature = "postgres")]
 pub use store::{PgStore, PgStoreOptions, PgTx};

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::error::{BoxError, ProjectionError};
 use crate::retry::Backoff;
+use crate::source::{Cursor, LiveSource, LogSource, Source};
 use crate::store::{
-    CheckpointStore, EventFilter, EventLog, EventMeta, LeaseStore, RecordedEvent, WakeUps,
+    Checkpoint, CheckpointStore, EventFilter, EventLog, EventMeta, LeaseStore, RecordedEvent,
 };
 
 /// A read model fed by events, in position order.
@@ -29,6 +30,17 @@ pub trait Projection<Tx>: Send + 'static {
         event: &'a RecordedEvent,
         tx: &'a mut Tx,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a;
+
+    /// Called after the batch's events were handled, before the checkpoint moves in the
+    /// same transaction: a handler that buffers work (a publisher waiting for its broker's
+    /// acknowledgements) finishes it here. Nothing by default.
+    fn finish_batch<'a>(
+        &'a mut self,
+        tx: &'a mut Tx,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a {
+        let _ = tx;
+        async { Ok(()) }
+    }
 
     /// Empties the read model before a rebuild (`#[projection(reset = ..)]`).
     fn reset<'a>(
@@ -95,13 +107,34 @@ pub struct Progress {
 pub const DEFAULT_RUN_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
 
-/// Called by [`ProjectionRunner::run`] before it waits to retry: the error and the wait.
+/// Called by [`Runner::run`] before it waits to retry: the error and the wait.
 type OnRetry = Box<dyn FnMut(&ProjectionError, Duration) + Send + Sync>;
 
-/// Runs one projection against a store: catch-up in batches, then live.
-pub struct ProjectionRunner<P, S> {
+/// A [`Runner`] fed by its store's own global log: the usual way to keep a read model.
+pub type ProjectionRunner<P, S, Src = LogSource<S>> = Runner<P, S, Src>;
+
+/// What one batch did.
+struct Advanced<C> {
+    /// Events handled; `None` when there was nothing to do.
+    handled: Option<u64>,
+    /// The checkpoint's position after the batch.
+    position: u64,
+    /// The cursor after the batch.
+    cursor: C,
+}
+
+/// Runs one handler (a projection, a reactor, a publisher) on the events of one
+/// [`Source`]: catch-up in batches, then live, with the source's cursor as checkpoint.
+///
+/// `S` is the handler's store: it holds the checkpoint (moved in the same transaction as
+/// the handler's writes) and the lease. `Src` is where the events come from: by default
+/// the same store's global log ([`ProjectionRunner::new`]), or any other source
+/// ([`Runner::with_source`]).
+pub struct Runner<P, S, Src = LogSource<S>> {
     store: S,
+    source: Src,
     projection: P,
+    name: &'static str,
     batch_size: usize,
     idle_timeout: Duration,
     filter: EventFilter,
@@ -109,22 +142,52 @@ pub struct ProjectionRunner<P, S> {
     on_retry: Option<OnRetry>,
 }
 
-impl<P, S> ProjectionRunner<P, S>
+impl<P, S> Runner<P, S, LogSource<S>>
 where
     S: EventLog + CheckpointStore,
     P: Projection<S::Tx>,
 {
-    /// A runner with batches of 500 events.
+    /// A runner on `store`'s global log, with batches of 500 events.
     pub fn new(store: S, projection: P) -> Self {
-        ProjectionRunner {
+        let source = LogSource::new(store.clone());
+        Runner::with_source(store, source, projection)
+    }
+}
+
+impl<P, S, Src> Runner<P, S, Src>
+where
+    S: CheckpointStore,
+    Src: Source,
+    P: Projection<S::Tx>,
+{
+    /// A runner moving `source`'s events into `projection`, keeping its checkpoint (the
+    /// source's cursor) and lease in `store`; batches of 500 events.
+    pub fn with_source(store: S, source: Src, projection: P) -> Self {
+        Runner {
             store,
+            source,
             projection,
+            name: P::NAME,
             batch_size: 500,
             idle_timeout: Duration::from_secs(1),
             filter: EventFilter::types(P::event_types()),
             backoff: DEFAULT_RUN_BACKOFF,
             on_retry: None,
         }
+    }
+
+    /// Runs under another name than the projection's `NAME`: the name keys the checkpoint
+    /// and the lease, so one handler type can follow several sources (one per shard, one
+    /// per tenant) with a checkpoint each.
+    #[must_use]
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// The name the checkpoint and lease are kept under.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// Events per transaction (at least 1).
@@ -168,34 +231,51 @@ where
         &self.projection
     }
 
+    /// The projection, to change its state between runs.
+    pub fn projection_mut(&mut self) -> &mut P {
+        &mut self.projection
+    }
+
     /// Gives the projection back.
     pub fn into_projection(self) -> P {
         self.projection
     }
 
+    /// The source.
+    pub fn source(&self) -> &Src {
+        &self.source
+    }
+
     /// The checkpoint and the head.
     pub async fn status(&self) -> Result<Status, ProjectionError> {
         Ok(Status {
-            position: self.store.checkpoint(P::NAME).await?,
-            head: self.store.head().await?,
+            position: self.store.checkpoint(self.name).await?,
+            head: self.source.head().await?,
         })
     }
 
     /// Processes one batch; returns `None` when there was nothing to do, else how many
     /// events it handled (possibly 0 when it only moved past events the filter skips).
     pub async fn step(&mut self) -> Result<Option<u64>, ProjectionError> {
-        Ok(self.advance().await?.0)
+        Ok(self.advance().await?.handled)
     }
 
-    /// [`Self::step`], also returning the checkpoint it left, so callers need not read it
-    /// back.
+    /// The committed checkpoint, as the source's cursor.
+    async fn cursor(&self) -> Result<(Checkpoint, Src::Cursor), ProjectionError> {
+        let stored = self.store.load_checkpoint(self.name).await?;
+        let cursor = Src::Cursor::from_checkpoint(&stored)?;
+        Ok((stored, cursor))
+    }
+
+    /// [`Self::step`], also returning the checkpoint's position it left, so callers need
+    /// not read it back.
     #[cfg_attr(
         feature = "tracing",
         tracing::instrument(
             name = "annals.projection.batch",
             skip(self),
             fields(
-                annals.projection = P::NAME,
+                annals.projection = self.name,
                 annals.from,
                 annals.to,
                 annals.events,
@@ -204,47 +284,51 @@ where
             err(Display)
         )
     )]
-    async fn advance(&mut self) -> Result<(Option<u64>, u64), ProjectionError> {
-        let from = self.store.checkpoint(P::NAME).await?;
-        // The head is read first: a read that comes back short has then returned every
-        // matching event up to it, so the checkpoint can move past the events the filter
-        // skipped and the lag reads true.
-        let head = self.store.head().await?;
-        let events = self
-            .store
-            .read_all(from, self.batch_size, &self.filter)
+    async fn advance(&mut self) -> Result<Advanced<Src::Cursor>, ProjectionError> {
+        let (stored, from) = self.cursor().await?;
+        let batch = self
+            .source
+            .read(&from, self.batch_size, &self.filter)
             .await?;
-        let last = events.last().map_or(from, |e| e.meta.position);
-        let to = if events.len() < self.batch_size {
-            last.max(head)
-        } else {
-            last
-        };
+        let to = batch.end.to_checkpoint();
         #[cfg(feature = "tracing")]
-        tracing::Span::current()
-            .record("annals.from", from)
-            .record("annals.to", to)
-            .record("annals.events", events.len())
-            .record("annals.lag", head.saturating_sub(to));
-        if to <= from {
-            return Ok((None, from));
+        {
+            let head = self.source.head().await.unwrap_or(to.position);
+            tracing::Span::current()
+                .record("annals.from", stored.position)
+                .record("annals.to", to.position)
+                .record("annals.events", batch.events.len())
+                .record("annals.lag", head.saturating_sub(to.position));
+        }
+        if batch.events.is_empty() && batch.end == from {
+            return Ok(Advanced {
+                handled: None,
+                position: stored.position,
+                cursor: from,
+            });
         }
         let mut tx = self.store.begin().await?;
-        for event in &events {
+        for event in &batch.events {
             self.projection.handle(event, &mut tx).await?;
         }
+        self.projection.finish_batch(&mut tx).await?;
         if !self
             .store
-            .advance_checkpoint(&mut tx, P::NAME, from, to)
+            .store_checkpoint(&mut tx, self.name, &stored, &to)
             .await?
         {
             return Err(ProjectionError::Superseded {
-                projection: P::NAME,
-                expected: from,
+                projection: self.name,
+                expected: stored.position,
             });
         }
         self.store.commit(tx).await?;
-        Ok((Some(events.len() as u64), to))
+        self.source.committed(&batch.end).await?;
+        Ok(Advanced {
+            handled: Some(batch.events.len() as u64),
+            position: to.position,
+            cursor: batch.end,
+        })
     }
 
     /// Processes every readable event, then returns (for cron jobs and serverless triggers).
@@ -257,40 +341,45 @@ where
         &mut self,
         mut progress: impl FnMut(Progress) + Send,
     ) -> Result<Progress, ProjectionError> {
-        let head = self.store.head().await?;
+        let head = self.source.head().await?;
         let mut handled = 0;
         loop {
-            let (step, position) = self.advance().await?;
-            handled += step.unwrap_or(0);
+            let step = self.advance().await?;
+            handled += step.handled.unwrap_or(0);
             let report = Progress {
-                position,
+                position: step.position,
                 head,
                 handled,
             };
-            if step.is_none() {
+            if step.handled.is_none() {
                 return Ok(report);
             }
             progress(report);
         }
     }
 
-    /// Empties the read model (the projection's reset hook), resets the checkpoint to 0 and
+    /// Empties the read model (the projection's reset hook), resets the checkpoint and
     /// replays every event, reporting progress.
     pub async fn rebuild(
         &mut self,
         progress: impl FnMut(Progress) + Send,
     ) -> Result<Progress, ProjectionError> {
-        let from = self.store.checkpoint(P::NAME).await?;
+        let (stored, _) = self.cursor().await?;
         let mut tx = self.store.begin().await?;
         self.projection.reset(&mut tx).await?;
         if !self
             .store
-            .advance_checkpoint(&mut tx, P::NAME, from, 0)
+            .store_checkpoint(
+                &mut tx,
+                self.name,
+                &stored,
+                &Src::Cursor::default().to_checkpoint(),
+            )
             .await?
         {
             return Err(ProjectionError::Superseded {
-                projection: P::NAME,
-                expected: from,
+                projection: self.name,
+                expected: stored.position,
             });
         }
         self.store.commit(tx).await?;
@@ -298,24 +387,25 @@ where
     }
 
     /// Catches up, then follows new events until `shutdown` completes. With several runners
-    /// of one projection on one database, only the one holding the lease works; the others
-    /// wait and take over when it goes away.
+    /// of one name on one database, only the one holding the lease works; the others wait
+    /// and take over when it goes away.
     ///
     /// Outages are ridden out: a transient error ([`ProjectionError::is_transient`]: the
-    /// database unreachable, a connection dropped or terminated, a serialization failure,
-    /// also when a handler returns it) rolls the batch back, and the runner waits
-    /// ([`Self::retry_backoff`]), checks its lease (taking one again if the lease's
-    /// connection died) and carries on from the checkpoint, as often and as long as it
-    /// takes. Returns `Err` only for what retrying cannot fix: a handler error that is not
-    /// transient, an event that cannot be decoded, or a store error that is not transient
-    /// (a corrupt row, a missing table, refused SQL). The checkpoint then stays before the
-    /// failing batch, so a new `run` starts there.
+    /// database or the source unreachable, a connection dropped or terminated, a
+    /// serialization failure, also when a handler returns it) rolls the batch back, and the
+    /// runner waits ([`Self::retry_backoff`]), checks its lease (taking one again if the
+    /// lease's connection died) and carries on from the checkpoint, as often and as long as
+    /// it takes. Returns `Err` only for what retrying cannot fix: a handler error that is
+    /// not transient, an event that cannot be decoded, or a store error that is not
+    /// transient (a corrupt row, a missing table, refused SQL). The checkpoint then stays
+    /// before the failing batch, so a new `run` starts there.
     pub async fn run(
         &mut self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ProjectionError>
     where
-        S: LeaseStore + WakeUps,
+        S: LeaseStore,
+        Src: LiveSource,
     {
         let mut shutdown = std::pin::pin!(shutdown);
         let work = async {
@@ -346,15 +436,16 @@ where
     /// timeout); with one, checks it still holds, then handles a batch or waits for events.
     async fn run_once(&mut self, lease: &mut Option<S::Lease>) -> Result<(), ProjectionError>
     where
-        S: LeaseStore + WakeUps,
+        S: LeaseStore,
+        Src: LiveSource,
     {
         let Some(held) = lease else {
-            *lease = self.store.try_lease(P::NAME).await?;
+            *lease = self.store.try_lease(self.name).await?;
             if lease.is_none() {
                 tokio::time::sleep(self.idle_timeout).await;
             } else {
                 #[cfg(feature = "tracing")]
-                tracing::info!(annals.projection = P::NAME, "annals lease taken");
+                tracing::info!(annals.projection = self.name, "annals lease taken");
             }
             return Ok(());
         };
@@ -362,12 +453,16 @@ where
         if !self.store.lease_alive(held).await? {
             *lease = None;
             #[cfg(feature = "tracing")]
-            tracing::warn!(annals.projection = P::NAME, "annals lease lost");
+            tracing::warn!(annals.projection = self.name, "annals lease lost");
             return Ok(());
         }
         match self.advance().await {
-            Ok((Some(_), _)) => Ok(()),
-            Ok((None, at)) => Ok(self.store.wait_for_events(at, self.idle_timeout).await?),
+            Ok(Advanced {
+                handled: None,
+                cursor,
+                ..
+            }) => self.source.wait(&cursor, self.idle_timeout).await,
+            Ok(_) => Ok(()),
             // Moved by a runner that had not yet noticed losing its lease; the batch was
             // rolled back, so read on from the new checkpoint.
             Err(ProjectionError::Superseded { .. }) => Ok(()),

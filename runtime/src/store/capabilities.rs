@@ -20,8 +20,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{
-    AppendOutcome, CommitMeta, EventFilter, ExpectedVersion, NewEvent, RecordedEvent, Snapshot,
-    StreamEvent, StreamRange, StreamRef,
+    AppendOutcome, Checkpoint, CommitMeta, EventFilter, ExpectedVersion, NewEvent, RecordedEvent,
+    Snapshot, StreamEvent, StreamRange, StreamRef,
 };
 use crate::error::StoreError;
 
@@ -131,19 +131,54 @@ pub trait TxStore: EventStore {
 }
 
 /// Checkpoints of named runners, moved in the same transaction as their writes.
+///
+/// A checkpoint is the runner's source's own cursor ([`Checkpoint`]): a global position for
+/// the store's log, a stream sequence for a broker, a shard sequence for a change feed.
+/// Backends implement [`CheckpointStore::load_checkpoint`] and
+/// [`CheckpointStore::store_checkpoint`]; the position-only methods are built on them.
 pub trait CheckpointStore: TxStore {
-    /// The committed checkpoint of `name` (0 if it never ran).
-    fn checkpoint(&self, name: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The committed checkpoint of `name` ([`Checkpoint::default`], position 0 and no cursor,
+    /// if it never ran).
+    fn load_checkpoint(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Checkpoint, StoreError>> + Send;
 
-    /// Moves a checkpoint from `expected` to `position` inside `tx`; returns false (and
-    /// changes nothing) when the stored checkpoint is not `expected`.
+    /// Moves a checkpoint from `expected` to `checkpoint` inside `tx`; returns false (and
+    /// changes nothing) when the stored checkpoint is not `expected` (position and cursor
+    /// both compared; a missing one reads as the default).
+    fn store_checkpoint<'a>(
+        &'a self,
+        tx: &'a mut Self::Tx,
+        name: &'a str,
+        expected: &'a Checkpoint,
+        checkpoint: &'a Checkpoint,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a;
+
+    /// The committed checkpoint's position (0 if it never ran).
+    fn checkpoint(&self, name: &str) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        async move { Ok(self.load_checkpoint(name).await?.position) }
+    }
+
+    /// Moves a position-only checkpoint from `expected` to `position` inside `tx`; returns
+    /// false (and changes nothing) when the stored checkpoint is not `expected`.
     fn advance_checkpoint<'a>(
         &'a self,
         tx: &'a mut Self::Tx,
         name: &'a str,
         expected: u64,
         position: u64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
+        async move {
+            self.store_checkpoint(
+                tx,
+                name,
+                &Checkpoint::at(expected),
+                &Checkpoint::at(position),
+            )
+            .await
+        }
+    }
 }
 
 /// Leases that make one runner per name the active one.

@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use super::{
     now_micros, validate_events, validate_runner_name, validate_stream, wait_for_append,
-    AppendOutcome, CheckpointStore, CommitMeta, EventFilter, EventLog, EventMeta, EventStore,
-    ExpectedVersion, LeaseStore, LocalLease, LocalLeases, NewEvent, RecordedEvent, Snapshot,
-    SnapshotStore, StreamEvent, StreamRange, StreamRef, TxStore, WakeUps,
+    AppendOutcome, Checkpoint, CheckpointStore, CommitMeta, EventFilter, EventLog, EventMeta,
+    EventStore, ExpectedVersion, LeaseStore, LocalLease, LocalLeases, NewEvent, RecordedEvent,
+    Snapshot, SnapshotStore, StreamEvent, StreamRange, StreamRef, TxStore, WakeUps,
 };
 use crate::error::StoreError;
 
@@ -42,7 +42,7 @@ struct Inner {
     event_ids: HashSet<Uuid>,
     /// Snapshots per stream, in version order.
     snapshots: HashMap<(String, String), Vec<Snapshot>>,
-    checkpoints: HashMap<String, u64>,
+    checkpoints: HashMap<String, Checkpoint>,
 }
 
 /// The events of a stream within `range`, in version order.
@@ -358,23 +358,34 @@ impl TxStore for MemoryStore {
 }
 
 impl CheckpointStore for MemoryStore {
-    async fn checkpoint(&self, name: &str) -> Result<u64, StoreError> {
+    async fn load_checkpoint(&self, name: &str) -> Result<Checkpoint, StoreError> {
         validate_runner_name(name)?;
-        Ok(self.lock().checkpoints.get(name).copied().unwrap_or(0))
+        Ok(self
+            .lock()
+            .checkpoints
+            .get(name)
+            .cloned()
+            .unwrap_or_default())
     }
 
-    async fn advance_checkpoint<'a>(
+    async fn store_checkpoint<'a>(
         &'a self,
         tx: &'a mut MemoryTx,
         name: &'a str,
-        expected: u64,
-        position: u64,
+        expected: &'a Checkpoint,
+        checkpoint: &'a Checkpoint,
     ) -> Result<bool, StoreError> {
         validate_runner_name(name)?;
-        if self.lock().checkpoints.get(name).copied().unwrap_or(0) != expected {
+        let stored = self
+            .lock()
+            .checkpoints
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        if stored != *expected {
             return Ok(false);
         }
-        tx.checkpoints.push((name.to_owned(), position));
+        tx.checkpoints.push((name.to_owned(), checkpoint.clone()));
         Ok(true)
     }
 }
@@ -404,7 +415,7 @@ pub struct MemoryTx {
     /// Held from `begin` to commit or drop: memory transactions run one at a time, so the
     /// positions staged here are the ones they get.
     _writer: OwnedMutexGuard<()>,
-    checkpoints: Vec<(String, u64)>,
+    checkpoints: Vec<(String, Checkpoint)>,
     /// Events appended in this transaction, in position order.
     events: Vec<RecordedEvent>,
     commands: Vec<(Uuid, AppendOutcome)>,

@@ -27,8 +27,8 @@ pub use local::LocalLease;
 pub(crate) use local::{wait_for_append, LocalLeases};
 pub use memory::{MemoryStore, MemoryTx};
 pub use records::{
-    AppendOutcome, CommitMeta, EventFilter, EventMeta, ExpectedVersion, Headers, NewEvent,
-    RecordedEvent, Snapshot, StreamEvent, StreamRange, StreamRef,
+    AppendOutcome, Checkpoint, CommitMeta, EventFilter, EventMeta, ExpectedVersion, Headers,
+    NewEvent, RecordedEvent, Snapshot, StreamEvent, StreamRange, StreamRef,
 };
 
 #[cfg(feature = "sqlite")]

@@ -387,6 +387,40 @@ impl StreamRange {
     }
 }
 
+/// Where a named runner stands in its source, as stored by a
+/// [`CheckpointStore`](super::CheckpointStore).
+///
+/// `position` is the global position (or broker sequence) reached, which status, lag and
+/// [`wait_for_checkpoint`](crate::wait_for_checkpoint) read; `cursor` is whatever else the
+/// source needs to resume exactly (a transaction id, a shard's sequence number), opaque to
+/// the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Checkpoint {
+    /// The position reached (0: nothing processed).
+    pub position: u64,
+    /// The rest of the source's cursor, if the position alone does not say where to resume.
+    pub cursor: Option<String>,
+}
+
+impl Checkpoint {
+    /// A checkpoint that is a position alone.
+    pub const fn at(position: u64) -> Self {
+        Checkpoint {
+            position,
+            cursor: None,
+        }
+    }
+
+    /// A checkpoint with a cursor beside its position.
+    pub fn with_cursor(position: u64, cursor: impl Into<String>) -> Self {
+        Checkpoint {
+            position,
+            cursor: Some(cursor.into()),
+        }
+    }
+}
+
 /// Which events a global-order read returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -380,3 +380,61 @@ pub async fn waiting_for_a_commands_position<S: Store>(store: S) {
     assert!(waiter.await.unwrap().unwrap());
     assert_eq!(runner.projection().totals["a"], 3);
 }
+
+/// A runner can follow another store's log (another service's events, here a
+/// `MemoryStore`) while keeping its checkpoint and lease in the store under test, and under
+/// another name than the projection's it keeps a checkpoint of its own: catch-up, then live.
+pub async fn runner_follows_another_source<S: Store>(store: S) {
+    use annals::source::LogSource;
+    use annals::store::EventLog;
+    use annals::{MemoryStore, Runner};
+
+    let other = MemoryStore::new();
+    let upstream = counters(&other).await;
+    create(&upstream, "a").await;
+    add(&upstream, "a", 2).await;
+    step(&upstream, "a").await;
+
+    let mut runner = Runner::with_source(
+        store.clone(),
+        LogSource::new(other.clone()),
+        Totals::default(),
+    )
+    .named("totals_from_upstream")
+    .batch_size(1);
+    assert_eq!(runner.name(), "totals_from_upstream");
+    let done = runner.catch_up().await.unwrap();
+    assert_eq!(done.handled, 2);
+    assert_eq!(runner.projection().totals["a"], 2);
+    let upstream_head = other.head().await.unwrap();
+    assert_eq!(
+        store.checkpoint("totals_from_upstream").await.unwrap(),
+        upstream_head,
+        "the checkpoint is the source's cursor, kept in the runner's store"
+    );
+    assert_eq!(store.checkpoint("totals").await.unwrap(), 0);
+    assert_eq!(runner.status().await.unwrap().lag(), 0);
+
+    // Live: the source's wake-ups reach a runner whose lease is in the other store.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        runner
+            .run(async { stopped.await.unwrap_or(()) })
+            .await
+            .unwrap();
+        runner.into_projection()
+    });
+    add(&upstream, "a", 5).await;
+    let head = other.head().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while store.checkpoint("totals_from_upstream").await.unwrap() < head {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the live runner followed the other store");
+    stop.send(()).unwrap();
+    let model = task.await.unwrap();
+    assert_eq!(model.totals["a"], 7);
+    assert_eq!(model.seen, handled_positions(&other).await);
+}

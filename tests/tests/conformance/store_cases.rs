@@ -1842,3 +1842,63 @@ pub async fn checkpoints_move_by_compare_and_set<S: Store>(store: S) {
     assert_eq!(store.checkpoint("other").await.unwrap(), 3);
     assert_eq!(store.checkpoint("absent").await.unwrap(), 0);
 }
+
+/// A checkpoint may carry a cursor beside its position: both are compared and both are
+/// stored, a missing checkpoint reads as the default (position 0, no cursor), and a
+/// position-only move refuses a checkpoint that has a cursor.
+pub async fn checkpoints_carry_a_cursor<S: Store>(store: S) {
+    use annals::Checkpoint;
+
+    assert_eq!(
+        store.load_checkpoint("feed").await.unwrap(),
+        Checkpoint::default()
+    );
+    let first = Checkpoint::with_cursor(7, "shard-1:0042");
+    let mut tx = store.begin().await.unwrap();
+    assert!(!store
+        .store_checkpoint(&mut tx, "feed", &Checkpoint::with_cursor(0, "x"), &first)
+        .await
+        .unwrap());
+    assert!(store
+        .store_checkpoint(&mut tx, "feed", &Checkpoint::default(), &first)
+        .await
+        .unwrap());
+    store.commit(tx).await.unwrap();
+    assert_eq!(store.load_checkpoint("feed").await.unwrap(), first);
+    assert_eq!(store.checkpoint("feed").await.unwrap(), 7);
+
+    // Same position, another cursor: refused; the stored one: moved.
+    let next = Checkpoint::with_cursor(9, "shard-1:0050");
+    let mut tx = store.begin().await.unwrap();
+    assert!(!store
+        .store_checkpoint(
+            &mut tx,
+            "feed",
+            &Checkpoint::with_cursor(7, "shard-1:0041"),
+            &next
+        )
+        .await
+        .unwrap());
+    assert!(!store
+        .advance_checkpoint(&mut tx, "feed", 7, 8)
+        .await
+        .unwrap());
+    assert!(store
+        .store_checkpoint(&mut tx, "feed", &first, &next)
+        .await
+        .unwrap());
+    store.commit(tx).await.unwrap();
+    assert_eq!(store.load_checkpoint("feed").await.unwrap(), next);
+
+    // Back to a position alone.
+    let mut tx = store.begin().await.unwrap();
+    assert!(store
+        .store_checkpoint(&mut tx, "feed", &next, &Checkpoint::at(10))
+        .await
+        .unwrap());
+    store.commit(tx).await.unwrap();
+    assert_eq!(
+        store.load_checkpoint("feed").await.unwrap(),
+        Checkpoint::at(10)
+    );
+}

@@ -1,34 +1,44 @@
 //! Checkpoints, moved by compare-and-set inside the runner's transaction.
 
 use crate::error::{Operation, StoreError};
-use crate::store::sql::stored_u64;
-use crate::store::{validate_runner_name, CheckpointStore};
+use crate::store::sql::{column, stored_u64};
+use crate::store::{validate_runner_name, Checkpoint, CheckpointStore};
 
 use super::{to_i64, PgStore, PgTx};
 
 impl CheckpointStore for PgStore {
-    async fn checkpoint(&self, name: &str) -> Result<u64, StoreError> {
+    async fn load_checkpoint(&self, name: &str) -> Result<Checkpoint, StoreError> {
         validate_runner_name(name)?;
-        let position: Option<i64> = sqlx::query_scalar(&self.inner.sql.checkpoint)
+        let row = sqlx::query(&self.inner.sql.checkpoint)
             .bind(name)
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(|e| StoreError::database(Operation::ReadCheckpoint, e))?;
-        position.map_or(Ok(0), |p| stored_u64(p, "checkpoint", None))
+        let Some(row) = row else {
+            return Ok(Checkpoint::default());
+        };
+        let position: i64 = column(&row, 0, "annals_checkpoints.position", None)?;
+        Ok(Checkpoint {
+            position: stored_u64(position, "checkpoint", None)?,
+            cursor: column(&row, 1, "annals_checkpoints.cursor", None)?,
+        })
     }
 
-    async fn advance_checkpoint<'a>(
+    async fn store_checkpoint<'a>(
         &'a self,
         tx: &'a mut PgTx,
         name: &'a str,
-        expected: u64,
-        position: u64,
+        expected: &'a Checkpoint,
+        checkpoint: &'a Checkpoint,
     ) -> Result<bool, StoreError> {
         validate_runner_name(name)?;
         sqlx::query_scalar(&self.inner.sql.advance_checkpoint)
             .bind(name)
-            .bind(to_i64(expected, "checkpoint")?)
-            .bind(to_i64(position, "checkpoint")?)
+            .bind(to_i64(expected.position, "checkpoint")?)
+            .bind(expected.cursor.as_deref())
+            .bind(to_i64(checkpoint.position, "checkpoint")?)
+            .bind(checkpoint.cursor.as_deref())
+            .bind(*expected == Checkpoint::default())
             .fetch_one(&mut **tx)
             .await
             .map_err(|e| StoreError::database(Operation::AdvanceCheckpoint, e))

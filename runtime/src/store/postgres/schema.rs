@@ -21,6 +21,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "checkpoints",
         sql: include_str!("../../../migrations/postgres/0002_checkpoints.sql"),
     },
+    Migration {
+        version: 3,
+        name: "checkpoint_cursor",
+        sql: include_str!("../../../migrations/postgres/0003_checkpoint_cursor.sql"),
+    },
 ];
 
 /// The longest schema name accepted: PostgreSQL names hold 63 bytes, and the notification

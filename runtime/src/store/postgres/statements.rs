@@ -127,18 +127,20 @@ impl Statements {
                  ORDER BY version DESC LIMIT 1"
             )
             .into(),
-            checkpoint: format!("SELECT position FROM {checkpoints} WHERE name = $1").into(),
-            // Compare-and-set, a missing row reading as 0. A concurrent mover holds the row
-            // (or the key, for a first insert) until it commits; this statement then sees the
-            // committed position and does nothing.
+            checkpoint: format!("SELECT position, cursor FROM {checkpoints} WHERE name = $1")
+                .into(),
+            // Compare-and-set, a missing row reading as the default checkpoint ($6). A
+            // concurrent mover holds the row (or the key, for a first insert) until it
+            // commits; this statement then sees the committed checkpoint and does nothing.
             advance_checkpoint: format!(
                 "WITH moved AS ( \
-                     UPDATE {checkpoints} SET position = $3, updated_at = now() \
-                     WHERE name = $1 AND position = $2 RETURNING 1 \
+                     UPDATE {checkpoints} SET position = $4, cursor = $5, updated_at = now() \
+                     WHERE name = $1 AND position = $2 AND cursor IS NOT DISTINCT FROM $3 \
+                     RETURNING 1 \
                  ), \
                  created AS ( \
-                     INSERT INTO {checkpoints} (name, position) \
-                     SELECT $1, $3 WHERE $2 = 0 AND NOT EXISTS (SELECT FROM moved) \
+                     INSERT INTO {checkpoints} (name, position, cursor) \
+                     SELECT $1, $4, $5 WHERE $6 AND NOT EXISTS (SELECT FROM moved) \
                      ON CONFLICT (name) DO NOTHING RETURNING 1 \
                  ) \
                  SELECT EXISTS (SELECT FROM moved) OR EXISTS (SELECT FROM created)"

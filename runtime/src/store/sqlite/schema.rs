@@ -22,6 +22,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "checkpoints",
         sql: include_str!("../../../migrations/sqlite/0002_checkpoints.sql"),
     },
+    Migration {
+        version: 3,
+        name: "checkpoint_cursor",
+        sql: include_str!("../../../migrations/sqlite/0003_checkpoint_cursor.sql"),
+    },
 ];
 
 impl MigrationTarget for SqliteConnection {

@@ -1,0 +1,3 @@
+-- Checkpoints carry their source's cursor beside the position: what a runner needs to
+-- resume exactly when a position alone does not say (a transaction id, a shard sequence).
+ALTER TABLE annals_checkpoints ADD COLUMN cursor TEXT;
