@@ -272,6 +272,8 @@ pub enum Operation {
     Lease,
     /// Waiting for new events.
     WaitForEvents,
+    /// Parking a failing event, or listing, retrying or skipping parked ones.
+    Park,
 }
 
 impl std::fmt::Display for Operation {
@@ -294,6 +296,7 @@ impl std::fmt::Display for Operation {
             Operation::AdvanceCheckpoint => "checkpoint write",
             Operation::Lease => "lease",
             Operation::WaitForEvents => "wait for events",
+            Operation::Park => "park events",
         })
     }
 }
@@ -453,6 +456,15 @@ pub enum ProjectionError {
         /// The source's error.
         #[source]
         source: BoxError,
+    },
+    /// No event is parked under this id for this runner (never parked, or already retried
+    /// or skipped).
+    #[error("runner `{runner}` has no parked event {id}")]
+    NotParked {
+        /// The runner's name.
+        runner: &'static str,
+        /// The parked entry's id.
+        id: u64,
     },
     /// Another runner moved the checkpoint; this batch was rolled back.
     #[error("projection `{projection}`: checkpoint moved by another runner (expected {expected})")]

@@ -1,14 +1,17 @@
 //! Projections: read models kept up to date from the global event order, with a checkpoint
 //! committed in the same transaction as the read model's writes.
 
+use std::any::Any;
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
-use crate::error::{BoxError, ProjectionError};
+use crate::error::{BoxError, ProjectionError, StoreError};
 use crate::retry::Backoff;
 use crate::source::{Cursor, LiveSource, LogSource, Source};
 use crate::store::{
-    Checkpoint, CheckpointStore, EventFilter, EventLog, EventMeta, LeaseStore, RecordedEvent,
+    Checkpoint, CheckpointStore, EventFilter, EventLog, EventMeta, LeaseStore, ParkedEvent,
+    ParkingStore, RecordedEvent, Resolution,
 };
 
 /// A read model fed by events, in position order.
@@ -140,6 +143,63 @@ pub struct Runner<P, S, Src = LogSource<S>> {
     filter: EventFilter,
     backoff: Backoff,
     on_retry: Option<OnRetry>,
+    parking: Option<Parking<S>>,
+    /// Read at most this many events on the next turn: the events before a failing one,
+    /// committed on their own before the failing one is tried alone.
+    limit_once: Option<usize>,
+}
+
+/// Parks an event in a transaction of `S` handed over as `Any`; set by
+/// [`Runner::park_after`], which knows `S: ParkingStore`, so the other methods need not.
+type ParkFn<S> = for<'a> fn(
+    &'a S,
+    &'a mut (dyn Any + Send),
+    &'a str,
+    &'a RecordedEvent,
+    &'a str,
+    u32,
+) -> Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send + 'a>>;
+
+/// How a runner parks events its handler keeps failing on.
+struct Parking<S> {
+    attempts: u32,
+    park: ParkFn<S>,
+}
+
+impl<S> Clone for Parking<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for Parking<S> {}
+
+fn park_in<'a, S: ParkingStore>(
+    store: &'a S,
+    tx: &'a mut (dyn Any + Send),
+    runner: &'a str,
+    event: &'a RecordedEvent,
+    error: &'a str,
+    attempts: u32,
+) -> Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send + 'a>> {
+    Box::pin(async move {
+        let tx = tx
+            .downcast_mut::<S::Tx>()
+            .expect("the runner hands its store's own transaction");
+        store.park(tx, runner, event, error, attempts).await
+    })
+}
+
+/// An error with its causes, as parking records it.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 impl<P, S> Runner<P, S, LogSource<S>>
@@ -173,7 +233,106 @@ where
             filter: EventFilter::types(P::event_types()),
             backoff: DEFAULT_RUN_BACKOFF,
             on_retry: None,
+            parking: None,
+            limit_once: None,
         }
+    }
+
+    /// Parks an event the handler keeps failing on instead of stopping: after `attempts`
+    /// tries (at least 1; a wait of [`Self::retry_backoff`] between them), the event is set
+    /// aside with its error ([`ParkingStore`]) in the transaction that moves the checkpoint
+    /// past it, and the runner carries on with the next one. The events before it in its
+    /// batch commit first, on their own.
+    ///
+    /// Only errors that retrying now cannot fix park an event: a handler's error or an event
+    /// that does not decode. Transient ones ([`ProjectionError::is_transient`]) are retried
+    /// by [`Self::run`] as without parking, and an error of the store itself stops as
+    /// before. Parked events are listed with [`Self::parked`] and leave the parking through
+    /// [`Self::retry_parked`] (handled then, after the events that came later) or
+    /// [`Self::skip_parked`]. Without this option a failing event stops the runner, with
+    /// the checkpoint before it.
+    #[must_use]
+    pub fn park_after(mut self, attempts: u32) -> Self
+    where
+        S: ParkingStore,
+    {
+        self.parking = Some(Parking {
+            attempts: attempts.max(1),
+            park: park_in::<S>,
+        });
+        self
+    }
+
+    /// The events this runner parked and that are still parked, oldest first.
+    pub async fn parked(&self) -> Result<Vec<ParkedEvent>, ProjectionError>
+    where
+        S: ParkingStore,
+    {
+        Ok(self.store.parked(Some(self.name), false).await?)
+    }
+
+    /// Hands parked event `id` to the handler again; on success the event leaves the
+    /// parking in the handler's transaction. On failure it stays parked with the new error
+    /// and one more attempt, and the error is returned.
+    pub async fn retry_parked(&mut self, id: u64) -> Result<(), ProjectionError>
+    where
+        S: ParkingStore,
+    {
+        let entry = self
+            .store
+            .parked(Some(self.name), false)
+            .await?
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or(ProjectionError::NotParked {
+                runner: self.name,
+                id,
+            })?;
+        let mut tx = self.store.begin().await?;
+        let handled = match self.projection.handle(&entry.event, &mut tx).await {
+            Ok(()) => self.projection.finish_batch(&mut tx).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = handled {
+            drop(tx);
+            self.store
+                .update_parked(id, &error_chain(&error), entry.attempts.saturating_add(1))
+                .await?;
+            return Err(error);
+        }
+        if !self
+            .store
+            .resolve_parked(&mut tx, id, Resolution::Retried)
+            .await?
+        {
+            return Err(ProjectionError::NotParked {
+                runner: self.name,
+                id,
+            });
+        }
+        self.store.commit(tx).await?;
+        Ok(())
+    }
+
+    /// Takes parked event `id` out of the parking without handling it (an operator's
+    /// decision; the entry stays listed as skipped with `parked(.., true)`).
+    pub async fn skip_parked(&mut self, id: u64) -> Result<(), ProjectionError>
+    where
+        S: ParkingStore,
+    {
+        let mut tx = self.store.begin().await?;
+        if !self
+            .store
+            .resolve_parked(&mut tx, id, Resolution::Skipped)
+            .await?
+        {
+            return Err(ProjectionError::NotParked {
+                runner: self.name,
+                id,
+            });
+        }
+        self.store.commit(tx).await?;
+        Ok(())
     }
 
     /// Runs under another name than the projection's `NAME`: the name keys the checkpoint
@@ -286,10 +445,8 @@ where
     )]
     async fn advance(&mut self) -> Result<Advanced<Src::Cursor>, ProjectionError> {
         let (stored, from) = self.cursor().await?;
-        let batch = self
-            .source
-            .read(&from, self.batch_size, &self.filter)
-            .await?;
+        let limit = self.limit_once.take().unwrap_or(self.batch_size);
+        let batch = self.source.read(&from, limit, &self.filter).await?;
         let to = batch.end.to_checkpoint();
         #[cfg(feature = "tracing")]
         {
@@ -308,13 +465,32 @@ where
             });
         }
         let mut tx = self.store.begin().await?;
-        for event in &batch.events {
-            self.projection.handle(event, &mut tx).await?;
+        for (index, event) in batch.events.iter().enumerate() {
+            if let Err(error) = self.projection.handle(event, &mut tx).await {
+                drop(tx);
+                return self.failed(stored, from, index, error).await;
+            }
         }
         self.projection.finish_batch(&mut tx).await?;
+        self.commit(tx, &stored, &to).await?;
+        self.source.committed(&batch.end).await?;
+        Ok(Advanced {
+            handled: Some(batch.events.len() as u64),
+            position: to.position,
+            cursor: batch.end,
+        })
+    }
+
+    /// Moves the checkpoint from `stored` to `to` in `tx` and commits.
+    async fn commit(
+        &self,
+        mut tx: S::Tx,
+        stored: &Checkpoint,
+        to: &Checkpoint,
+    ) -> Result<(), ProjectionError> {
         if !self
             .store
-            .store_checkpoint(&mut tx, self.name, &stored, &to)
+            .store_checkpoint(&mut tx, self.name, stored, to)
             .await?
         {
             return Err(ProjectionError::Superseded {
@@ -323,11 +499,88 @@ where
             });
         }
         self.store.commit(tx).await?;
-        self.source.committed(&batch.end).await?;
+        Ok(())
+    }
+
+    /// The handler failed on the batch's event at `index` (the batch rolled back): without
+    /// parking, or for an error retrying may fix, that is the batch's error. With parking,
+    /// the events before it are committed first (next turn), then it is tried alone and
+    /// parked if it keeps failing.
+    async fn failed(
+        &mut self,
+        stored: Checkpoint,
+        from: Src::Cursor,
+        index: usize,
+        error: ProjectionError,
+    ) -> Result<Advanced<Src::Cursor>, ProjectionError> {
+        let Some(parking) = self.parking else {
+            return Err(error);
+        };
+        if error.is_transient() || matches!(error, ProjectionError::Store(_)) {
+            return Err(error);
+        }
+        if index > 0 {
+            self.limit_once = Some(index);
+            return Ok(Advanced {
+                handled: Some(0),
+                position: stored.position,
+                cursor: from,
+            });
+        }
+        let single = self.source.read(&from, 1, &self.filter).await?;
+        let Some(event) = single.events.first() else {
+            return Err(error);
+        };
+        let to = single.end.to_checkpoint();
+        let mut last = error;
+        for failures in 1..parking.attempts {
+            tokio::time::sleep(self.backoff.delay(failures - 1)).await;
+            let mut tx = self.store.begin().await?;
+            let handled = match self.projection.handle(event, &mut tx).await {
+                Ok(()) => self.projection.finish_batch(&mut tx).await,
+                Err(error) => Err(error),
+            };
+            match handled {
+                Ok(()) => {
+                    self.commit(tx, &stored, &to).await?;
+                    self.source.committed(&single.end).await?;
+                    return Ok(Advanced {
+                        handled: Some(1),
+                        position: to.position,
+                        cursor: single.end,
+                    });
+                }
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => last = error,
+            }
+        }
+        let reason = error_chain(&last);
+        let mut tx = self.store.begin().await?;
+        let id = (parking.park)(
+            &self.store,
+            &mut tx,
+            self.name,
+            event,
+            &reason,
+            parking.attempts,
+        )
+        .await?;
+        self.commit(tx, &stored, &to).await?;
+        self.source.committed(&single.end).await?;
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            annals.projection = self.name,
+            annals.parked = id,
+            annals.position = event.meta.position,
+            annals.event_type = %event.meta.event_type,
+            error = %reason,
+            "annals event parked"
+        );
+        let _ = id;
         Ok(Advanced {
-            handled: Some(batch.events.len() as u64),
+            handled: Some(0),
             position: to.position,
-            cursor: batch.end,
+            cursor: single.end,
         })
     }
 

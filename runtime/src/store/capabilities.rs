@@ -7,6 +7,7 @@
 //! | [`EventLog`] | the global order (`read_all`, `head`) | projection runners |
 //! | [`TxStore`] | transactions, appends inside one | inline projections, exactly-once read models |
 //! | [`CheckpointStore`] | checkpoints moved inside a transaction | projection runners |
+//! | [`ParkingStore`] | events set aside after failing | runners with [`Runner::park_after`](crate::Runner::park_after) |
 //! | [`LeaseStore`] | one active runner per name | [`ProjectionRunner::run`](crate::ProjectionRunner::run) |
 //! | [`WakeUps`] | waiting for new events | [`ProjectionRunner::run`](crate::ProjectionRunner::run) |
 //!
@@ -20,8 +21,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{
-    AppendOutcome, Checkpoint, CommitMeta, EventFilter, ExpectedVersion, NewEvent, RecordedEvent,
-    Snapshot, StreamEvent, StreamRange, StreamRef,
+    AppendOutcome, Checkpoint, CommitMeta, EventFilter, ExpectedVersion, NewEvent, ParkedEvent,
+    RecordedEvent, Resolution, Snapshot, StreamEvent, StreamRange, StreamRef,
 };
 use crate::error::StoreError;
 
@@ -179,6 +180,47 @@ pub trait CheckpointStore: TxStore {
             .await
         }
     }
+}
+
+/// Parking for events a runner's handler keeps failing on: set aside with the error in the
+/// runner's transaction (which moves the checkpoint past them), listed, then retried or
+/// skipped by an operator.
+pub trait ParkingStore: TxStore {
+    /// Parks `event` for `runner` inside `tx`, with the handler's `error` after `attempts`
+    /// tries; returns the parked entry's id.
+    fn park<'a>(
+        &'a self,
+        tx: &'a mut Self::Tx,
+        runner: &'a str,
+        event: &'a RecordedEvent,
+        error: &'a str,
+        attempts: u32,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'a;
+
+    /// The parked events, oldest first: of one runner or of all, still parked or also the
+    /// resolved ones.
+    fn parked(
+        &self,
+        runner: Option<&str>,
+        include_resolved: bool,
+    ) -> impl Future<Output = Result<Vec<ParkedEvent>, StoreError>> + Send;
+
+    /// Marks parked entry `id` resolved inside `tx`; false if there is no such entry still
+    /// parked (already resolved, or never parked).
+    fn resolve_parked<'a>(
+        &'a self,
+        tx: &'a mut Self::Tx,
+        id: u64,
+        resolution: Resolution,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a;
+
+    /// Records another failed retry of parked entry `id`: its new error and attempt count.
+    fn update_parked<'a>(
+        &'a self,
+        id: u64,
+        error: &'a str,
+        attempts: u32,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 }
 
 /// Leases that make one runner per name the active one.

@@ -10,8 +10,9 @@ use uuid::Uuid;
 use super::{
     now_micros, validate_events, validate_runner_name, validate_stream, wait_for_append,
     AppendOutcome, Checkpoint, CheckpointStore, CommitMeta, EventFilter, EventLog, EventMeta,
-    EventStore, ExpectedVersion, LeaseStore, LocalLease, LocalLeases, NewEvent, RecordedEvent,
-    Snapshot, SnapshotStore, StreamEvent, StreamRange, StreamRef, TxStore, WakeUps,
+    EventStore, ExpectedVersion, LeaseStore, LocalLease, LocalLeases, NewEvent, ParkedEvent,
+    ParkingStore, RecordedEvent, Resolution, Snapshot, SnapshotStore, StreamEvent, StreamRange,
+    StreamRef, TxStore, WakeUps,
 };
 use crate::error::StoreError;
 
@@ -43,6 +44,8 @@ struct Inner {
     /// Snapshots per stream, in version order.
     snapshots: HashMap<(String, String), Vec<Snapshot>>,
     checkpoints: HashMap<String, Checkpoint>,
+    /// Parked events, in id order (id `n` at index `n - 1`).
+    parked: Vec<ParkedEvent>,
 }
 
 /// The events of a stream within `range`, in version order.
@@ -245,6 +248,8 @@ impl TxStore for MemoryStore {
             checkpoints: Vec::new(),
             events: Vec::new(),
             commands: Vec::new(),
+            parked: Vec::new(),
+            resolved: Vec::new(),
         })
     }
 
@@ -262,6 +267,15 @@ impl TxStore for MemoryStore {
         inner.commands.extend(tx.commands);
         for (name, position) in tx.checkpoints {
             inner.checkpoints.insert(name, position);
+        }
+        for mut parked in tx.parked {
+            parked.id = inner.parked.len() as u64 + 1;
+            inner.parked.push(parked);
+        }
+        for (id, resolution) in tx.resolved {
+            if let Some(parked) = parked_entry(&mut inner.parked, id) {
+                parked.resolution = Some(resolution);
+            }
         }
         drop(inner);
         if appended {
@@ -390,6 +404,83 @@ impl CheckpointStore for MemoryStore {
     }
 }
 
+/// The parked entry `id`, if any.
+fn parked_entry(parked: &mut [ParkedEvent], id: u64) -> Option<&mut ParkedEvent> {
+    let index = usize::try_from(id.checked_sub(1)?).ok()?;
+    parked.get_mut(index)
+}
+
+impl ParkingStore for MemoryStore {
+    async fn park<'a>(
+        &'a self,
+        tx: &'a mut MemoryTx,
+        runner: &'a str,
+        event: &'a RecordedEvent,
+        error: &'a str,
+        attempts: u32,
+    ) -> Result<u64, StoreError> {
+        validate_runner_name(runner)?;
+        // Transactions run one at a time, so the id this entry gets at commit is known.
+        let id = self.lock().parked.len() as u64 + tx.parked.len() as u64 + 1;
+        tx.parked.push(ParkedEvent {
+            id,
+            runner: runner.to_owned(),
+            event: event.clone(),
+            error: error.to_owned(),
+            attempts: attempts.max(1),
+            parked_at: now_micros(),
+            resolution: None,
+        });
+        Ok(id)
+    }
+
+    async fn parked(
+        &self,
+        runner: Option<&str>,
+        include_resolved: bool,
+    ) -> Result<Vec<ParkedEvent>, StoreError> {
+        if let Some(runner) = runner {
+            validate_runner_name(runner)?;
+        }
+        Ok(self
+            .lock()
+            .parked
+            .iter()
+            .filter(|p| runner.is_none_or(|r| p.runner == r))
+            .filter(|p| include_resolved || p.resolution.is_none())
+            .cloned()
+            .collect())
+    }
+
+    async fn resolve_parked<'a>(
+        &'a self,
+        tx: &'a mut MemoryTx,
+        id: u64,
+        resolution: Resolution,
+    ) -> Result<bool, StoreError> {
+        let open =
+            parked_entry(&mut self.lock().parked, id).is_some_and(|p| p.resolution.is_none());
+        if !open || tx.resolved.iter().any(|(r, _)| *r == id) {
+            return Ok(false);
+        }
+        tx.resolved.push((id, resolution));
+        Ok(true)
+    }
+
+    async fn update_parked<'a>(
+        &'a self,
+        id: u64,
+        error: &'a str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        if let Some(parked) = parked_entry(&mut self.lock().parked, id) {
+            parked.error = error.to_owned();
+            parked.attempts = attempts.max(1);
+        }
+        Ok(())
+    }
+}
+
 impl LeaseStore for MemoryStore {
     type Lease = LocalLease;
 
@@ -419,6 +510,9 @@ pub struct MemoryTx {
     /// Events appended in this transaction, in position order.
     events: Vec<RecordedEvent>,
     commands: Vec<(Uuid, AppendOutcome)>,
+    /// Events parked in this transaction (ids given at commit).
+    parked: Vec<ParkedEvent>,
+    resolved: Vec<(u64, Resolution)>,
 }
 
 impl MemoryTx {

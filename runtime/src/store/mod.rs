@@ -17,7 +17,8 @@ pub(crate) mod sql;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use capabilities::load_through_read_stream;
 pub use capabilities::{
-    CheckpointStore, EventLog, EventStore, LeaseStore, SnapshotStore, TxStore, WakeUps,
+    CheckpointStore, EventLog, EventStore, LeaseStore, ParkingStore, SnapshotStore, TxStore,
+    WakeUps,
 };
 pub use checks::{
     now_micros, validate_events, validate_runner_name, validate_stream, MAX_NAME_LEN,
@@ -28,7 +29,8 @@ pub(crate) use local::{wait_for_append, LocalLeases};
 pub use memory::{MemoryStore, MemoryTx};
 pub use records::{
     AppendOutcome, Checkpoint, CommitMeta, EventFilter, EventMeta, ExpectedVersion, Headers,
-    NewEvent, RecordedEvent, Snapshot, StreamEvent, StreamRange, StreamRef,
+    NewEvent, ParkedEvent, RecordedEvent, Resolution, Snapshot, StreamEvent, StreamRange,
+    StreamRef,
 };
 
 #[cfg(feature = "sqlite")]

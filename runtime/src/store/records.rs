@@ -173,7 +173,9 @@ impl NewEvent {
 }
 
 /// Everything stored about an event except its payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serializes to JSON with field names as here and `recorded_at` in RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct EventMeta {
     /// Position in the global order (1-based, increasing, gaps possible).
@@ -197,8 +199,10 @@ pub struct EventMeta {
     /// Causation id.
     pub causation_id: Option<Uuid>,
     /// When the store recorded it (UTC).
+    #[serde(with = "time::serde::rfc3339")]
     pub recorded_at: OffsetDateTime,
     /// User headers.
+    #[serde(default)]
     pub headers: Headers,
 }
 
@@ -236,7 +240,9 @@ impl EventMeta {
 }
 
 /// A stored event: metadata and JSON payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serializes to JSON as `{"meta": {..}, "payload": "<the payload's JSON text>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct RecordedEvent {
     /// Where and when it was stored.
@@ -417,6 +423,56 @@ impl Checkpoint {
         Checkpoint {
             position,
             cursor: Some(cursor.into()),
+        }
+    }
+}
+
+/// An event a runner set aside after its handler kept failing on it: the runner moved past
+/// it, and it waits here, with its error, to be retried or skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParkedEvent {
+    /// The parked entry's id (increasing in parking order).
+    pub id: u64,
+    /// The runner that parked it (its checkpoint's name).
+    pub runner: String,
+    /// The event, as the runner's source delivered it.
+    pub event: RecordedEvent,
+    /// The handler's last error, with its causes.
+    pub error: String,
+    /// How many times the handler was tried on it.
+    pub attempts: u32,
+    /// When it was parked.
+    pub parked_at: OffsetDateTime,
+    /// What became of it; `None` while it is parked.
+    pub resolution: Option<Resolution>,
+}
+
+/// How a parked event left the parking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Resolution {
+    /// Handled on a retry.
+    Retried,
+    /// Skipped by an operator: never handled.
+    Skipped,
+}
+
+impl Resolution {
+    /// The stored name: `retried` or `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Retried => "retried",
+            Resolution::Skipped => "skipped",
+        }
+    }
+
+    /// The resolution a stored name stands for.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "retried" => Some(Resolution::Retried),
+            "skipped" => Some(Resolution::Skipped),
+            _ => None,
         }
     }
 }

@@ -18,7 +18,8 @@ mod stream_only_store;
 mod validation_cases;
 
 use annals::store::{
-    CheckpointStore, EventLog, EventStore, LeaseStore, SnapshotStore, TxStore, WakeUps,
+    CheckpointStore, EventLog, EventStore, LeaseStore, ParkingStore, SnapshotStore, TxStore,
+    WakeUps,
 };
 
 /// What a repository needs of a store: streams and snapshots, and [`Log`] for the cases'
@@ -69,9 +70,15 @@ pub async fn head_or<S: Log>(store: &S, expected: u64) -> u64 {
 }
 
 /// A store with every capability: what runners and inline projections need.
-pub trait Store: Streams + EventLog + TxStore + CheckpointStore + LeaseStore + WakeUps {}
+pub trait Store:
+    Streams + EventLog + TxStore + CheckpointStore + LeaseStore + WakeUps + ParkingStore
+{
+}
 
-impl<S> Store for S where S: Streams + EventLog + TxStore + CheckpointStore + LeaseStore + WakeUps {}
+impl<S> Store for S where
+    S: Streams + EventLog + TxStore + CheckpointStore + LeaseStore + WakeUps + ParkingStore
+{
+}
 
 /// Instantiates each listed case (`module::function`) as a test in `mod memory`,
 /// `mod sqlite`, `mod postgres` (feature `postgres`) and `mod stream_only`, named after the
@@ -203,6 +210,7 @@ conformance! {
         projection_cases::leases_are_exclusive("needs transactions, checkpoints, leases and wake-ups"),
         projection_cases::run_wakes_on_appends("needs transactions, checkpoints, leases and wake-ups"),
         projection_cases::runner_follows_another_source("needs transactions, checkpoints and leases"),
+        projection_cases::parking_sets_failing_events_aside("needs transactions, checkpoints and parking"),
         projection_cases::inline_projection_commits_with_the_events("needs transactions, checkpoints, leases and wake-ups"),
         projection_cases::failing_inline_projection_appends_nothing("needs transactions, checkpoints, leases and wake-ups"),
     ],

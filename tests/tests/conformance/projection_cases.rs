@@ -438,3 +438,111 @@ pub async fn runner_follows_another_source<S: Store>(store: S) {
     assert_eq!(model.totals["a"], 7);
     assert_eq!(model.seen, handled_positions(&other).await);
 }
+
+/// Refuses increments of one amount while `refuse` is set; records the others by
+/// position (a model kept in the projection itself sees the events before a failing one
+/// again when their batch rolls back; one kept in the store's transaction does not).
+#[derive(Debug, Default)]
+pub struct Picky {
+    pub refuse: Option<u64>,
+    pub seen: std::collections::BTreeMap<u64, u64>,
+}
+
+impl Picky {
+    fn amounts(&self) -> Vec<u64> {
+        self.seen.values().copied().collect()
+    }
+}
+
+#[projection(name = "picky")]
+impl Picky {
+    #[on]
+    fn incremented(&mut self, e: &Incremented, meta: &EventMeta) -> Result<(), Unlucky> {
+        if Some(e.by) == self.refuse {
+            return Err(Unlucky(meta.position));
+        }
+        self.seen.insert(meta.position, e.by);
+        Ok(())
+    }
+}
+
+/// With parking, an event the handler keeps failing on is set aside with its error after
+/// the configured attempts, the events before it in its batch commit, the runner carries on
+/// past it, and the parked event can be retried (handled then) or skipped, once.
+pub async fn parking_sets_failing_events_aside<S: Store>(store: S) {
+    use annals::store::Resolution;
+
+    let repo = counters(&store).await;
+    create(&repo, "a").await;
+    for by in [1, 2, 7, 3, 7, 4] {
+        add(&repo, "a", by).await;
+    }
+    let mut runner = ProjectionRunner::new(
+        store.clone(),
+        Picky {
+            refuse: Some(7),
+            seen: Default::default(),
+        },
+    )
+    .park_after(2)
+    .retry_backoff(annals::Backoff::new(
+        Duration::from_millis(1),
+        Duration::from_millis(5),
+    ))
+    .batch_size(10);
+    runner.catch_up().await.unwrap();
+    assert_eq!(
+        runner.projection().amounts(),
+        [1, 2, 3, 4],
+        "every other event"
+    );
+    assert_eq!(
+        runner.status().await.unwrap().lag(),
+        0,
+        "the runner moved past both"
+    );
+    let parked = runner.parked().await.unwrap();
+    assert_eq!(parked.len(), 2);
+    assert_eq!(parked[0].runner, "picky");
+    assert_eq!(parked[0].event.meta.event_type, "Incremented");
+    assert_eq!(parked[0].event.meta.version, 4);
+    assert!(
+        parked[0].event.payload.contains('7'),
+        "the event as delivered"
+    );
+    assert!(
+        parked[0].error.contains("13 is unlucky"),
+        "{}",
+        parked[0].error
+    );
+    assert_eq!(parked[0].attempts, 2);
+    assert!(parked[0].id < parked[1].id);
+    assert_eq!(parked[0].resolution, None);
+    assert_eq!(store.parked(None, false).await.unwrap(), parked);
+
+    // A retry that fails again keeps it parked, one attempt more.
+    let error = runner.retry_parked(parked[0].id).await.unwrap_err();
+    assert!(matches!(error, ProjectionError::Handler { .. }), "{error}");
+    let again = runner.parked().await.unwrap();
+    assert_eq!(again[0].attempts, 3);
+
+    // Fixed: the retry handles it; the other one is skipped.
+    runner.projection_mut().refuse = None;
+    runner.retry_parked(parked[0].id).await.unwrap();
+    assert_eq!(runner.projection().amounts(), [1, 2, 7, 3, 4]);
+    runner.skip_parked(parked[1].id).await.unwrap();
+    assert!(runner.parked().await.unwrap().is_empty());
+    let all = store.parked(Some("picky"), true).await.unwrap();
+    assert_eq!(
+        all.iter().map(|p| p.resolution).collect::<Vec<_>>(),
+        [Some(Resolution::Retried), Some(Resolution::Skipped)]
+    );
+    for id in [parked[0].id, parked[1].id] {
+        assert!(matches!(
+            runner.retry_parked(id).await,
+            Err(ProjectionError::NotParked { id: i, .. }) if i == id
+        ));
+        assert!(runner.skip_parked(id).await.is_err(), "once");
+    }
+    assert_eq!(runner.projection().amounts(), [1, 2, 7, 3, 4]);
+}

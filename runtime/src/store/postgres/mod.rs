@@ -50,6 +50,7 @@ mod leases;
 
 pub use leases::PgLease;
 mod notifications;
+mod parking;
 mod reads;
 mod schema;
 mod snapshots;

@@ -26,6 +26,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "checkpoint_cursor",
         sql: include_str!("../../../migrations/postgres/0003_checkpoint_cursor.sql"),
     },
+    Migration {
+        version: 4,
+        name: "parked",
+        sql: include_str!("../../../migrations/postgres/0004_parked.sql"),
+    },
 ];
 
 /// The longest schema name accepted: PostgreSQL names hold 63 bytes, and the notification

@@ -24,6 +24,10 @@ pub(super) struct Statements {
     pub(super) load_snapshot: Sql,
     pub(super) checkpoint: Sql,
     pub(super) advance_checkpoint: Sql,
+    pub(super) park: Sql,
+    pub(super) parked: Sql,
+    pub(super) resolve_parked: Sql,
+    pub(super) update_parked: Sql,
 }
 
 const EVENT_COLUMNS: &str = "position, stream_type, stream_id, version, event_type, \
@@ -38,6 +42,7 @@ impl Statements {
         let commands = format!("{schema}.annals_commands");
         let snapshots = format!("{schema}.annals_snapshots");
         let checkpoints = format!("{schema}.annals_checkpoints");
+        let parked = format!("{schema}.annals_parked");
         let insert_stream = format!(
             "INSERT INTO {streams} AS s (stream_type, stream_id, version) \
              SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT FROM prior) \
@@ -146,6 +151,24 @@ impl Statements {
                  SELECT EXISTS (SELECT FROM moved) OR EXISTS (SELECT FROM created)"
             )
             .into(),
+            park: format!(
+                "INSERT INTO {parked} (runner, position, event_type, event, error, attempts) \
+                 VALUES ($1, $2, $3, $4::jsonb, $5, $6) RETURNING id"
+            )
+            .into(),
+            parked: format!(
+                "SELECT id, runner, event::text, error, attempts, resolution, parked_at \
+                 FROM {parked} WHERE ($1::text IS NULL OR runner = $1) \
+                 AND ($2 OR resolved_at IS NULL) ORDER BY id"
+            )
+            .into(),
+            resolve_parked: format!(
+                "UPDATE {parked} SET resolved_at = now(), resolution = $2 \
+                 WHERE id = $1 AND resolved_at IS NULL"
+            )
+            .into(),
+            update_parked: format!("UPDATE {parked} SET error = $2, attempts = $3 WHERE id = $1")
+                .into(),
         }
     }
 }

@@ -10,6 +10,7 @@ use super::{AppendOutcome, Snapshot, StreamEvent, StreamRange, StreamRef};
 use crate::error::StoreError;
 
 pub(crate) mod migrate;
+pub(crate) mod parked;
 
 /// A statement assembled at run time from constant text and quoted identifiers (never from
 /// values, which are bound): the only dynamic SQL the stores hand to sqlx.

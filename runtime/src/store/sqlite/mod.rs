@@ -22,6 +22,7 @@ mod append;
 mod checkpoints;
 mod leases;
 mod notifications;
+mod parking;
 mod reads;
 mod schema;
 mod snapshots;

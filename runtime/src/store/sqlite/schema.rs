@@ -27,6 +27,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "checkpoint_cursor",
         sql: include_str!("../../../migrations/sqlite/0003_checkpoint_cursor.sql"),
     },
+    Migration {
+        version: 4,
+        name: "parked",
+        sql: include_str!("../../../migrations/sqlite/0004_parked.sql"),
+    },
 ];
 
 impl MigrationTarget for SqliteConnection {
