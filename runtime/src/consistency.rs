@@ -25,7 +25,7 @@ pub async fn wait_for_checkpoint<S: CheckpointStore>(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(2);
     loop {
-        if store.checkpoint(name).await? >= position {
+        if store.checkpoint_reached(name, position).await? {
             return Ok(true);
         }
         let now = tokio::time::Instant::now();

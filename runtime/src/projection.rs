@@ -584,7 +584,8 @@ where
         })
     }
 
-    /// Processes every readable event, then returns (for cron jobs and serverless triggers).
+    /// Processes every event committed before the call (and any that are readable by the
+    /// time it gets there), then returns: for cron jobs, serverless triggers and tests.
     pub async fn catch_up(&mut self) -> Result<Progress, ProjectionError> {
         self.catch_up_with(|_| {}).await
     }
@@ -594,6 +595,7 @@ where
         &mut self,
         mut progress: impl FnMut(Progress) + Send,
     ) -> Result<Progress, ProjectionError> {
+        self.source.settle().await?;
         let head = self.source.head().await?;
         let mut handled = 0;
         loop {

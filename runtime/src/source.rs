@@ -10,62 +10,9 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::{ProjectionError, StoreError};
-use crate::store::{Checkpoint, EventFilter, EventLog, RecordedEvent, WakeUps};
-
-/// A source's position: what a runner stores as its checkpoint, and reads from next.
-///
-/// The global log's cursor is a position (`u64`); a broker's is its stream sequence; a
-/// change feed's may need more than a number, which [`Checkpoint::cursor`] carries.
-pub trait Cursor: Clone + Default + Debug + PartialEq + Send + Sync + 'static {
-    /// The checkpoint that stores this cursor.
-    fn to_checkpoint(&self) -> Checkpoint;
-
-    /// The cursor a stored checkpoint holds; an error if the checkpoint was not written by
-    /// this kind of cursor.
-    fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Self, StoreError>;
-}
-
-impl Cursor for u64 {
-    fn to_checkpoint(&self) -> Checkpoint {
-        Checkpoint::at(*self)
-    }
-
-    fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Self, StoreError> {
-        match &checkpoint.cursor {
-            None => Ok(checkpoint.position),
-            Some(cursor) => Err(StoreError::Corrupt {
-                position: None,
-                reason: format!(
-                    "checkpoint at position {} carries cursor `{cursor}`, but its source \
-                     resumes from a position alone: was the runner's name used with another \
-                     source?",
-                    checkpoint.position
-                ),
-            }),
-        }
-    }
-}
-
-/// What [`Source::read`] returns: events in the source's order, and the cursor the source
-/// has been read through.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Batch<C> {
-    /// The events, in order, passing the filter.
-    pub events: Vec<RecordedEvent>,
-    /// The cursor after this batch: the checkpoint once the events are handled. It may be
-    /// past the last event (events the filter skipped); equal to the cursor read after when
-    /// there was nothing new.
-    pub end: C,
-}
-
-impl<C> Batch<C> {
-    /// A batch of `events` read through `end`.
-    pub fn new(events: Vec<RecordedEvent>, end: C) -> Self {
-        Batch { events, end }
-    }
-}
+use crate::error::ProjectionError;
+pub use crate::store::{Batch, Cursor};
+use crate::store::{EventFilter, EventLog, WakeUps};
 
 /// Where a runner's events come from, read in batches from a cursor.
 ///
@@ -89,6 +36,13 @@ pub trait Source: Send + 'static {
     /// How far the source reaches now, in the same unit as [`Checkpoint::position`] (for
     /// status and lag).
     fn head(&self) -> impl Future<Output = Result<u64, ProjectionError>> + Send + '_;
+
+    /// Waits until what the source had received when called can be read: a
+    /// [`Runner::catch_up`](crate::Runner::catch_up) settles first, so that it processes
+    /// everything committed before it was called. Nothing by default.
+    fn settle(&mut self) -> impl Future<Output = Result<(), ProjectionError>> + Send + '_ {
+        async { Ok(()) }
+    }
 
     /// Called once the checkpoint `through` has committed: a broker's consumer acknowledges
     /// its messages here. Nothing by default.
@@ -130,40 +84,32 @@ impl<S: EventLog> LogSource<S> {
 }
 
 impl<S: EventLog> Source for LogSource<S> {
-    type Cursor = u64;
+    type Cursor = S::Cursor;
 
     async fn read<'a>(
         &'a mut self,
-        after: &'a u64,
+        after: &'a S::Cursor,
         limit: usize,
         filter: &'a EventFilter,
-    ) -> Result<Batch<u64>, ProjectionError> {
-        let after = *after;
-        // The head is read first: a read that comes back short has then returned every
-        // matching event up to it, so the cursor can move past the events the filter
-        // skipped and the lag reads true.
-        let head = self.store.head().await?;
-        let events = self.store.read_all(after, limit, filter).await?;
-        let last = events.last().map_or(after, |e| e.meta.position);
-        let end = if events.len() < limit {
-            last.max(head)
-        } else {
-            last
-        };
-        Ok(Batch { events, end })
+    ) -> Result<Batch<S::Cursor>, ProjectionError> {
+        Ok(self.store.read_log(after, limit, filter).await?)
     }
 
     async fn head(&self) -> Result<u64, ProjectionError> {
         Ok(self.store.head().await?)
+    }
+
+    async fn settle(&mut self) -> Result<(), ProjectionError> {
+        Ok(self.store.settle().await?)
     }
 }
 
 impl<S: WakeUps> LiveSource for LogSource<S> {
     async fn wait<'a>(
         &'a mut self,
-        after: &'a u64,
+        after: &'a S::Cursor,
         timeout: Duration,
     ) -> Result<(), ProjectionError> {
-        Ok(self.store.wait_for_events(*after, timeout).await?)
+        Ok(self.store.wait_for_events(after, timeout).await?)
     }
 }

@@ -126,7 +126,10 @@ async fn migrations_run_once_and_are_recorded() {
         .fetch_all(store.pool())
         .await
         .unwrap();
-        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(
+            rows.iter().zip(1..).all(|(row, version)| row.0 == version),
+            "versions run 1..n: {rows:?}"
+        );
         assert_eq!((rows[0].0, rows[0].1.as_str()), (1, "initial"));
         assert_eq!((rows[1].0, rows[1].1.as_str()), (2, "checkpoints"));
         assert!(
@@ -145,11 +148,12 @@ async fn concurrent_opens_of_a_new_file_migrate_once() {
         .collect();
     for open in opens {
         let store = open.await.unwrap().unwrap();
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM annals_migrations")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        assert_eq!(count, 2);
+        let (count, max): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), MAX(version) FROM annals_migrations")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(count, max, "each migration recorded once");
     }
 }
 
@@ -180,8 +184,8 @@ async fn a_database_from_a_newer_build_is_refused_untouched() {
             err,
             StoreError::SchemaTooNew {
                 found: 99,
-                known: 2
-            }
+                known
+            } if known >= 4
         ),
         "{err:?}"
     );

@@ -1383,3 +1383,62 @@ async fn a_runner_whose_lease_connection_dies_stops_until_a_lease_is_taken_again
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Many writers, no common lock: a live projection still gets each position exactly once.
+
+/// 32 writers on streams of their own commit in parallel (no lock spans streams), while a
+/// live runner follows the log: every event reaches the read model exactly once (the
+/// primary key on `position` refuses a second application), none is skipped, and a
+/// command's position is waited for by read-your-writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_writers_and_a_live_projection_apply_each_position_once() {
+    with_schema(|schema| async move {
+        let store = connect(&schema, 40).await;
+        create_tables(&store).await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut runner = ProjectionRunner::new(store.clone(), Applied::new(&schema, 1))
+            .batch_size(50)
+            .idle_timeout(Duration::from_millis(200));
+        let live = tokio::spawn(async move {
+            runner
+                .run(async { stopped.await.unwrap_or(()) })
+                .await
+                .unwrap();
+        });
+        join_all(spawn_writers(&store, 32, 15, Duration::ZERO)).await;
+        // Read-your-writes on the last command of a writer.
+        let accounts = Repository::<Account, _>::new(store.clone());
+        let last = accounts
+            .execute(Deposit {
+                account: "last".to_owned(),
+                amount: 1,
+            })
+            .await
+            .unwrap();
+        assert!(
+            annals::wait_for_checkpoint(&store, "applied", last.position, Duration::from_secs(30))
+                .await
+                .unwrap(),
+            "the live runner passed the last command"
+        );
+        let expected = event_positions(&store).await;
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while applied_rows(&store).await.len() < expected.len() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("every event applied");
+        stop.send(()).unwrap();
+        live.await.unwrap();
+        let applied: Vec<i64> = applied_rows(&store)
+            .await
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(applied, expected, "each position once, none skipped");
+        assert_eq!(expected.len(), 32 * 15 + 32 * 3 + 2);
+    })
+    .await;
+}

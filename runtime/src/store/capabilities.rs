@@ -21,8 +21,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{
-    AppendOutcome, Checkpoint, CommitMeta, EventFilter, ExpectedVersion, NewEvent, ParkedEvent,
-    RecordedEvent, Resolution, Snapshot, StreamEvent, StreamRange, StreamRef,
+    AppendOutcome, Batch, Checkpoint, CommitMeta, Cursor, EventFilter, ExpectedVersion, NewEvent,
+    ParkedEvent, RecordedEvent, Resolution, Snapshot, StreamEvent, StreamRange, StreamRef,
 };
 use crate::error::StoreError;
 
@@ -91,10 +91,30 @@ pub trait SnapshotStore: Clone + Send + Sync + 'static {
 }
 
 /// The global order of every stream's events: what runners pull from.
+///
+/// Readers follow it with a [`Cursor`] ([`EventLog::read_log`]). Where positions are
+/// handed out in commit order (memory, SQLite) the cursor is the position; where commits
+/// land out of position order (PostgreSQL: concurrent writers), it is what the store needs
+/// to never skip an event that commits late.
 pub trait EventLog: Clone + Send + Sync + 'static {
-    /// Reads up to `limit` events with position greater than `after`, in position order,
-    /// passing `filter`. Never returns an event while an earlier-positioned event may still
-    /// commit, so a reader following positions never skips one.
+    /// Where a reader of the log stands.
+    type Cursor: Cursor;
+
+    /// Reads up to `limit` events after `after` that pass `filter`, in the log's order, and
+    /// the cursor read through. Never returns an event while one that comes before it in
+    /// that order may still commit, so a reader following cursors skips nothing; within a
+    /// stream the order is the version order.
+    fn read_log<'a>(
+        &'a self,
+        after: &'a Self::Cursor,
+        limit: usize,
+        filter: &'a EventFilter,
+    ) -> impl Future<Output = Result<Batch<Self::Cursor>, StoreError>> + Send + 'a;
+
+    /// Reads up to `limit` committed events with position greater than `after`, in
+    /// position order, passing `filter`: for tools and exports. On a store whose cursor is
+    /// the position this is [`EventLog::read_log`]; elsewhere an event may still commit
+    /// later at a lower position than one returned, so followers use `read_log`.
     fn read_all(
         &self,
         after: u64,
@@ -102,8 +122,36 @@ pub trait EventLog: Clone + Send + Sync + 'static {
         filter: &EventFilter,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
-    /// The highest position a reader can safely read up to now.
+    /// The highest position committed now (for status and lag).
     fn head(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Waits until every event committed before the call can be read by
+    /// [`EventLog::read_log`]. Immediate where commits are readable at once (memory,
+    /// SQLite); on PostgreSQL, until the transactions open at the call have ended (an event
+    /// committed behind an older open transaction becomes readable when that one ends).
+    fn settle(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// [`EventLog::read_log`] for a store whose positions follow commit order: the cursor is
+/// the position. The head is read first: a read that comes back short has then returned
+/// every matching event up to it, so the cursor moves past the events the filter skipped.
+pub(crate) async fn read_log_by_position<S: EventLog>(
+    store: &S,
+    after: u64,
+    limit: usize,
+    filter: &EventFilter,
+) -> Result<Batch<u64>, StoreError> {
+    let head = store.head().await?;
+    let events = store.read_all(after, limit, filter).await?;
+    let last = events.last().map_or(after, |e| e.meta.position);
+    let end = if events.len() < limit {
+        last.max(head)
+    } else {
+        last
+    };
+    Ok(Batch::new(events, end))
 }
 
 /// Transactions that read models are written in, and appends inside them.
@@ -159,6 +207,17 @@ pub trait CheckpointStore: TxStore {
     /// The committed checkpoint's position (0 if it never ran).
     fn checkpoint(&self, name: &str) -> impl Future<Output = Result<u64, StoreError>> + Send {
         async move { Ok(self.load_checkpoint(name).await?.position) }
+    }
+
+    /// Whether runner `name`'s committed checkpoint has passed the event at `position` of
+    /// this store's log (read-your-writes). By default, whether its position is at or past
+    /// `position`; a store whose log order is not the position order decides by its cursor.
+    fn checkpoint_reached<'a>(
+        &'a self,
+        name: &'a str,
+        position: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
+        async move { Ok(self.checkpoint(name).await? >= position) }
     }
 
     /// Moves a position-only checkpoint from `expected` to `position` inside `tx`; returns
@@ -250,11 +309,11 @@ pub trait LeaseStore: Clone + Send + Sync + 'static {
 /// Wake-ups for live readers of the global log.
 pub trait WakeUps: EventLog {
     /// Waits until events after `after` may be readable, or `timeout` passes.
-    fn wait_for_events(
-        &self,
-        after: u64,
+    fn wait_for_events<'a>(
+        &'a self,
+        after: &'a Self::Cursor,
         timeout: Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 }
 
 /// [`EventStore::load_stream`] by way of [`EventStore::read_stream`]: the default, and what

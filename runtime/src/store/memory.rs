@@ -8,11 +8,11 @@ use tokio::sync::{Notify, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::{
-    now_micros, validate_events, validate_runner_name, validate_stream, wait_for_append,
-    AppendOutcome, Checkpoint, CheckpointStore, CommitMeta, EventFilter, EventLog, EventMeta,
-    EventStore, ExpectedVersion, LeaseStore, LocalLease, LocalLeases, NewEvent, ParkedEvent,
-    ParkingStore, RecordedEvent, Resolution, Snapshot, SnapshotStore, StreamEvent, StreamRange,
-    StreamRef, TxStore, WakeUps,
+    now_micros, read_log_by_position, validate_events, validate_runner_name, validate_stream,
+    wait_for_append, AppendOutcome, Batch, Checkpoint, CheckpointStore, CommitMeta, EventFilter,
+    EventLog, EventMeta, EventStore, ExpectedVersion, LeaseStore, LocalLease, LocalLeases,
+    NewEvent, ParkedEvent, ParkingStore, RecordedEvent, Resolution, Snapshot, SnapshotStore,
+    StreamEvent, StreamRange, StreamRef, TxStore, WakeUps,
 };
 use crate::error::StoreError;
 
@@ -210,6 +210,17 @@ impl SnapshotStore for MemoryStore {
 }
 
 impl EventLog for MemoryStore {
+    type Cursor = u64;
+
+    async fn read_log<'a>(
+        &'a self,
+        after: &'a u64,
+        limit: usize,
+        filter: &'a EventFilter,
+    ) -> Result<Batch<u64>, StoreError> {
+        read_log_by_position(self, *after, limit, filter).await
+    }
+
     async fn read_all(
         &self,
         after: u64,
@@ -491,8 +502,12 @@ impl LeaseStore for MemoryStore {
 }
 
 impl WakeUps for MemoryStore {
-    async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
-        wait_for_append(&self.appended, after, timeout, async {
+    async fn wait_for_events<'a>(
+        &'a self,
+        after: &'a u64,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        wait_for_append(&self.appended, *after, timeout, async {
             Ok(self.lock().log.len() as u64)
         })
         .await

@@ -16,6 +16,7 @@ pub(crate) mod sql;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use capabilities::load_through_read_stream;
+pub(crate) use capabilities::read_log_by_position;
 pub use capabilities::{
     CheckpointStore, EventLog, EventStore, LeaseStore, ParkingStore, SnapshotStore, TxStore,
     WakeUps,
@@ -28,8 +29,8 @@ pub use local::LocalLease;
 pub(crate) use local::{wait_for_append, LocalLeases};
 pub use memory::{MemoryStore, MemoryTx};
 pub use records::{
-    AppendOutcome, Checkpoint, CommitMeta, EventFilter, EventMeta, ExpectedVersion, Headers,
-    NewEvent, ParkedEvent, RecordedEvent, Resolution, Snapshot, StreamEvent, StreamRange,
+    AppendOutcome, Batch, Checkpoint, CommitMeta, Cursor, EventFilter, EventMeta, ExpectedVersion,
+    Headers, NewEvent, ParkedEvent, RecordedEvent, Resolution, Snapshot, StreamEvent, StreamRange,
     StreamRef,
 };
 
@@ -40,4 +41,4 @@ pub use sqlite::{SqliteStore, SqliteStoreOptions, SqliteTx};
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
-pub use postgres::{PgLease, PgStore, PgStoreOptions, PgTx};
+pub use postgres::{PgCursor, PgLease, PgStore, PgStoreOptions, PgTx};

@@ -2,10 +2,12 @@
 //! which part of a stream or of the global log a read selects.
 
 use std::collections::BTreeMap;
-use std::fmt;
+use std::fmt::{self, Debug};
 
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::error::StoreError;
 
 /// One stream: the aggregate's stream type and the aggregate's id.
 ///
@@ -474,6 +476,60 @@ impl Resolution {
             "skipped" => Some(Resolution::Skipped),
             _ => None,
         }
+    }
+}
+
+/// A source's position: what a runner stores as its checkpoint, and reads from next.
+///
+/// The global log's cursor is a position (`u64`); a broker's is its stream sequence; a
+/// change feed's may need more than a number, which [`Checkpoint::cursor`] carries.
+pub trait Cursor: Clone + Default + Debug + PartialEq + Send + Sync + 'static {
+    /// The checkpoint that stores this cursor.
+    fn to_checkpoint(&self) -> Checkpoint;
+
+    /// The cursor a stored checkpoint holds; an error if the checkpoint was not written by
+    /// this kind of cursor.
+    fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Self, StoreError>;
+}
+
+impl Cursor for u64 {
+    fn to_checkpoint(&self) -> Checkpoint {
+        Checkpoint::at(*self)
+    }
+
+    fn from_checkpoint(checkpoint: &Checkpoint) -> Result<Self, StoreError> {
+        match &checkpoint.cursor {
+            None => Ok(checkpoint.position),
+            Some(cursor) => Err(StoreError::Corrupt {
+                position: None,
+                reason: format!(
+                    "checkpoint at position {} carries cursor `{cursor}`, but its source \
+                     resumes from a position alone: was the runner's name used with another \
+                     source?",
+                    checkpoint.position
+                ),
+            }),
+        }
+    }
+}
+
+/// What [`Source::read`] returns: events in the source's order, and the cursor the source
+/// has been read through.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Batch<C> {
+    /// The events, in order, passing the filter.
+    pub events: Vec<RecordedEvent>,
+    /// The cursor after this batch: the checkpoint once the events are handled. It may be
+    /// past the last event (events the filter skipped); equal to the cursor read after when
+    /// there was nothing new.
+    pub end: C,
+}
+
+impl<C> Batch<C> {
+    /// A batch of `events` read through `end`.
+    pub fn new(events: Vec<RecordedEvent>, end: C) -> Self {
+        Batch { events, end }
     }
 }
 

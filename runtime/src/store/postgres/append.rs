@@ -1,4 +1,4 @@
-//! Appends: one statement per commit (version check, command id, events, notification),
+//! Appends: one statement per commit (stream lock, version check, command id, events),
 //! in a savepoint inside a caller's transaction.
 
 use std::fmt;
@@ -16,7 +16,7 @@ use crate::store::{
 };
 
 use super::reads::decode_event;
-use super::{to_i32, to_i64, PgStore, PgTx};
+use super::{lock_key, to_i32, to_i64, PgStore, PgTx};
 use crate::store::sql::{column, command_outcome};
 
 /// How many times an append whose transaction lost a serialization race (possible when the
@@ -107,8 +107,7 @@ impl PgStore {
             .bind(batch.meta.causation_id)
             .bind(batch.recorded_at)
             .bind(batch.headers.as_str())
-            .bind(self.inner.append_lock)
-            .bind(self.inner.channel.as_str());
+            .bind(stream_lock_key(&self.inner.schema, stream));
         if let Some(n) = exact {
             query = query.bind(n);
         }
@@ -300,6 +299,20 @@ impl PgStore {
     }
 }
 
+/// The advisory lock an append to `stream` takes before it writes: appends to one stream
+/// take their transaction ids in the order they commit, so the log's (transaction id,
+/// position) order keeps each stream's version order. Appends to other streams do not
+/// wait (unless their keys collide, which only serializes them).
+fn stream_lock_key(schema: &str, stream: StreamRef<'_>) -> i64 {
+    lock_key(
+        "stream",
+        &format!(
+            "{schema}\u{1f}{}\u{1f}{}",
+            stream.stream_type, stream.stream_id
+        ),
+    )
+}
+
 impl TxStore for PgStore {
     type Tx = PgTx;
 
@@ -314,7 +327,11 @@ impl TxStore for PgStore {
     async fn commit(&self, tx: PgTx) -> Result<(), StoreError> {
         tx.commit()
             .await
-            .map_err(|e| StoreError::database(Operation::Commit, e))
+            .map_err(|e| StoreError::database(Operation::Commit, e))?;
+        // The transaction may have appended: wake the live readers (coalesced, off the
+        // commit path).
+        self.wake_readers();
+        Ok(())
     }
 
     async fn append_in<'a>(
@@ -489,7 +506,13 @@ impl PgStore {
                 .run_append(&self.inner.pool, stream, expected, &batch)
                 .await
             {
-                Ok(Some(row)) => return appended(&row),
+                Ok(Some(row)) => {
+                    let outcome = appended(&row)?;
+                    if !outcome.duplicate {
+                        self.wake_readers();
+                    }
+                    return Ok(outcome);
+                }
                 Ok(None) => {
                     let mut conn = self.acquire().await?;
                     return self

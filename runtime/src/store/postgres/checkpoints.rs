@@ -24,6 +24,14 @@ impl CheckpointStore for PgStore {
         })
     }
 
+    async fn checkpoint_reached<'a>(
+        &'a self,
+        name: &'a str,
+        position: u64,
+    ) -> Result<bool, StoreError> {
+        self.reached(name, position).await
+    }
+
     async fn store_checkpoint<'a>(
         &'a self,
         tx: &'a mut PgTx,

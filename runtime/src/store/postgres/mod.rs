@@ -1,23 +1,28 @@
 //! The PostgreSQL store: events, stream versions, command outcomes and snapshots in one
 //! schema, created and migrated on connect.
 //!
-//! # Global order without gaps
+//! # Global order without gaps, without a global lock
 //!
-//! A reader following positions must never pass a position that a transaction still in
-//! flight will commit later. Identity values are taken when a row is inserted, not when it
-//! commits, so two concurrent appends can commit out of position order. Filtering reads
-//! on the writing transaction's id (`tx_id < pg_snapshot_xmin(pg_current_snapshot())`) is
-//! not enough on its own: a transaction gets its id at its first write and its positions
-//! later, so a transaction with a *lower* id can take *higher* positions and commit while
-//! the other is still open. The reader would see the higher position and skip the lower.
+//! A reader following the log must never pass an event that a transaction still in flight
+//! will commit later. Positions are taken when a row is inserted, not when it commits, so
+//! concurrent appends commit out of position order, and a reader following positions alone
+//! would skip the late ones. Serializing appends behind one lock would fix that at the cost
+//! of every writer waiting for every other's commit.
 //!
-//! Instead an append takes a transaction-scoped advisory lock (one per schema) just before
-//! its events are inserted. Positions are therefore handed out in commit order: the lock is
-//! released only after the commit is visible, and the next append takes its positions after
-//! that. Every event a reader can see has every lower committed position visible too, so
-//! `read_all` and `head` need no filter and a writer reads its own appends at once. The
-//! lock is taken after the stream's row is locked, so appends wait on each other only for
-//! the last step (insert and commit), which `pg_notify` serializes anyway.
+//! Instead the log's order is (writing transaction's id, position), and a read returns only
+//! events whose transaction id is below the oldest transaction still running
+//! (`pg_snapshot_xmin(pg_current_snapshot())`): every transaction below that horizon has
+//! finished, and every later one gets a higher id, so what a reader has passed never grows.
+//! The cursor a runner checkpoints ([`PgCursor`]) is that pair. Appends to one stream take
+//! a per-stream advisory lock before they write (and so before they get their transaction
+//! id), which keeps each stream's versions in that order; appends to different streams take
+//! no common lock and commit in parallel, sharing WAL flushes.
+//!
+//! A transaction that stays open holds the horizon back: events committed after it began
+//! wait until it ends (any transaction of the cluster with a transaction id counts, so keep
+//! write transactions short). In a transaction that already wrote before it appends (its id
+//! taken earlier), a concurrent append to the same stream may come before it in the log
+//! order: append first in such transactions, as [`Repository`](crate::Repository) does.
 //!
 //! # Projections
 //!
@@ -44,9 +49,12 @@ use crate::store::sql::Sql;
 use schema::{validate_schema, MIGRATIONS};
 use statements::Statements;
 
+pub use log::PgCursor;
+
 mod append;
 mod checkpoints;
 mod leases;
+mod log;
 
 pub use leases::PgLease;
 mod notifications;
@@ -112,8 +120,9 @@ struct Inner {
     pool: PgPool,
     schema: String,
     channel: String,
-    append_lock: i64,
     sql: Statements,
+    /// Pokes the task that notifies live readers after commits, started by the first poke.
+    wake_readers: std::sync::OnceLock<tokio::sync::mpsc::Sender<()>>,
     /// Wake-ups from the notification listener, started by the first wait for events; its
     /// sender closes when the listener stops (and the next wait starts another).
     wake_ups: tokio::sync::Mutex<Option<watch::Receiver<u64>>>,
@@ -214,7 +223,7 @@ impl PgStoreOptions {
         validate_schema(&self.schema)?;
         let store = PgStore {
             inner: Arc::new(Inner {
-                append_lock: lock_key("append", &self.schema),
+                wake_readers: std::sync::OnceLock::new(),
                 channel: format!("{}_events", self.schema),
                 sql: Statements::new(&self.schema),
                 schema: self.schema,
@@ -255,10 +264,42 @@ impl PgStore {
         &self.inner.schema
     }
 
-    /// The channel every append notifies (`<schema>_events`, payload: the last position
-    /// appended), for `LISTEN`.
+    /// The channel the store notifies after commits that may have appended
+    /// (`<schema>_events`, empty payload), for `LISTEN`. Notifications are sent after the
+    /// commit, from a task of the store, and coalesced: one may stand for several commits,
+    /// and writers never wait for them.
     pub fn notify_channel(&self) -> &str {
         &self.inner.channel
+    }
+
+    /// Wakes live readers after a commit that may have appended: pokes the store's
+    /// notifying task, which sends one `NOTIFY` for however many pokes arrive while it is
+    /// sending the previous one. `NOTIFY` takes a cluster-wide lock at commit; sent from the
+    /// appending transaction it would serialize every writer's commit.
+    pub(super) fn wake_readers(&self) {
+        let poke = self.inner.wake_readers.get_or_init(|| {
+            let (poke, mut poked) = tokio::sync::mpsc::channel::<()>(1);
+            let pool = self.inner.pool.clone();
+            let channel = self.inner.channel.clone();
+            tokio::spawn(async move {
+                // Ends when the store (the sender) is dropped.
+                while poked.recv().await.is_some() {
+                    // Its own short transaction, not waiting for its WAL flush. A failure
+                    // (the database unreachable) costs readers only the wait until their
+                    // next poll.
+                    let _ = sqlx::query(
+                        "SELECT set_config('synchronous_commit', 'off', true), \
+                         pg_notify($1, '')",
+                    )
+                    .bind(&channel)
+                    .execute(&pool)
+                    .await;
+                }
+            });
+            poke
+        });
+        // Full: a notification is already due, which covers this commit too.
+        let _ = poke.try_send(());
     }
 
     /// Creates the schema if missing and applies the embedded migrations it lacks, in one

@@ -6,29 +6,25 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::watch;
 
 use crate::error::{Operation, StoreError};
-use crate::store::{EventLog, WakeUps};
+use crate::store::WakeUps;
+
+use super::log::PgCursor;
 
 use super::PgStore;
 
 impl WakeUps for PgStore {
-    async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
-        let mut wake_ups = self.wake_ups().await?;
-        // Mark what was seen before looking at the head: an append committed after the look
-        // notifies the listener, which is already listening, and changes the value.
-        wake_ups.borrow_and_update();
-        if self.head().await? > after {
-            return Ok(());
-        }
-        // A closed channel (the listener stopped) returns at once: the caller reads again and
-        // its next wait starts a new listener.
-        let _ = tokio::time::timeout(timeout, wake_ups.changed()).await;
-        Ok(())
+    async fn wait_for_events<'a>(
+        &'a self,
+        after: &'a PgCursor,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        self.wait_after(after, timeout).await
     }
 }
 
 impl PgStore {
     /// The wake-ups of this store's notification listener, starting it if none runs.
-    async fn wake_ups(&self) -> Result<watch::Receiver<u64>, StoreError> {
+    pub(super) async fn wake_ups(&self) -> Result<watch::Receiver<u64>, StoreError> {
         let mut slot = self.inner.wake_ups.lock().await;
         if let Some(wake_ups) = slot.as_ref() {
             if wake_ups.has_changed().is_ok() {

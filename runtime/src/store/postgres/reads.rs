@@ -8,11 +8,12 @@ use crate::store::sql::{
     column, event_column, stored_event_version, stored_u64, stream_event, version_bounds,
 };
 use crate::store::{
-    load_through_read_stream, validate_stream, AppendOutcome, CommitMeta, EventFilter, EventLog,
-    EventMeta, EventStore, ExpectedVersion, Headers, NewEvent, RecordedEvent, StreamEvent,
-    StreamRange, StreamRef,
+    load_through_read_stream, validate_stream, AppendOutcome, Batch, CommitMeta, EventFilter,
+    EventLog, EventMeta, EventStore, ExpectedVersion, Headers, NewEvent, RecordedEvent,
+    StreamEvent, StreamRange, StreamRef,
 };
 
+use super::log::PgCursor;
 use super::PgStore;
 
 impl EventStore for PgStore {
@@ -94,6 +95,21 @@ impl EventStore for PgStore {
 }
 
 impl EventLog for PgStore {
+    type Cursor = PgCursor;
+
+    async fn read_log<'a>(
+        &'a self,
+        after: &'a PgCursor,
+        limit: usize,
+        filter: &'a EventFilter,
+    ) -> Result<Batch<PgCursor>, StoreError> {
+        self.read_log_after(after, limit, filter).await
+    }
+
+    async fn settle(&self) -> Result<(), StoreError> {
+        self.settle_log().await
+    }
+
     async fn read_all(
         &self,
         after: u64,

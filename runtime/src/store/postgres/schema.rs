@@ -31,6 +31,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "parked",
         sql: include_str!("../../../migrations/postgres/0004_parked.sql"),
     },
+    Migration {
+        version: 5,
+        name: "log_order",
+        sql: include_str!("../../../migrations/postgres/0005_log_order.sql"),
+    },
 ];
 
 /// The longest schema name accepted: PostgreSQL names hold 63 bytes, and the notification

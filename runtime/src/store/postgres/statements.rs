@@ -20,6 +20,13 @@ pub(super) struct Statements {
     pub(super) read_all: Sql,
     pub(super) read_all_types: Sql,
     pub(super) head: Sql,
+    pub(super) read_log: Sql,
+    pub(super) read_log_types: Sql,
+    pub(super) log_tail: Sql,
+    pub(super) log_pending: Sql,
+    pub(super) settle_target: Sql,
+    pub(super) settled: Sql,
+    pub(super) reached: Sql,
     pub(super) save_snapshot: Sql,
     pub(super) load_snapshot: Sql,
     pub(super) checkpoint: Sql,
@@ -46,11 +53,13 @@ impl Statements {
         let insert_stream = format!(
             "INSERT INTO {streams} AS s (stream_type, stream_id, version) \
              SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT FROM prior) \
+             AND EXISTS (SELECT FROM locked) \
              ON CONFLICT (stream_type, stream_id)"
         );
         let update_stream = format!(
             "UPDATE {streams} AS s SET version = s.version + $3 \
-             WHERE s.stream_type = $1 AND s.stream_id = $2 AND NOT EXISTS (SELECT FROM prior)"
+             WHERE s.stream_type = $1 AND s.stream_id = $2 AND NOT EXISTS (SELECT FROM prior) \
+             AND EXISTS (SELECT FROM locked)"
         );
         let append = |stream: String| append_sql(&events, &commands, &stream);
         Statements {
@@ -61,7 +70,7 @@ impl Statements {
             append_new: append(format!("{insert_stream} DO NOTHING RETURNING s.version")).into(),
             append_exists: append(format!("{update_stream} RETURNING s.version")).into(),
             append_exact: append(format!(
-                "{update_stream} AND s.version = $15 RETURNING s.version"
+                "{update_stream} AND s.version = $14 RETURNING s.version"
             ))
             .into(),
             record_command: format!(
@@ -117,6 +126,51 @@ impl Statements {
             )
             .into(),
             head: format!("SELECT coalesce(max(position), 0) FROM {events}").into(),
+            read_log: read_log_sql(&format!(
+                "SELECT {EVENT_COLUMNS}, tx_id, tx_id::text AS tx FROM {events} \
+                 WHERE (tx_id, position) > ($1::text::xid8, $2) \
+                 AND tx_id < (SELECT horizon FROM h) AND position > $3 \
+                 ORDER BY tx_id, position LIMIT $4"
+            ))
+            .into(),
+            // One index range per type, merged: the plan needs no statistics to be good.
+            read_log_types: read_log_sql(&format!(
+                "SELECT e.* FROM unnest($5::text[]) AS t(wanted) CROSS JOIN LATERAL ( \
+                     SELECT {EVENT_COLUMNS}, tx_id, tx_id::text AS tx FROM {events} \
+                     WHERE event_type = t.wanted AND (tx_id, position) > ($1::text::xid8, $2) \
+                     AND tx_id < (SELECT horizon FROM h) AND position > $3 \
+                     ORDER BY tx_id, position LIMIT $4 \
+                 ) e ORDER BY e.tx_id, e.position LIMIT $4"
+            ))
+            .into(),
+            log_tail: format!(
+                "SELECT coalesce(max(position), 0) FROM {events} WHERE tx_id < $1::text::xid8"
+            )
+            .into(),
+            // Whether events after the cursor are readable, and whether some are committed
+            // but still at or above the horizon (readable once older transactions end).
+            log_pending: format!(
+                "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon) \
+                 SELECT EXISTS (SELECT FROM {events}, h \
+                     WHERE (tx_id, position) > ($1::text::xid8, $2) AND position > $3 \
+                     AND tx_id < h.horizon), \
+                 EXISTS (SELECT FROM {events}, h \
+                     WHERE (tx_id, position) > ($1::text::xid8, $2) AND position > $3 \
+                     AND tx_id >= h.horizon)"
+            )
+            .into(),
+            settle_target: "SELECT pg_snapshot_xmax(pg_current_snapshot())::text"
+                .to_owned()
+                .into(),
+            settled: "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8"
+                .to_owned()
+                .into(),
+            reached: format!(
+                "SELECT c.position, c.cursor, \
+                 (SELECT e.tx_id::text FROM {events} e WHERE e.position = $2) \
+                 FROM {checkpoints} c WHERE c.name = $1"
+            )
+            .into(),
             save_snapshot: format!(
                 "INSERT INTO {snapshots} \
                  (stream_type, stream_id, version, snapshot_version, state) \
@@ -173,27 +227,45 @@ impl Statements {
     }
 }
 
-/// One statement per append (one round trip): look up the command id, move the stream's
-/// version (the variant `stream` decides how, per expected version; no row = mismatch),
-/// take the append lock, insert the events, record the command, notify.
+/// A read of the log after a cursor, bounded by the horizon (the oldest running
+/// transaction): the page's events (the event columns, then `tx_id` as text at 13), and the
+/// horizon (14), on a row of its own (event columns null) when the page is empty.
+///
+/// Parameters: $1 transaction id (text), $2 position, $3 floor, $4 limit, $5 types.
+fn read_log_sql(page: &str) -> String {
+    format!(
+        "WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon), \
+         page AS ({page}) \
+         SELECT p.position, p.stream_type, p.stream_id, p.version, p.event_type, \
+             p.event_version, p.event_id, p.command_id, p.correlation_id, p.causation_id, \
+             p.recorded_at, p.headers, p.payload, p.tx, h.horizon::text \
+         FROM h LEFT JOIN page p ON true ORDER BY p.tx_id, p.position"
+    )
+}
+
+/// One statement per append (one round trip): look up the command id, take the stream's
+/// advisory lock, move the stream's version (the variant `stream` decides how, per expected
+/// version; no row = mismatch), insert the events, record the command.
 ///
 /// Parameters: $1 stream type, $2 stream id, $3 event count, $4..$7 arrays of event type,
 /// event version, event id and payload, $8 command id, $9 correlation id, $10 causation id,
-/// $11 recorded at, $12 headers, $13 append lock key, $14 channel, $15 expected version.
+/// $11 recorded at, $12 headers, $13 the stream's lock key, $14 expected version.
 ///
-/// The CTEs run in data-dependency order: `claim` reads `stream`'s row, so the stream row
-/// is locked before the append lock is taken, and the events are inserted from `claim`'s
-/// row, so their positions are drawn after it.
+/// The stream lock is taken before anything is written, so the transaction id (assigned at
+/// the first write) of an append to a stream is drawn after the previous append to it
+/// committed: the log's (transaction id, position) order keeps each stream's versions in
+/// order. No lock spans streams: appends to different streams commit in parallel. The
+/// events are inserted from `claim`'s row, so their positions are drawn after the stream row
+/// is locked.
 fn append_sql(events: &str, commands: &str, stream: &str) -> String {
     format!(
         "WITH prior AS ( \
              SELECT first_version, last_version, last_position FROM {commands} \
              WHERE command_id = $8 \
          ), \
+         locked AS (SELECT pg_advisory_xact_lock($13)), \
          stream AS ({stream}), \
-         claim AS ( \
-             SELECT s.version FROM stream s CROSS JOIN LATERAL pg_advisory_xact_lock($13) \
-         ), \
+         claim AS (SELECT s.version FROM stream s), \
          appended AS ( \
              INSERT INTO {events} (stream_type, stream_id, version, event_type, event_version, \
                  event_id, command_id, correlation_id, causation_id, recorded_at, headers, \
@@ -213,10 +285,9 @@ fn append_sql(events: &str, commands: &str, stream: &str) -> String {
              SELECT $8, $1, $2, c.version - $3 + 1, c.version, l.position \
              FROM claim c, last l WHERE $8::uuid IS NOT NULL \
          ) \
-         SELECT false AS duplicate, c.version - $3 + 1, c.version, l.position, \
-             (SELECT count(*) FROM pg_notify($14, l.position::text)) AS notified \
+         SELECT false AS duplicate, c.version - $3 + 1, c.version, l.position \
          FROM claim c, last l \
          UNION ALL \
-         SELECT true, first_version, last_version, last_position, 0 FROM prior"
+         SELECT true, first_version, last_version, last_position FROM prior"
     )
 }

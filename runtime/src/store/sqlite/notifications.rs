@@ -8,8 +8,12 @@ use crate::store::{wait_for_append, EventLog, WakeUps};
 use super::SqliteStore;
 
 impl WakeUps for SqliteStore {
-    async fn wait_for_events(&self, after: u64, timeout: Duration) -> Result<(), StoreError> {
+    async fn wait_for_events<'a>(
+        &'a self,
+        after: &'a u64,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
         // Writers in other processes do not notify: the timeout bounds how late they are seen.
-        wait_for_append(&self.appended, after, timeout, self.head()).await
+        wait_for_append(&self.appended, *after, timeout, self.head()).await
     }
 }

@@ -11,9 +11,9 @@ use crate::store::sql::{
     version_bounds, Sql, EVENT_COLUMN_NAMES,
 };
 use crate::store::{
-    load_through_read_stream, validate_stream, AppendOutcome, CommitMeta, EventFilter, EventLog,
-    EventMeta, EventStore, ExpectedVersion, Headers, NewEvent, RecordedEvent, StreamEvent,
-    StreamRange, StreamRef,
+    load_through_read_stream, read_log_by_position, validate_stream, AppendOutcome, Batch,
+    CommitMeta, EventFilter, EventLog, EventMeta, EventStore, ExpectedVersion, Headers, NewEvent,
+    RecordedEvent, StreamEvent, StreamRange, StreamRef,
 };
 
 use super::{micros, SqliteStore};
@@ -206,6 +206,17 @@ impl EventStore for SqliteStore {
 }
 
 impl EventLog for SqliteStore {
+    type Cursor = u64;
+
+    async fn read_log<'a>(
+        &'a self,
+        after: &'a u64,
+        limit: usize,
+        filter: &'a EventFilter,
+    ) -> Result<Batch<u64>, StoreError> {
+        read_log_by_position(self, *after, limit, filter).await
+    }
+
     async fn read_all(
         &self,
         after: u64,
