@@ -6,30 +6,76 @@
 //! cargo run --example shop -- order widget 3     # place an order
 //! cargo run --example shop -- orders             # list orders with their status
 //! cargo run --example shop -- levels             # stock levels
-//! cargo run --example shop -- rebuild            # rebuild the read model, with progress
-//! cargo run --example shop -- status             # the projection's position and lag
+//! cargo run --example shop -- admin --help       # the admin commands:
+//! cargo run --example shop -- admin streams list
+//! cargo run --example shop -- admin streams show Order <ID>
+//! cargo run --example shop -- admin projections status
+//! cargo run --example shop -- admin projections rebuild shop_view
+//! cargo run --example shop -- admin verify
 //! ```
-//! The data lives in `shop.db` (or `$SHOP_DB`).
+//! The data lives in `shop.db` (or `$SHOP_DB`, or `--db PATH`).
 
 use std::error::Error;
-use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
+use annals::admin::{Admin, AdminArgs};
 use annals::{ProjectionRunner, SqliteStore, Uuid};
-use annals_examples::shop::{self, AddStock, Placement, Shop, ShopView};
+use annals_examples::shop::{self, AddStock, Inventory, Order, Placement, Shop, ShopView};
+use clap::{Parser, Subcommand};
+
+/// The online shop: orders, inventory and a read model of orders with their status.
+#[derive(Debug, Parser)]
+struct Cli {
+    /// The database file [default: $SHOP_DB, else shop.db]
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// What to do (a short demo when left out).
+    #[command(subcommand)]
+    command: Option<ShopCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ShopCommand {
+    /// Add units of a product.
+    Stock {
+        /// The product.
+        sku: String,
+        /// Units to add.
+        quantity: u32,
+    },
+    /// Place an order: reserve the stock, then confirm or reject the order.
+    Order {
+        /// The product.
+        sku: String,
+        /// Units to order.
+        quantity: u32,
+    },
+    /// List orders with their status.
+    Orders,
+    /// Stock levels per product.
+    Levels,
+    /// Inspect and maintain the event store: streams, projections, verify.
+    Admin(AdminArgs),
+}
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
-    let path = std::env::var("SHOP_DB").unwrap_or_else(|_| "shop.db".to_owned());
+async fn main() -> Result<ExitCode, Box<dyn Error>> {
+    let cli = Cli::parse();
+    let path = cli.db.unwrap_or_else(|| {
+        std::env::var_os("SHOP_DB").map_or_else(|| PathBuf::from("shop.db"), PathBuf::from)
+    });
     let store = SqliteStore::open(&path).await?;
     shop::create_view(&store).await?;
     let shop = Shop::new(store.clone());
     let mut view = ProjectionRunner::new(store.clone(), ShopView);
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        [] => {
-            println!("demo on {path}: 5 widgets in stock, then three orders");
+    match cli.command {
+        None => {
+            println!(
+                "demo on {}: 5 widgets in stock, then three orders",
+                path.display()
+            );
             shop.inventory
                 .execute(AddStock {
                     sku: "widget".into(),
@@ -42,64 +88,35 @@ async fn main() -> Result<(), Box<dyn Error>> {
             view.catch_up().await?;
             print_orders(&store).await?;
         }
-        ["stock", sku, quantity] => {
-            let quantity = quantity.parse()?;
+        Some(ShopCommand::Stock { sku, quantity }) => {
             shop.inventory
                 .execute(AddStock {
-                    sku: (*sku).into(),
+                    sku: sku.clone(),
                     quantity,
                 })
                 .await?;
             println!("added {quantity} {sku}");
         }
-        ["order", sku, quantity] => place(&shop, sku, quantity.parse()?).await?,
-        ["orders"] => {
+        Some(ShopCommand::Order { sku, quantity }) => place(&shop, &sku, quantity).await?,
+        Some(ShopCommand::Orders) => {
             view.catch_up().await?;
             print_orders(&store).await?;
         }
-        ["levels"] => {
+        Some(ShopCommand::Levels) => {
             view.catch_up().await?;
             for (sku, available) in shop::stock_levels(&store).await? {
                 println!("{sku:<12} {available:>6}");
             }
         }
-        ["rebuild"] => {
-            let done = view
-                .rebuild(|p| {
-                    let width = 40u64;
-                    let filled = (p.position * width)
-                        .checked_div(p.head)
-                        .unwrap_or(width)
-                        .min(width);
-                    let bar: String = (0..width)
-                        .map(|i| if i < filled { '#' } else { '.' })
-                        .collect();
-                    print!("\r[{bar}] {}/{} ({} events)", p.position, p.head, p.handled);
-                    let _ = std::io::stdout().flush();
-                })
-                .await?;
-            println!(
-                "\nrebuilt: {} events handled up to position {}",
-                done.handled, done.position
-            );
-        }
-        ["status"] => {
-            let status = view.status().await?;
-            println!(
-                "position {} of {}, lag {}",
-                status.position,
-                status.head,
-                status.lag()
-            );
-        }
-        _ => {
-            eprintln!(
-                "usage: shop [stock SKU N | order SKU N | orders | levels | rebuild | status]"
-            );
-            std::process::exit(2);
+        Some(ShopCommand::Admin(args)) => {
+            let admin = Admin::new(store)
+                .aggregate::<Order>()
+                .aggregate::<Inventory>()
+                .projection(|| ShopView);
+            return Ok(admin.run_args(&args).await);
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn place(shop: &Shop, sku: &str, quantity: u32) -> Result<(), Box<dyn Error>> {

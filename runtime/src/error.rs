@@ -274,6 +274,8 @@ pub enum Operation {
     WaitForEvents,
     /// Parking a failing event, or listing, retrying or skipping parked ones.
     Park,
+    /// Listing streams.
+    ListStreams,
 }
 
 impl std::fmt::Display for Operation {
@@ -297,6 +299,7 @@ impl std::fmt::Display for Operation {
             Operation::Lease => "lease",
             Operation::WaitForEvents => "wait for events",
             Operation::Park => "park events",
+            Operation::ListStreams => "stream list",
         })
     }
 }

@@ -190,6 +190,35 @@ fn park_in<'a, S: ParkingStore>(
     })
 }
 
+/// The committed checkpoint of `name`, as a source's cursor. (Free functions rather than
+/// methods: a future borrowing the whole runner would need the projection to be `Sync`.)
+async fn load_cursor<S: CheckpointStore, C: Cursor>(
+    store: &S,
+    name: &str,
+) -> Result<(Checkpoint, C), ProjectionError> {
+    let stored = store.load_checkpoint(name).await?;
+    let cursor = C::from_checkpoint(&stored)?;
+    Ok((stored, cursor))
+}
+
+/// Moves checkpoint `name` from `stored` to `to` in `tx` and commits.
+async fn commit_checkpoint<S: CheckpointStore>(
+    store: &S,
+    name: &'static str,
+    mut tx: S::Tx,
+    stored: &Checkpoint,
+    to: &Checkpoint,
+) -> Result<(), ProjectionError> {
+    if !store.store_checkpoint(&mut tx, name, stored, to).await? {
+        return Err(ProjectionError::Superseded {
+            projection: name,
+            expected: stored.position,
+        });
+    }
+    store.commit(tx).await?;
+    Ok(())
+}
+
 /// An error with its causes, as parking records it.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -419,13 +448,6 @@ where
         Ok(self.advance().await?.handled)
     }
 
-    /// The committed checkpoint, as the source's cursor.
-    async fn cursor(&self) -> Result<(Checkpoint, Src::Cursor), ProjectionError> {
-        let stored = self.store.load_checkpoint(self.name).await?;
-        let cursor = Src::Cursor::from_checkpoint(&stored)?;
-        Ok((stored, cursor))
-    }
-
     /// [`Self::step`], also returning the checkpoint's position it left, so callers need
     /// not read it back.
     #[cfg_attr(
@@ -444,7 +466,7 @@ where
         )
     )]
     async fn advance(&mut self) -> Result<Advanced<Src::Cursor>, ProjectionError> {
-        let (stored, from) = self.cursor().await?;
+        let (stored, from) = load_cursor::<S, Src::Cursor>(&self.store, self.name).await?;
         let limit = self.limit_once.take().unwrap_or(self.batch_size);
         let batch = self.source.read(&from, limit, &self.filter).await?;
         let to = batch.end.to_checkpoint();
@@ -472,34 +494,13 @@ where
             }
         }
         self.projection.finish_batch(&mut tx).await?;
-        self.commit(tx, &stored, &to).await?;
+        commit_checkpoint(&self.store, self.name, tx, &stored, &to).await?;
         self.source.committed(&batch.end).await?;
         Ok(Advanced {
             handled: Some(batch.events.len() as u64),
             position: to.position,
             cursor: batch.end,
         })
-    }
-
-    /// Moves the checkpoint from `stored` to `to` in `tx` and commits.
-    async fn commit(
-        &self,
-        mut tx: S::Tx,
-        stored: &Checkpoint,
-        to: &Checkpoint,
-    ) -> Result<(), ProjectionError> {
-        if !self
-            .store
-            .store_checkpoint(&mut tx, self.name, stored, to)
-            .await?
-        {
-            return Err(ProjectionError::Superseded {
-                projection: self.name,
-                expected: stored.position,
-            });
-        }
-        self.store.commit(tx).await?;
-        Ok(())
     }
 
     /// The handler failed on the batch's event at `index` (the batch rolled back): without
@@ -542,7 +543,7 @@ where
             };
             match handled {
                 Ok(()) => {
-                    self.commit(tx, &stored, &to).await?;
+                    commit_checkpoint(&self.store, self.name, tx, &stored, &to).await?;
                     self.source.committed(&single.end).await?;
                     return Ok(Advanced {
                         handled: Some(1),
@@ -565,7 +566,7 @@ where
             parking.attempts,
         )
         .await?;
-        self.commit(tx, &stored, &to).await?;
+        commit_checkpoint(&self.store, self.name, tx, &stored, &to).await?;
         self.source.committed(&single.end).await?;
         #[cfg(feature = "tracing")]
         tracing::warn!(
@@ -613,31 +614,25 @@ where
         }
     }
 
+    /// Empties the read model (the projection's reset hook) and sets the checkpoint back
+    /// to the start of the source, in one transaction, without replaying: the next run
+    /// replays. Returns the position the checkpoint had.
+    pub async fn reset(&mut self) -> Result<u64, ProjectionError> {
+        let (stored, _) = load_cursor::<S, Src::Cursor>(&self.store, self.name).await?;
+        let mut tx = self.store.begin().await?;
+        self.projection.reset(&mut tx).await?;
+        let start = Src::Cursor::default().to_checkpoint();
+        commit_checkpoint(&self.store, self.name, tx, &stored, &start).await?;
+        Ok(stored.position)
+    }
+
     /// Empties the read model (the projection's reset hook), resets the checkpoint and
     /// replays every event, reporting progress.
     pub async fn rebuild(
         &mut self,
         progress: impl FnMut(Progress) + Send,
     ) -> Result<Progress, ProjectionError> {
-        let (stored, _) = self.cursor().await?;
-        let mut tx = self.store.begin().await?;
-        self.projection.reset(&mut tx).await?;
-        if !self
-            .store
-            .store_checkpoint(
-                &mut tx,
-                self.name,
-                &stored,
-                &Src::Cursor::default().to_checkpoint(),
-            )
-            .await?
-        {
-            return Err(ProjectionError::Superseded {
-                projection: self.name,
-                expected: stored.position,
-            });
-        }
-        self.store.commit(tx).await?;
+        self.reset().await?;
         self.catch_up_with(progress).await
     }
 

@@ -17,7 +17,7 @@ use crate::store::{EventFilter, EventLog, WakeUps};
 /// Where a runner's events come from, read in batches from a cursor.
 ///
 /// Implement it to feed projections and reactors from another system (a broker, a change
-/// feed): decode each message into a [`RecordedEvent`] (the stored type name, version and
+/// feed): decode each message into a [`RecordedEvent`](crate::store::RecordedEvent) (the stored type name, version and
 /// JSON payload, and what metadata the message carries), so handlers decode it through
 /// their `Events` enums and upcasters as usual.
 pub trait Source: Send + 'static {
@@ -33,7 +33,7 @@ pub trait Source: Send + 'static {
         filter: &'a EventFilter,
     ) -> impl Future<Output = Result<Batch<Self::Cursor>, ProjectionError>> + Send + 'a;
 
-    /// How far the source reaches now, in the same unit as [`Checkpoint::position`] (for
+    /// How far the source reaches now, in the same unit as [`Checkpoint::position`](crate::store::Checkpoint::position) (for
     /// status and lag).
     fn head(&self) -> impl Future<Output = Result<u64, ProjectionError>> + Send + '_;
 

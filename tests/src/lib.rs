@@ -77,6 +77,9 @@ mod guide {
     mod testing {}
     #[doc = include_str!("../../docs/operations.md")]
     mod operations {}
+    #[cfg(feature = "admin")]
+    #[doc = include_str!("../../docs/admin.md")]
+    mod admin {}
     #[doc = include_str!("../../docs/scaling-out.md")]
     mod scaling_out {}
     #[doc = include_str!("../../docs/decisions.md")]

@@ -10,6 +10,7 @@
 //! | [`ParkingStore`] | events set aside after failing | runners with [`Runner::park_after`](crate::Runner::park_after) |
 //! | [`LeaseStore`] | one active runner per name | [`ProjectionRunner::run`](crate::ProjectionRunner::run) |
 //! | [`WakeUps`] | waiting for new events | [`ProjectionRunner::run`](crate::ProjectionRunner::run) |
+//! | [`StreamCatalog`](super::StreamCatalog) | listing streams, a page at a time | operators' tools (the admin CLI) |
 //!
 //! [`MemoryStore`](crate::MemoryStore), `SqliteStore` and `PgStore` implement them all. A
 //! backend without interactive transactions or a global order implements the first two and

@@ -12,7 +12,7 @@ use super::{
     wait_for_append, AppendOutcome, Batch, Checkpoint, CheckpointStore, CommitMeta, EventFilter,
     EventLog, EventMeta, EventStore, ExpectedVersion, LeaseStore, LocalLease, LocalLeases,
     NewEvent, ParkedEvent, ParkingStore, RecordedEvent, Resolution, Snapshot, SnapshotStore,
-    StreamEvent, StreamRange, StreamRef, TxStore, WakeUps,
+    StreamCatalog, StreamEvent, StreamInfo, StreamQuery, StreamRange, StreamRef, TxStore, WakeUps,
 };
 use crate::error::StoreError;
 
@@ -511,6 +511,29 @@ impl WakeUps for MemoryStore {
             Ok(self.lock().log.len() as u64)
         })
         .await
+    }
+}
+
+impl StreamCatalog for MemoryStore {
+    async fn list_streams(&self, query: &StreamQuery) -> Result<Vec<StreamInfo>, StoreError> {
+        let inner = self.lock();
+        let mut streams: Vec<(&(String, String), &Vec<usize>)> = inner
+            .streams
+            .iter()
+            .filter(|((t, id), indexes)| {
+                !indexes.is_empty() && query.matches(StreamRef::new(t, id))
+            })
+            .collect();
+        streams.sort_unstable_by_key(|(k, _)| *k);
+        Ok(streams
+            .into_iter()
+            .take(query.limit)
+            .map(|((t, id), indexes)| {
+                let count = indexes.len() as u64;
+                let updated_at = indexes.last().map(|&i| inner.log[i].meta.recorded_at);
+                StreamInfo::new(StreamRef::new(t, id), count, count, updated_at)
+            })
+            .collect())
     }
 }
 

@@ -7,6 +7,7 @@
 //! repository or the runners.
 
 mod capabilities;
+mod catalog;
 mod checks;
 mod local;
 mod memory;
@@ -21,6 +22,7 @@ pub use capabilities::{
     CheckpointStore, EventLog, EventStore, LeaseStore, ParkingStore, SnapshotStore, TxStore,
     WakeUps,
 };
+pub use catalog::{StreamCatalog, StreamInfo, StreamQuery};
 pub use checks::{
     now_micros, validate_events, validate_runner_name, validate_stream, MAX_NAME_LEN,
     MAX_STREAM_ID_LEN,

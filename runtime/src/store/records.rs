@@ -513,7 +513,7 @@ impl Cursor for u64 {
     }
 }
 
-/// What [`Source::read`] returns: events in the source's order, and the cursor the source
+/// What [`Source::read`](crate::source::Source::read) returns: events in the source's order, and the cursor the source
 /// has been read through.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

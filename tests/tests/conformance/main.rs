@@ -9,6 +9,7 @@
 //! stream and snapshot capabilities: the cases that need more are listed as ignored for it,
 //! with the capability they need as the reason.
 
+mod catalog_cases;
 mod domain;
 mod projection_cases;
 mod repository_cases;
@@ -211,6 +212,7 @@ conformance! {
         projection_cases::run_wakes_on_appends("needs transactions, checkpoints, leases and wake-ups"),
         projection_cases::runner_follows_another_source("needs transactions, checkpoints and leases"),
         projection_cases::parking_sets_failing_events_aside("needs transactions, checkpoints and parking"),
+        catalog_cases::streams_are_listed_in_pages("needs the stream catalog (StreamCatalog)"),
         projection_cases::inline_projection_commits_with_the_events("needs transactions, checkpoints, leases and wake-ups"),
         projection_cases::failing_inline_projection_appends_nothing("needs transactions, checkpoints, leases and wake-ups"),
     ],

@@ -52,6 +52,7 @@ use statements::Statements;
 pub use log::PgCursor;
 
 mod append;
+mod catalog;
 mod checkpoints;
 mod leases;
 mod log;

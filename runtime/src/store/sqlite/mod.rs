@@ -19,6 +19,7 @@ use crate::store::LocalLeases;
 use schema::{enable_wal, MIGRATIONS};
 
 mod append;
+mod catalog;
 mod checkpoints;
 mod leases;
 mod notifications;

@@ -1,0 +1,517 @@
+//! The admin command line, embedded in the application's own binary (feature `admin`).
+//!
+//! Event enums, upcasters and projections are the application's compiled code, so the
+//! admin tool is a library: register them on an [`Admin`], then hand it the command line.
+//! It lists streams, shows a stream's events decoded with their metadata, reports each
+//! projection's position and lag, rebuilds or resets a projection (with a progress bar
+//! when stdout is a terminal), and verifies that every stored event still decodes with
+//! the current event types and upcasters: the check to run before a deploy.
+//!
+//! ```
+//! use annals::admin::Admin;
+//! use annals::{Event, Events, MemoryStore};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Event, Serialize, Deserialize)]
+//! struct Noted { text: String }
+//!
+//! #[derive(Events)]
+//! enum NoteEvent { Noted(Noted) }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let admin = Admin::new(MemoryStore::new()).events::<NoteEvent>();
+//! let mut out = Vec::new();
+//! let mut err = Vec::new();
+//! let code = admin.run_with(["app", "verify"], &mut out, &mut err).await;
+//! assert_eq!(code, std::process::ExitCode::SUCCESS);
+//! assert!(String::from_utf8(out).unwrap().contains("0 events checked"));
+//! # }
+//! ```
+//!
+//! In a binary, `admin.run().await` parses the process's arguments and returns its exit
+//! code. Inside an application's own clap command line, embed [`AdminArgs`] as a
+//! subcommand and call [`Admin::execute`]; see the guide's admin page.
+//!
+//! Exit codes: 0 when the command did what it was asked, [`EXIT_PROBLEMS`] (1) when it
+//! found events that do not decode, [`EXIT_USAGE`] (2) for a command line that does not
+//! parse, [`EXIT_FAILED`] (3) when it could not finish (the store failed, no such
+//! projection, its lease is held elsewhere).
+
+mod cli;
+mod decode;
+mod projections;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+pub use cli::{AdminArgs, AdminCommand, ProjectionsCommand, StreamsCommand};
+pub use decode::{DecodeFailure, DecodedEvent};
+
+use crate::aggregate::Aggregate;
+use crate::error::{ProjectionError, StoreError};
+use crate::event::Events;
+use crate::projection::{Progress, Projection, Status};
+use crate::store::{
+    CheckpointStore, EventFilter, EventLog, EventMeta, LeaseStore, RecordedEvent, StreamCatalog,
+    TxStore,
+};
+use decode::{Decoder, Decoders};
+use projections::{Entry, Registered};
+
+/// How long [`Admin::rebuild`] and [`Admin::reset`] wait for a projection's lease unless
+/// set with [`Admin::lease_wait`].
+pub const DEFAULT_LEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// Exit code: some events do not decode, or a stored type is unknown.
+pub const EXIT_PROBLEMS: u8 = 1;
+/// Exit code: the command line does not parse (clap's own).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the command could not finish.
+pub const EXIT_FAILED: u8 = 3;
+
+/// What the admin needs of a store: the global log (verify, status), checkpoints and
+/// transactions (rebuild, reset), leases (so a rebuild never runs beside the projection's
+/// live runner) and the stream catalog. `MemoryStore`, `SqliteStore` and `PgStore` have
+/// them all.
+pub trait AdminStore: EventLog + CheckpointStore + LeaseStore + StreamCatalog {}
+
+impl<S: EventLog + CheckpointStore + LeaseStore + StreamCatalog> AdminStore for S {}
+
+/// Why an admin command could not finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Rebuilding or resetting a projection failed; its checkpoint stays where the last
+    /// committed batch left it.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// No projection of that name is registered.
+    #[error(
+        "no projection `{name}` is registered (registered: {})",
+        list_or_none(registered)
+    )]
+    UnknownProjection {
+        /// The name asked for.
+        name: String,
+        /// The registered names.
+        registered: Vec<&'static str>,
+    },
+    /// Two registered projections share a name, and so a checkpoint.
+    #[error("projection `{name}` is registered twice")]
+    DuplicateProjection {
+        /// The name.
+        name: &'static str,
+    },
+    /// Another runner held the projection's lease for all of [`Admin::lease_wait`]: it
+    /// is running elsewhere.
+    #[error(
+        "projection `{name}` is being run elsewhere (its lease is held): stop its runner, \
+         then try again"
+    )]
+    LeaseHeld {
+        /// The projection's name.
+        name: &'static str,
+    },
+    /// The stream to show has no events.
+    #[error("stream {stream_type}/{stream_id} does not exist")]
+    UnknownStream {
+        /// Stream type.
+        stream_type: String,
+        /// Stream id.
+        stream_id: String,
+    },
+    /// Writing the command's output failed.
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// One registered projection's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProjectionStatus {
+    /// The projection's name.
+    pub name: &'static str,
+    /// Its checkpoint and the store's head.
+    pub status: Status,
+}
+
+/// What [`Admin::verify`] found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Events read.
+    pub checked: u64,
+    /// The events that do not decode (or rows that cannot be read), in position order,
+    /// up to the number asked for.
+    pub failures: Vec<VerifyFailure>,
+    /// How many do not decode, listed or not.
+    pub failed: u64,
+    /// Stored event types no registered enum knows, in name order.
+    pub unknown_types: Vec<UnknownType>,
+}
+
+impl VerifyReport {
+    /// Whether every event decoded and every stored type is known.
+    pub fn is_clean(&self) -> bool {
+        self.failed == 0 && self.unknown_types.is_empty()
+    }
+}
+
+/// A stored event that does not decode.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct VerifyFailure {
+    /// Its global position.
+    pub position: u64,
+    /// Where it is stored; `None` when the row itself cannot be read.
+    pub meta: Option<EventMeta>,
+    /// Why it fails.
+    pub problem: VerifyProblem,
+}
+
+/// Why a stored event fails verification.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyProblem {
+    /// It does not decode with the registered enums.
+    #[error(transparent)]
+    Decode(DecodeFailure),
+    /// Its row cannot be read back (a corrupt column).
+    #[error(transparent)]
+    Corrupt(StoreError),
+}
+
+impl std::fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.meta {
+            Some(m) => write!(
+                f,
+                "position {}: {}/{} version {}, `{}` v{}: {}",
+                m.position,
+                m.stream_type,
+                m.stream_id,
+                m.version,
+                m.event_type,
+                m.event_version,
+                self.problem
+            ),
+            // The problem is a corrupt record, which names its position.
+            None => write!(f, "{}", self.problem),
+        }
+    }
+}
+
+/// A stored event type that no registered enum knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnknownType {
+    /// The stored type name.
+    pub event_type: String,
+    /// How many events carry it.
+    pub events: u64,
+    /// The first one's position.
+    pub first_position: u64,
+    /// The stream types they are stored in.
+    pub stream_types: BTreeSet<String>,
+}
+
+/// The admin tool over one store, with the application's event enums and projections.
+///
+/// Register every aggregate ([`Admin::aggregate`]) or event enum ([`Admin::events`]) the
+/// application stores, and every projection ([`Admin::projection`]), then run a command
+/// line ([`Admin::run`], [`Admin::run_from`]) or parsed arguments ([`Admin::execute`]).
+pub struct Admin<S: AdminStore> {
+    store: S,
+    lease_wait: Duration,
+    decoders: Decoders,
+    projections: Vec<Box<dyn Entry<S>>>,
+    duplicate: Option<&'static str>,
+}
+
+impl<S: AdminStore> std::fmt::Debug for Admin<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("projections", &self.projection_names())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AdminStore> Admin<S> {
+    /// The admin over `store`, with nothing registered yet.
+    pub fn new(store: S) -> Self {
+        Admin {
+            store,
+            lease_wait: DEFAULT_LEASE_WAIT,
+            decoders: Decoders::default(),
+            projections: Vec::new(),
+            duplicate: None,
+        }
+    }
+
+    /// How long a rebuild or reset waits for the projection's lease before giving up with
+    /// [`AdminError::LeaseHeld`] (default [`DEFAULT_LEASE_WAIT`]): a runner just stopped
+    /// may take a moment to let its lease go (on PostgreSQL, until the server notices
+    /// its connection closed).
+    #[must_use]
+    pub fn lease_wait(mut self, wait: Duration) -> Self {
+        self.lease_wait = wait;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Registers an aggregate: events in its streams (`A::NAME`) decode with its event
+    /// enum, as loading it would, and a type that enum does not know is a failure there.
+    #[must_use]
+    pub fn aggregate<A: Aggregate>(mut self) -> Self {
+        self.decoders.add(Decoder::new::<A::Event>(Some(A::NAME)));
+        self
+    }
+
+    /// Registers an event enum for events in any stream: events of other services, or of
+    /// streams not written through an aggregate.
+    #[must_use]
+    pub fn events<E: Events>(mut self) -> Self {
+        self.decoders.add(Decoder::new::<E>(None));
+        self
+    }
+
+    /// Registers a projection; `make` gives a fresh value each time a command needs one
+    /// (a rebuild or a reset runs its reset hook and handlers).
+    #[must_use]
+    pub fn projection<P, F>(mut self, make: F) -> Self
+    where
+        P: Projection<<S as TxStore>::Tx>,
+        F: Fn() -> P + Send + Sync + 'static,
+    {
+        if self.projections.iter().any(|p| p.name() == P::NAME) {
+            self.duplicate.get_or_insert(P::NAME);
+        }
+        self.projections.push(Box::new(Registered::new(make)));
+        self
+    }
+
+    /// The registered projections' names, in registration order.
+    pub fn projection_names(&self) -> Vec<&'static str> {
+        self.projections.iter().map(|p| p.name()).collect()
+    }
+
+    /// Decodes a stored event as the application would: with its stream's aggregate enum
+    /// when that aggregate is registered, else with the first registered enum that knows
+    /// its type.
+    pub fn decode(&self, event: &RecordedEvent) -> Result<DecodedEvent, DecodeFailure> {
+        self.decoders.decode(event)
+    }
+
+    fn entry(&self, name: &str) -> Result<&dyn Entry<S>, AdminError> {
+        if let Some(name) = self.duplicate {
+            return Err(AdminError::DuplicateProjection { name });
+        }
+        self.projections
+            .iter()
+            .find(|p| p.name() == name)
+            .map(|p| &**p)
+            .ok_or_else(|| AdminError::UnknownProjection {
+                name: name.to_owned(),
+                registered: self.projection_names(),
+            })
+    }
+
+    /// The position and lag of one registered projection (`Some(name)`) or of every one.
+    pub async fn status(&self, name: Option<&str>) -> Result<Vec<ProjectionStatus>, AdminError> {
+        let names = match name {
+            Some(name) => vec![self.entry(name)?.name()],
+            None => {
+                if let Some(name) = self.duplicate {
+                    return Err(AdminError::DuplicateProjection { name });
+                }
+                self.projection_names()
+            }
+        };
+        let head = self.store.head().await?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let position = self.store.checkpoint(name).await?;
+            out.push(ProjectionStatus {
+                name,
+                status: Status { position, head },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Empties a projection's read model, sets its checkpoint to 0 and replays every
+    /// event, in batches of `batch_size`, calling `progress` after each batch. Holds the
+    /// projection's lease throughout: fails with [`AdminError::LeaseHeld`] while a runner
+    /// of it is active elsewhere.
+    pub async fn rebuild(
+        &self,
+        name: &str,
+        batch_size: usize,
+        progress: impl FnMut(Progress) + Send,
+    ) -> Result<Progress, AdminError> {
+        let entry = self.entry(name)?;
+        let _lease = self.lease(entry.name()).await?;
+        Ok(entry
+            .rebuild(&self.store, batch_size.max(1), Box::new(progress))
+            .await?)
+    }
+
+    /// Empties a projection's read model and sets its checkpoint to 0 in one transaction,
+    /// without replaying: its runner replays every event when it next runs. Returns the
+    /// checkpoint it had. Holds the lease like [`Admin::rebuild`].
+    pub async fn reset(&self, name: &str) -> Result<u64, AdminError> {
+        let entry = self.entry(name)?;
+        let _lease = self.lease(entry.name()).await?;
+        Ok(entry.reset(&self.store).await?)
+    }
+
+    async fn lease(&self, name: &'static str) -> Result<S::Lease, AdminError> {
+        const RETRY: Duration = Duration::from_millis(100);
+        let deadline = tokio::time::Instant::now() + self.lease_wait;
+        loop {
+            if let Some(lease) = self.store.try_lease(name).await? {
+                return Ok(lease);
+            }
+            if tokio::time::Instant::now() + RETRY > deadline {
+                return Err(AdminError::LeaseHeld { name });
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// Reads every stored event in position order, `batch_size` at a time, and decodes
+    /// each with the registered enums ([`Admin::decode`]). Lists up to `max_listed`
+    /// failures (counting them all); events whose type no registered enum knows are
+    /// counted per type instead. A row that cannot be read is a failure too, and the check
+    /// goes on after it. `progress` gets the position reached and the head after each
+    /// batch.
+    pub async fn verify(
+        &self,
+        batch_size: usize,
+        max_listed: usize,
+        mut progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<VerifyReport, AdminError> {
+        let batch_size = batch_size.max(1);
+        let head = self.store.head().await?;
+        let all = EventFilter::all();
+        let mut report = VerifyReport {
+            checked: 0,
+            failures: Vec::new(),
+            failed: 0,
+            unknown_types: Vec::new(),
+        };
+        let mut unknown: BTreeMap<String, UnknownType> = BTreeMap::new();
+        let mut after = 0;
+        loop {
+            let events = match self.store.read_all(after, batch_size, &all).await {
+                Ok(events) => events,
+                Err(StoreError::Corrupt {
+                    position: Some(bad),
+                    reason,
+                }) if bad > after => {
+                    // Check what precedes the bad row one event at a time, then step over it.
+                    let mut before = Vec::new();
+                    while let Some(event) = self.read_one_before(after, bad).await? {
+                        after = event.meta.position;
+                        before.push(event);
+                    }
+                    self.check(&before, &mut report, &mut unknown, max_listed);
+                    report.failed += 1;
+                    if report.failures.len() < max_listed {
+                        report.failures.push(VerifyFailure {
+                            position: bad,
+                            meta: None,
+                            problem: VerifyProblem::Corrupt(StoreError::Corrupt {
+                                position: Some(bad),
+                                reason,
+                            }),
+                        });
+                    }
+                    after = bad;
+                    progress(after, head.max(after));
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let Some(last) = events.last() else { break };
+            after = last.meta.position;
+            self.check(&events, &mut report, &mut unknown, max_listed);
+            progress(after, head.max(after));
+        }
+        report.unknown_types = unknown.into_values().collect();
+        Ok(report)
+    }
+
+    /// The event right after `after` if it comes before `bad` (whose row cannot be read).
+    async fn read_one_before(
+        &self,
+        after: u64,
+        bad: u64,
+    ) -> Result<Option<RecordedEvent>, AdminError> {
+        match self.store.read_all(after, 1, &EventFilter::all()).await {
+            Ok(mut events) => Ok(events.pop().filter(|e| e.meta.position < bad)),
+            Err(StoreError::Corrupt {
+                position: Some(p), ..
+            }) if p == bad => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn check(
+        &self,
+        events: &[RecordedEvent],
+        report: &mut VerifyReport,
+        unknown: &mut BTreeMap<String, UnknownType>,
+        max_listed: usize,
+    ) {
+        for event in events {
+            report.checked += 1;
+            match self.decoders.decode(event) {
+                Ok(_) => {}
+                Err(failure) if failure.is_unknown_type() => {
+                    let meta = &event.meta;
+                    let entry =
+                        unknown
+                            .entry(meta.event_type.clone())
+                            .or_insert_with(|| UnknownType {
+                                event_type: meta.event_type.clone(),
+                                events: 0,
+                                first_position: meta.position,
+                                stream_types: BTreeSet::new(),
+                            });
+                    entry.events += 1;
+                    if !entry.stream_types.contains(&meta.stream_type) {
+                        // Cloned only the first time a stream type shows up.
+                        entry.stream_types.insert(meta.stream_type.clone());
+                    }
+                }
+                Err(failure) => {
+                    report.failed += 1;
+                    if report.failures.len() < max_listed {
+                        report.failures.push(VerifyFailure {
+                            position: event.meta.position,
+                            meta: Some(event.meta.clone()),
+                            problem: VerifyProblem::Decode(failure),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
