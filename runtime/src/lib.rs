@@ -22,8 +22,8 @@ pub use error::{Error, ExecuteError, ProjectionError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};
 pub use projection::{Progress, Projection, ProjectionRunner, Runner, Status, DEFAULT_RUN_BACKOFF};
 pub use repository::{
-    Executed, Loaded, NoSnapshots, Repository, SnapshotPolicy, Snapshots, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_RETRY_BACKOFF,
+    Executed, Loaded, NoSnapshots, Repository, SnapshotPolicy, Snapshots, DEFAULT_LOAD_PAGE,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BACKOFF,
 };
 pub use retry::Backoff;
 pub use store::{

@@ -34,6 +34,10 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 pub const DEFAULT_RETRY_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(4), Duration::from_millis(100));
 
+/// How many events a load reads from the store at a time, unless set with
+/// [`Repository::load_page`]. Streams shorter than this load in one read.
+pub const DEFAULT_LOAD_PAGE: u64 = 4096;
+
 /// An aggregate rebuilt from its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -145,6 +149,7 @@ pub struct Repository<A: Aggregate, S: EventStore> {
     services: Arc<A::Services>,
     max_attempts: u32,
     backoff: Backoff,
+    load_page: u64,
     inline: Option<Inline<A, S>>,
 }
 
@@ -155,6 +160,7 @@ impl<A: Aggregate, S: EventStore> Clone for Repository<A, S> {
             services: Arc::clone(&self.services),
             max_attempts: self.max_attempts,
             backoff: self.backoff,
+            load_page: self.load_page,
             inline: self.inline.clone(),
         }
     }
@@ -301,6 +307,7 @@ where
             services: Arc::new(services),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff: DEFAULT_RETRY_BACKOFF,
+            load_page: DEFAULT_LOAD_PAGE,
             inline: None,
         }
     }
@@ -320,6 +327,15 @@ where
     #[must_use]
     pub fn retry_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// How many events a load reads at a time (at least 1; default
+    /// [`DEFAULT_LOAD_PAGE`]). Events are applied page by page, so loading a long stream
+    /// holds one page in memory, not the stream.
+    #[must_use]
+    pub fn load_page(mut self, events: u64) -> Self {
+        self.load_page = events.max(1);
         self
     }
 
@@ -351,13 +367,45 @@ where
         let stream_id = id.to_string();
         let stream = StreamRef::new(A::NAME, &stream_id);
         validate_stream(stream)?;
-        let range = StreamRange::ALL.until(at);
-        let events = self.store.load_stream(stream, range).await?;
         let loaded = Loaded {
             state: A::default(),
             version: 0,
         };
-        fold(loaded, &stream_id, &events)
+        let (loaded, _) = self
+            .fold_pages(stream, loaded, StreamRange::ALL.until(at))
+            .await?;
+        Ok(loaded)
+    }
+
+    /// Applies the events of `range` after `loaded`, reading at most a page at a time.
+    /// Returns the state and how many events were applied.
+    async fn fold_pages(
+        &self,
+        stream: StreamRef<'_>,
+        mut loaded: Loaded<A>,
+        range: StreamRange,
+    ) -> Result<(Loaded<A>, u64), Error> {
+        let mut applied = 0;
+        loop {
+            let page = StreamRange {
+                from: loaded.version + 1,
+                limit: Some(self.load_page),
+                ..range
+            };
+            if page.to.is_some_and(|to| page.from > to) {
+                break;
+            }
+            let events = self.store.load_stream(stream, page).await?;
+            let count = u64::try_from(events.len()).unwrap_or(u64::MAX);
+            loaded = fold(loaded, stream.stream_id, &events)?;
+            applied += count;
+            // A short page is the end; a store that ignores the limit returns the rest at
+            // once, and the next page is empty.
+            if count < self.load_page {
+                break;
+            }
+        }
+        Ok((loaded, applied))
     }
 
     #[cfg_attr(
@@ -394,17 +442,16 @@ where
                 }
             }
         }
-        let range = StreamRange {
-            from: loaded.version + 1,
-            to,
-            until: None,
-        };
-        let events = self.store.load_stream(stream, range).await?;
         #[cfg(feature = "tracing")]
-        tracing::Span::current()
-            .record("annals.from_version", loaded.version)
-            .record("annals.events", events.len());
-        fold(loaded, stream_id, &events)
+        tracing::Span::current().record("annals.from_version", loaded.version);
+        let range = StreamRange {
+            to,
+            ..StreamRange::ALL
+        };
+        let (loaded, _applied) = self.fold_pages(stream, loaded, range).await?;
+        #[cfg(feature = "tracing")]
+        tracing::Span::current().record("annals.events", _applied);
+        Ok(loaded)
     }
 
     /// Executes a command: load, handle, append with the loaded version as the expected
@@ -565,9 +612,7 @@ where
         let behind = recorded < loaded.version;
         if !behind {
             let stream = StreamRef::new(A::NAME, stream_id);
-            let newer = StreamRange::from(loaded.version + 1);
-            let events = self.store.load_stream(stream, newer).await?;
-            loaded = fold(loaded, stream_id, &events)?;
+            (loaded, _) = self.fold_pages(stream, loaded, StreamRange::ALL).await?;
         }
         if behind || loaded.version < recorded {
             return Err(Error::CorruptStream {

@@ -71,7 +71,10 @@ fn stream_window<'a>(
     Ok(window
         .iter()
         .map(|&i| &inner.log[i])
-        .take_while(move |e| range.until.is_none_or(|until| e.meta.recorded_at <= until)))
+        .take_while(move |e| range.until.is_none_or(|until| e.meta.recorded_at <= until))
+        .take(range.limit.map_or(usize::MAX, |limit| {
+            usize::try_from(limit).unwrap_or(usize::MAX)
+        })))
 }
 
 fn key(stream_type: &str, stream_id: &str) -> (String, String) {

@@ -361,6 +361,10 @@ pub struct StreamRange {
     /// Only events recorded at or before this time (the read stops at the first event
     /// recorded later).
     pub until: Option<OffsetDateTime>,
+    /// At most this many events (the first ones of the range); `None` for all of them.
+    /// The repository loads long streams in pages this way, so a store must honour it
+    /// for loads to stay in bounded memory.
+    pub limit: Option<u64>,
 }
 
 impl StreamRange {
@@ -369,6 +373,7 @@ impl StreamRange {
         from: 1,
         to: None,
         until: None,
+        limit: None,
     };
 
     /// From `version` (inclusive) to the end.
@@ -377,6 +382,7 @@ impl StreamRange {
             from: version,
             to: None,
             until: None,
+            limit: None,
         }
     }
 
@@ -391,6 +397,13 @@ impl StreamRange {
     #[must_use]
     pub fn until(mut self, at: OffsetDateTime) -> Self {
         self.until = Some(at);
+        self
+    }
+
+    /// At most `count` events.
+    #[must_use]
+    pub fn limit(mut self, count: u64) -> Self {
+        self.limit = Some(count);
         self
     }
 }

@@ -191,6 +191,7 @@ conformance! {
         repository_cases::command_id_reused_on_another_stream_is_refused,
         repository_cases::load_at_version,
         repository_cases::load_as_of,
+        repository_cases::long_streams_load_in_pages,
     ],
     full: [
         projection_cases::waiting_for_a_commands_position("needs checkpoints and the global log"),

@@ -1035,3 +1035,55 @@ fn summary<E: Clone>(executed: &Executed<E>) -> Summary<E> {
         duplicate: executed.duplicate,
     }
 }
+
+pub async fn long_streams_load_in_pages<S: Streams>(store: S) {
+    history(&store, "c", 40).await; // versions 1..=41
+    let full = Loaded::new(counter_state("c", triangle(40), 41), 41);
+
+    // A store honours a read's limit: the first events of the range, no more.
+    let versions = |events: Vec<RecordedEvent>| -> Vec<u64> {
+        events.iter().map(|e| e.meta.version).collect()
+    };
+    let page = read(&store, COUNTER, "c", StreamRange::from(5).limit(4)).await;
+    assert_eq!(versions(page), [5, 6, 7, 8]);
+    let page = read(&store, COUNTER, "c", StreamRange::from(5).to(6).limit(4)).await;
+    assert_eq!(versions(page), [5, 6]);
+    let page = read(&store, COUNTER, "c", StreamRange::from(40).limit(4)).await;
+    assert_eq!(versions(page), [40, 41]);
+    assert!(read(&store, COUNTER, "c", StreamRange::ALL.limit(0))
+        .await
+        .is_empty());
+    let loaded = store
+        .load_stream(StreamRef::new(COUNTER, "c"), StreamRange::from(2).limit(3))
+        .await
+        .unwrap();
+    let loaded: Vec<u64> = loaded.iter().map(|e| e.version).collect();
+    assert_eq!(loaded, [2, 3, 4]);
+
+    // Pages that divide the stream evenly, unevenly, and one event at a time.
+    for page in [1, 3, 41, 1000] {
+        let replayed = Repository::<ReplayedCounter, S>::new(store.clone()).load_page(page);
+        let Loaded { state, version, .. } = replayed.load(&id("c")).await.unwrap();
+        assert_eq!(Loaded::new(state.0, version), full, "pages of {page}");
+        let counters = counters(&store).load_page(page);
+        assert_eq!(
+            load(&counters, "c").await,
+            full,
+            "pages of {page}, snapshots"
+        );
+        for version in [1, 3, 4, 40] {
+            let loaded = replayed.load_at_version(&id("c"), version).await.unwrap();
+            assert_eq!(loaded.version, version, "pages of {page}");
+            assert_eq!(loaded.state.0.total, triangle(version - 1));
+        }
+        let now = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+        let as_of = replayed.load_as_of(&id("c"), now).await.unwrap();
+        assert_eq!(as_of.version, 41, "pages of {page}");
+    }
+
+    // Commands on a long stream see all of it, conflicts included.
+    let counters = counters(&store).load_page(4);
+    let executed = increment(&counters, "c", 41).await;
+    assert_eq!(executed.version, 42);
+    assert_eq!(load(&counters, "c").await.state.total, triangle(41));
+}

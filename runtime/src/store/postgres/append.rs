@@ -356,6 +356,7 @@ impl TxStore for PgStore {
             .bind(stream_id)
             .bind(to_i64(outcome.first_version, "stream version")?)
             .bind(to_i64(outcome.last_version, "stream version")?)
+            .bind(i64::MAX)
             .fetch_all(&mut **tx)
             .await
             .map_err(|e| StoreError::database(Operation::Append, e))?;

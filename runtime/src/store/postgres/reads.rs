@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::error::{Operation, StoreError};
 use crate::store::sql::{
-    column, event_column, stored_event_version, stored_u64, stream_event, version_bounds,
+    column, event_column, row_limit, stored_event_version, stored_u64, stream_event, version_bounds,
 };
 use crate::store::{
     load_through_read_stream, validate_stream, AppendOutcome, Batch, CommitMeta, EventFilter,
@@ -50,6 +50,7 @@ impl EventStore for PgStore {
             .bind(stream_id)
             .bind(from)
             .bind(to)
+            .bind(row_limit(&range))
             .fetch_all(&self.inner.pool)
             .await
             .map_err(|e| StoreError::database(Operation::ReadStream, e))?;
@@ -77,6 +78,7 @@ impl EventStore for PgStore {
             .bind(stream_id)
             .bind(from)
             .bind(to)
+            .bind(row_limit(&range))
             .fetch_all(&self.inner.pool)
             .await
             .map_err(|e| StoreError::database(Operation::ReadStream, e))?;

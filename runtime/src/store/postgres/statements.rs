@@ -91,7 +91,7 @@ impl Statements {
             read_stream: format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} \
                  WHERE stream_type = $1 AND stream_id = $2 AND version BETWEEN $3 AND $4 \
-                 ORDER BY version"
+                 ORDER BY version LIMIT $5"
             )
             .into(),
             taken_event_id: format!(
@@ -101,7 +101,7 @@ impl Statements {
             load_stream: format!(
                 "SELECT position, version, event_type, event_version, payload::text FROM {events} \
                  WHERE stream_type = $1 AND stream_id = $2 AND version BETWEEN $3 AND $4 \
-                 ORDER BY version"
+                 ORDER BY version LIMIT $5"
             )
             .into(),
             // Like the other stores, stop at the first event recorded after `until` (clocks
@@ -112,7 +112,7 @@ impl Statements {
                  AND version < coalesce((SELECT min(version) FROM {events} \
                      WHERE stream_type = $2 AND stream_id = $3 AND version >= $4 \
                      AND recorded_at > $1), 9223372036854775807) \
-                 ORDER BY version"
+                 ORDER BY version LIMIT $6"
             )
             .into(),
             read_all: format!(

@@ -39,6 +39,13 @@ pub(crate) fn version_bounds(range: &StreamRange) -> Option<(i64, i64)> {
     (from <= to).then_some((from, to))
 }
 
+/// A range's row limit as a SQL integer (`i64::MAX` for none).
+pub(crate) fn row_limit(range: &StreamRange) -> i64 {
+    range
+        .limit
+        .map_or(i64::MAX, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
+}
+
 /// A stored count (position, version) read back from a signed SQL integer; a negative one
 /// means the row is corrupt.
 pub(crate) fn stored_u64(value: i64, what: &str, position: Option<u64>) -> Result<u64, StoreError> {

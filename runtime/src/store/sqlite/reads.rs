@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::error::{Operation, StoreError};
 use crate::store::sql::{
-    column, command_outcome, event_column, stored_event_version, stored_u64, stream_event,
-    version_bounds, Sql, EVENT_COLUMN_NAMES,
+    column, command_outcome, event_column, row_limit, stored_event_version, stored_u64,
+    stream_event, version_bounds, Sql, EVENT_COLUMN_NAMES,
 };
 use crate::store::{
     load_through_read_stream, read_log_by_position, validate_stream, AppendOutcome, Batch,
@@ -33,14 +33,14 @@ macro_rules! event_columns {
 /// The columns of a [`StreamEvent`], for loading aggregates.
 const LOAD_STREAM: &str = "SELECT position, version, event_type, event_version, payload \
      FROM annals_events WHERE stream_type = ? AND stream_id = ? AND version BETWEEN ? AND ? \
-     ORDER BY version";
+     ORDER BY version LIMIT ?";
 
 const READ_STREAM: &str = concat!(
     "SELECT ",
     event_columns!(),
     " FROM annals_events \
       WHERE stream_type = ?1 AND stream_id = ?2 AND version BETWEEN ?3 AND ?4 \
-      ORDER BY version"
+      ORDER BY version LIMIT ?5"
 );
 
 /// Like [`READ_STREAM`], stopping before the first event recorded after `?5`, so a
@@ -56,7 +56,7 @@ const READ_STREAM_UNTIL: &str = concat!(
               WHERE stream_type = ?1 AND stream_id = ?2 AND version BETWEEN ?3 AND ?4 \
                 AND recorded_at > ?5), \
             ?4) \
-      ORDER BY version"
+      ORDER BY version LIMIT ?6"
 );
 
 const READ_ALL: &str = concat!(
@@ -131,13 +131,15 @@ impl EventStore for SqliteStore {
                 .bind(stream_type)
                 .bind(stream_id)
                 .bind(from)
-                .bind(to),
+                .bind(to)
+                .bind(row_limit(&range)),
             Some(until) => sqlx::query(READ_STREAM_UNTIL)
                 .bind(stream_type)
                 .bind(stream_id)
                 .bind(from)
                 .bind(to)
-                .bind(micros(until)),
+                .bind(micros(until))
+                .bind(row_limit(&range)),
         };
         let rows = query
             .fetch_all(&self.pool)
@@ -167,6 +169,7 @@ impl EventStore for SqliteStore {
             .bind(stream_id)
             .bind(from)
             .bind(to)
+            .bind(row_limit(&range))
             .fetch_all(&self.pool)
             .await
             .map_err(|e| StoreError::database(Operation::ReadStream, e))?;
@@ -363,8 +366,9 @@ mod tests {
             (read_all_merged_sql(3), 5),
             (read_all_merged_sql(MAX_MERGED_TYPES), MAX_MERGED_TYPES + 2),
             (READ_ALL_MANY_TYPES.to_owned(), 3),
-            (READ_STREAM.to_owned(), 4),
-            (READ_STREAM_UNTIL.to_owned(), 5),
+            (READ_STREAM.to_owned(), 5),
+            (READ_STREAM_UNTIL.to_owned(), 6),
+            (LOAD_STREAM.to_owned(), 5),
             (APPEND_LOOKUP.to_owned(), 3),
         ] {
             let explain = format!("EXPLAIN QUERY PLAN {sql}");
