@@ -112,6 +112,63 @@ pub async fn concurrent<S: CheckpointStore + SnapshotStore>(
     Ok((elapsed, conflicts))
 }
 
+/// W6: `n` deposits into account `account`, spread over `tasks` tasks. With `backoff`, conflicts
+/// are retried that way and as many times as the raw baseline does ("before"); without,
+/// annals' defaults apply.
+pub async fn hot_stream<S: CheckpointStore + SnapshotStore>(
+    store: S,
+    account: usize,
+    n: usize,
+    tasks: usize,
+    backoff: Option<annals::Backoff>,
+) -> Result<plan::Hot, BenchError> {
+    let mut repo = Repository::<Account, S>::new(store);
+    if let Some(backoff) = backoff {
+        repo = repo
+            .retry_backoff(backoff)
+            .max_attempts(crate::raw::MAX_ATTEMPTS);
+    }
+    let open = Step {
+        account,
+        op: Op::Open,
+    };
+    execute(&repo, &open).await?;
+    let start = Instant::now();
+    let workers: Vec<_> = (0..tasks)
+        .map(|task| {
+            let repo = repo.clone();
+            let count = plan::share(n, tasks, task);
+            tokio::spawn(async move {
+                let (mut succeeded, mut conflicts) = (0u64, 0u64);
+                for _ in 0..count {
+                    match execute(&repo, &plan::hot_step(account)).await {
+                        Ok(()) => succeeded += 1,
+                        Err(ExecuteError::Conflict { .. }) => conflicts += 1,
+                        Err(e) => return Err(BenchError::from(e)),
+                    }
+                }
+                Ok((succeeded, conflicts))
+            })
+        })
+        .collect();
+    let mut hot = plan::Hot {
+        elapsed: Duration::ZERO,
+        tasks,
+        succeeded: 0,
+        conflicts: 0,
+    };
+    for worker in workers {
+        let (succeeded, conflicts) = worker.await??;
+        hot.succeeded += succeeded;
+        hot.conflicts += conflicts;
+    }
+    hot.elapsed = start.elapsed();
+    let loaded = repo.load(&plan::account_id(account)).await?;
+    hot.check("annals W6", loaded.version, loaded.state.balance)
+        .map_err(BenchError::Verify)?;
+    Ok(hot)
+}
+
 /// Appends events to a stream in chunks, bypassing the repository (untimed set-up).
 async fn seed<S: EventStore>(
     store: &S,

@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use crate::error::BenchError;
-
 /// A storage backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Backend {
@@ -40,10 +38,22 @@ pub enum Workload {
     W3,
     /// Replay every event in global order into a read model.
     W4,
+    /// Many writers (32 tasks by default), each on its own accounts.
+    W5,
+    /// Many writers on one hot stream: throughput and the share of commands that ended in a
+    /// version conflict.
+    W6,
 }
 
 impl Workload {
-    const ALL: [Workload; 4] = [Workload::W1, Workload::W2, Workload::W3, Workload::W4];
+    const ALL: [Workload; 6] = [
+        Workload::W1,
+        Workload::W2,
+        Workload::W3,
+        Workload::W4,
+        Workload::W5,
+        Workload::W6,
+    ];
 }
 
 impl fmt::Display for Workload {
@@ -53,35 +63,77 @@ impl fmt::Display for Workload {
             Workload::W2 => "W2",
             Workload::W3 => "W3",
             Workload::W4 => "W4",
+            Workload::W5 => "W5",
+            Workload::W6 => "W6",
         })
     }
 }
 
 /// What to run, and how big.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
+#[command(
+    name = "annals-bench",
+    about = "The workloads of DESIGN.md \"Performance\" on every store, beside raw sqlx",
+    after_help = "Run it with `cargo run --release -p annals-bench -- [options]`; \
+                  see docs/performance.md."
+)]
 pub struct Config {
-    /// Backends, in run order.
-    pub backends: Vec<Backend>,
-    /// Workloads, in run order.
-    pub workloads: Vec<Workload>,
-    /// Commands in W1.
+    /// Backends, in run order: memory, sqlite, postgres or all.
+    #[arg(long = "backend", value_name = "LIST", default_value = "all",
+          value_parser = |s: &str| list(s, &Backend::ALL))]
+    pub backends: Selection<Backend>,
+    /// Workloads, in run order: w1 to w6 or all.
+    #[arg(long = "workload", value_name = "LIST", default_value = "all",
+          value_parser = |s: &str| list(s, &Workload::ALL))]
+    pub workloads: Selection<Workload>,
+    /// W1: commands, one after the other.
+    #[arg(long, value_name = "N", default_value_t = DESIGN_N1, value_parser = count)]
     pub n1: usize,
-    /// Commands in W2.
-    pub n2: usize,
-    /// Accounts the commands of W1 and W2 and the events of W4 are spread over.
+    /// W2: commands over the concurrent tasks [default: --n1].
+    #[arg(long, value_name = "N", value_parser = count)]
+    pub n2: Option<usize>,
+    /// Accounts the W1, W2, W5 and W4 data is spread over.
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = count)]
     pub accounts: usize,
-    /// Concurrent tasks in W2.
+    /// W2: concurrent tokio tasks.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = count)]
     pub tasks: usize,
-    /// Events in the W3 stream.
+    /// W3: events in the rehydrated stream.
+    #[arg(long, value_name = "N", default_value_t = DESIGN_N3, value_parser = count)]
     pub n3: usize,
-    /// Events replayed in W4.
+    /// W4: events replayed into the read model.
+    #[arg(long, value_name = "N", default_value_t = 50_000, value_parser = count)]
     pub n4: usize,
-    /// Events per projection transaction in W4 (both implementations).
+    /// W5: commands over --many-tasks tasks, each on its own accounts.
+    #[arg(long, value_name = "N", default_value_t = DESIGN_N1, value_parser = count)]
+    pub n5: usize,
+    /// W6: deposits into one hot account by --many-tasks tasks.
+    #[arg(long, value_name = "N", default_value_t = 2_000, value_parser = count)]
+    pub n6: usize,
+    /// W5 and W6: concurrent tokio tasks.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = count)]
+    pub many_tasks: usize,
+    /// W4: events per read-model transaction (both implementations).
+    #[arg(long, value_name = "N", default_value_t = crate::raw::DEFAULT_BATCH, value_parser = count)]
     pub batch: usize,
-    /// How many times W3's load is timed (the median is reported).
+    /// W3: timed loads, the median is reported.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = count)]
     pub repeat: usize,
     /// The PostgreSQL server; the harness works in fresh schemas it drops at the end.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
     pub database_url: String,
+}
+
+impl Config {
+    /// W2's command count.
+    pub fn n2(&self) -> usize {
+        self.n2.unwrap_or(self.n1)
+    }
 }
 
 /// The sizes DESIGN.md's "Performance" names.
@@ -91,95 +143,35 @@ pub const DESIGN_N3: usize = 50_000;
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            backends: Backend::ALL.to_vec(),
-            workloads: Workload::ALL.to_vec(),
-            n1: DESIGN_N1,
-            n2: DESIGN_N1,
-            accounts: 1_000,
-            tasks: 8,
-            n3: DESIGN_N3,
-            n4: 50_000,
-            batch: crate::raw::DEFAULT_BATCH,
-            repeat: 3,
-            database_url: std::env::var("DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
-        }
+        <Config as clap::Parser>::parse_from(["annals-bench"])
     }
 }
 
-/// The `--help` text.
-pub const USAGE: &str = "\
-annals-bench: the workloads of DESIGN.md \"Performance\" on every store, beside raw sqlx
+/// A list of backends or workloads, sorted, without repeats, never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection<T>(pub Vec<T>);
 
-usage: cargo run --release -p annals-bench -- [options]
+impl<T> std::ops::Deref for Selection<T> {
+    type Target = [T];
 
-  --backend LIST     memory,sqlite,postgres or all                  [all]
-  --workload LIST    w1,w2,w3,w4 or all                             [all]
-  --n1 N             W1: commands, one after the other              [20000]
-  --n2 N             W2: commands over the concurrent tasks         [--n1]
-  --accounts N       accounts the W1, W2 and W4 data is spread over [1000]
-  --tasks N          W2: concurrent tokio tasks                     [8]
-  --n3 N             W3: events in the rehydrated stream            [50000]
-  --n4 N             W4: events replayed into the read model        [50000]
-  --batch N          W4: events per read-model transaction          [500]
-  --repeat N         W3: timed loads, the median is reported        [3]
-  --database-url URL PostgreSQL server       [$DATABASE_URL or postgres://postgres@127.0.0.1:5432/test]
-  -h, --help         this text
-";
-
-/// Parses the arguments (without the program name). `Ok(None)` means help was asked for.
-pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Config>, BenchError> {
-    let mut config = Config::default();
-    let mut n2 = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_owned(), Some(value.to_owned()))
-            }
-            _ => (arg, None),
-        };
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| BenchError::Usage(format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
-            "--backend" => config.backends = list(&value()?, &Backend::ALL)?,
-            "--workload" => config.workloads = list(&value()?, &Workload::ALL)?,
-            "--n1" => config.n1 = number(&flag, &value()?, 1)?,
-            "--n2" => n2 = Some(number(&flag, &value()?, 1)?),
-            "--accounts" => config.accounts = number(&flag, &value()?, 1)?,
-            "--tasks" => config.tasks = number(&flag, &value()?, 1)?,
-            "--n3" => config.n3 = number(&flag, &value()?, 1)?,
-            "--n4" => config.n4 = number(&flag, &value()?, 1)?,
-            "--batch" => config.batch = number(&flag, &value()?, 1)?,
-            "--repeat" => config.repeat = number(&flag, &value()?, 1)?,
-            "--database-url" => config.database_url = value()?,
-            _ => return Err(BenchError::Usage(format!("unknown argument `{flag}`"))),
-        }
+    fn deref(&self) -> &[T] {
+        &self.0
     }
-    config.n2 = n2.unwrap_or(config.n1);
-    Ok(Some(config))
 }
 
-fn number(flag: &str, value: &str, min: usize) -> Result<usize, BenchError> {
+/// A count, written with optional `_` separators, at least 1.
+fn count(value: &str) -> Result<usize, String> {
     let n: usize = value
         .replace('_', "")
         .parse()
-        .map_err(|_| BenchError::Usage(format!("{flag} takes a number, not `{value}`")))?;
-    if n < min {
-        return Err(BenchError::Usage(format!("{flag} must be at least {min}")));
+        .map_err(|_| format!("`{value}` is not a number"))?;
+    if n == 0 {
+        return Err("must be at least 1".to_owned());
     }
     Ok(n)
 }
 
-fn list<T: Copy + fmt::Display + Ord>(value: &str, all: &[T]) -> Result<Vec<T>, BenchError> {
+fn list<T: Copy + fmt::Display + Ord>(value: &str, all: &[T]) -> Result<Selection<T>, String> {
     let mut out = Vec::new();
     for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if name.eq_ignore_ascii_case("all") {
@@ -191,50 +183,50 @@ fn list<T: Copy + fmt::Display + Ord>(value: &str, all: &[T]) -> Result<Vec<T>, 
             .find(|item| item.to_string().eq_ignore_ascii_case(name))
             .ok_or_else(|| {
                 let names: Vec<String> = all.iter().map(|i| i.to_string().to_lowercase()).collect();
-                BenchError::Usage(format!(
-                    "unknown `{name}`: expected one of {}",
-                    names.join(", ")
-                ))
+                format!("unknown `{name}`: expected one of {}", names.join(", "))
             })?;
         out.push(*found);
     }
     out.sort();
     out.dedup();
     if out.is_empty() {
-        return Err(BenchError::Usage(format!("empty list `{value}`")));
+        return Err(format!("empty list `{value}`"));
     }
-    Ok(out)
+    Ok(Selection(out))
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(str::to_owned).collect()
+    fn parse(s: &str) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("annals-bench").chain(s.split_whitespace()))
     }
 
     #[test]
     fn defaults_are_the_design_sizes() {
-        let config = parse(Vec::new()).unwrap().unwrap();
-        assert_eq!(config.backends, Backend::ALL);
-        assert_eq!(config.workloads, Workload::ALL);
+        let config = parse("").unwrap();
+        assert_eq!(*config.backends, Backend::ALL);
+        assert_eq!(*config.workloads, Workload::ALL);
         assert_eq!(
-            (config.n1, config.n2, config.n3),
+            (config.n1, config.n2(), config.n3),
             (DESIGN_N1, DESIGN_N1, DESIGN_N3)
         );
+        assert_eq!(config.many_tasks, 32);
     }
 
     #[test]
     fn flags_take_separate_or_inline_values() {
-        let config = parse(args(
-            "--backend sqlite,MEMORY --workload=w3,w1 --n1 1_000 --n3=5",
-        ))
-        .unwrap()
-        .unwrap();
-        assert_eq!(config.backends, [Backend::Memory, Backend::Sqlite]);
-        assert_eq!(config.workloads, [Workload::W1, Workload::W3]);
-        assert_eq!((config.n1, config.n2, config.n3), (1_000, 1_000, 5));
+        let config =
+            parse("--backend sqlite,MEMORY --workload=w3,w1,W6 --n1 1_000 --n3=5").unwrap();
+        assert_eq!(*config.backends, [Backend::Memory, Backend::Sqlite]);
+        assert_eq!(
+            *config.workloads,
+            [Workload::W1, Workload::W3, Workload::W6]
+        );
+        assert_eq!((config.n1, config.n2(), config.n3), (1_000, 1_000, 5));
     }
 
     #[test]
@@ -244,11 +236,14 @@ mod tests {
             ("--n1 ten", "ten"),
             ("--tasks 0", "--tasks"),
             ("--frobnicate", "--frobnicate"),
-            ("--n3", "needs a value"),
+            ("--n3", "--n3"),
         ] {
-            let err = parse(args(input)).unwrap_err().to_string();
+            let err = parse(input).unwrap_err().to_string();
             assert!(err.contains(needle), "{input}: {err}");
         }
-        assert!(parse(args("--help")).unwrap().is_none());
+        assert_eq!(
+            parse("--help").unwrap_err().kind(),
+            clap::error::ErrorKind::DisplayHelp
+        );
     }
 }

@@ -5,9 +5,6 @@ use annals_examples::bank::AccountError;
 /// Why a benchmark run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    /// The command line was not understood.
-    #[error("{0}")]
-    Usage(String),
     /// A raw sqlx baseline query failed.
     #[error("raw {backend} baseline: {operation} failed")]
     Sqlx {
@@ -18,6 +15,15 @@ pub enum BenchError {
         /// The database error.
         #[source]
         source: sqlx::Error,
+    },
+    /// A file system operation failed.
+    #[error("cannot {what}")]
+    Io {
+        /// What the harness was doing.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
     },
     /// The annals store failed.
     #[error(transparent)]

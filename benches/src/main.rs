@@ -1,4 +1,4 @@
-//! The benchmark harness of DESIGN.md "Performance": workloads W1-W4 through annals on the
+//! The benchmark harness of DESIGN.md "Performance": workloads W1-W6 through annals on the
 //! memory, SQLite and PostgreSQL stores, each beside a hand-written raw sqlx baseline doing
 //! the same logical work, printed as `RESULT` and `RATIO` lines. See docs/performance.md.
 
@@ -21,17 +21,7 @@ use crate::error::BenchError;
 use crate::report::{Impl, Measurement};
 
 fn main() -> ExitCode {
-    let config = match cli::parse(std::env::args().skip(1)) {
-        Ok(Some(config)) => config,
-        Ok(None) => {
-            print!("{}", cli::USAGE);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}\n\n{}", cli::USAGE);
-            return ExitCode::from(2);
-        }
-    };
+    let config = <Config as clap::Parser>::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,20 +56,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Runs every selected backend and workload, printing lines as they come; returns them.
 async fn run(config: &Config) -> Result<Vec<Measurement>, BenchError> {
     println!(
-        "sizes: n1={} n2={} accounts={} tasks={} n3={} n4={} batch={} repeat={} \
-         (cores: {})",
+        "sizes: n1={} n2={} accounts={} tasks={} n3={} n4={} n5={} n6={} many_tasks={} \
+         batch={} repeat={} (cores: {})",
         config.n1,
-        config.n2,
+        config.n2(),
         config.accounts,
         config.tasks,
         config.n3,
         config.n4,
+        config.n5,
+        config.n6,
+        config.many_tasks,
         config.batch,
         config.repeat,
         std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
     );
     let mut results = Vec::new();
-    for &backend in &config.backends {
+    for &backend in config.backends.iter() {
         match backend {
             Backend::Memory => {
                 bench(backends::MemorySetup, config, &mut results).await?;
@@ -110,7 +103,7 @@ async fn bench<B: Setup>(
     results: &mut Vec<Measurement>,
 ) -> Result<(), BenchError> {
     let mut outcome = Ok(());
-    for &workload in &config.workloads {
+    for &workload in config.workloads.iter() {
         outcome = workload_pair(&mut setup, config, workload, results).await;
         if outcome.is_err() {
             break;
@@ -151,16 +144,38 @@ async fn workload_pair<B: Setup>(
             let elapsed = annals_runs::sequential(store, &commands, accounts).await?;
             measure(Impl::Annals, config.n1, elapsed, Vec::new())
         }
-        Workload::W2 => {
-            let commands = plan::commands(config.n2, accounts);
+        Workload::W2 | Workload::W5 => {
+            let (n, tasks) = concurrency(config, workload);
+            let commands = plan::commands(n, accounts);
             let (elapsed, conflicts) =
-                annals_runs::concurrent(store, &commands, accounts, config.tasks).await?;
+                annals_runs::concurrent(store, &commands, accounts, tasks).await?;
             measure(
                 Impl::Annals,
-                config.n2,
+                n,
                 elapsed,
-                vec![("tasks", config.tasks as u64), ("conflicts", conflicts)],
+                vec![("tasks", tasks as u64), ("conflicts", conflicts)],
             )
+        }
+        Workload::W6 => {
+            // Before the jittered backoff: retries at once, as many attempts as the raw
+            // baseline. Then annals' defaults.
+            let eager = annals::Backoff::none();
+            let hot = annals_runs::hot_stream(
+                store.clone(),
+                0,
+                config.n6,
+                config.many_tasks,
+                Some(eager),
+            )
+            .await?;
+            record(
+                results,
+                measure(Impl::AnnalsNoBackoff, config.n6, hot.elapsed, hot.extra()),
+            );
+            // Another account of the same store: the same schema, a stream of the same
+            // length.
+            let hot = annals_runs::hot_stream(store, 1, config.n6, config.many_tasks, None).await?;
+            measure(Impl::Annals, config.n6, hot.elapsed, hot.extra())
         }
         Workload::W3 => {
             let elapsed = annals_runs::rehydrate(store, config.n3, config.repeat).await?;
@@ -188,19 +203,24 @@ async fn workload_pair<B: Setup>(
             let elapsed = raw::sequential(&raw, &commands, accounts).await?;
             measure(Impl::Raw, config.n1, elapsed, Vec::new())
         }
-        Workload::W2 => {
-            let commands = plan::commands(config.n2, accounts);
-            let (elapsed, tally) = raw::concurrent(&raw, &commands, accounts, config.tasks).await?;
+        Workload::W2 | Workload::W5 => {
+            let (n, tasks) = concurrency(config, workload);
+            let commands = plan::commands(n, accounts);
+            let (elapsed, tally) = raw::concurrent(&raw, &commands, accounts, tasks).await?;
             measure(
                 Impl::Raw,
-                config.n2,
+                n,
                 elapsed,
                 vec![
-                    ("tasks", config.tasks as u64),
+                    ("tasks", tasks as u64),
                     ("conflicts", tally.conflicts),
                     ("retries", tally.retries),
                 ],
             )
+        }
+        Workload::W6 => {
+            let hot = raw::hot_stream(&raw, config.n6, config.many_tasks).await?;
+            measure(Impl::Raw, config.n6, hot.elapsed, hot.extra())
         }
         Workload::W3 => {
             let elapsed = raw::rehydrate(&raw, config.n3, config.repeat).await?;
@@ -219,6 +239,14 @@ async fn workload_pair<B: Setup>(
     raw::RawBaseline::close(&raw).await;
     record(results, baseline);
     Ok(())
+}
+
+/// W2's or W5's commands and tasks.
+fn concurrency(config: &Config, workload: Workload) -> (usize, usize) {
+    match workload {
+        Workload::W5 => (config.n5, config.many_tasks),
+        _ => (config.n2(), config.tasks),
+    }
 }
 
 fn expected_w4(config: &Config) -> plan::Expected {
@@ -244,17 +272,20 @@ mod tests {
     async fn every_backend_runs_every_workload() {
         let config = Config {
             n1: 300,
-            n2: 300,
+            n2: Some(300),
             accounts: 25,
             n3: 500,
             n4: 700,
+            n5: 400,
+            n6: 200,
+            many_tasks: 16,
             batch: 64,
             repeat: 1,
             ..Config::default()
         };
         let results = run(&config).await.unwrap();
         let lines: Vec<String> = results.iter().map(ToString::to_string).collect();
-        for workload in ["W1", "W2", "W3", "W4"] {
+        for workload in ["W1", "W2", "W3", "W4", "W5", "W6"] {
             let shape = format!("impl=annals backend=memory workload={workload} ");
             assert!(
                 lines.iter().any(|l| l.contains(&shape)),
@@ -271,6 +302,12 @@ mod tests {
             }
         }
         assert!(lines.iter().all(|l| l.starts_with("RESULT ")));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("impl=annals-no-backoff backend=sqlite workload=W6 ")),
+            "{lines:#?}"
+        );
         assert_eq!(
             report::ratios(&results).len(),
             results.iter().filter(|m| m.imp == Impl::Raw).count()

@@ -204,3 +204,60 @@ mod tests {
         }
     }
 }
+
+/// What W6 deposits each time into its one hot account.
+pub const HOT_DEPOSIT: u64 = 100;
+
+/// The step W6 repeats: a deposit into its hot account (opened before the clock starts).
+pub const fn hot_step(account: usize) -> Step {
+    Step {
+        account,
+        op: Op::Deposit(HOT_DEPOSIT),
+    }
+}
+
+/// How many of `n` commands task `task` of `tasks` runs (the remainder goes to the first
+/// tasks).
+pub fn share(n: usize, tasks: usize, task: usize) -> usize {
+    let tasks = tasks.max(1);
+    n / tasks + usize::from(task < n % tasks)
+}
+
+/// What W6 did: the time, and how many commands succeeded or gave up on a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hot {
+    /// Wall-clock time of all the commands.
+    pub elapsed: std::time::Duration,
+    /// Concurrent tasks.
+    pub tasks: usize,
+    /// Commands that appended their deposit.
+    pub succeeded: u64,
+    /// Commands that gave up after their attempts.
+    pub conflicts: u64,
+}
+
+impl Hot {
+    /// Checks the hot account against the successful deposits: one event each after the
+    /// opening, `HOT_DEPOSIT` each.
+    pub fn check(&self, what: &str, version: u64, balance: u64) -> Result<(), String> {
+        let expected = (1 + self.succeeded, HOT_DEPOSIT * self.succeeded);
+        if (version, balance) != expected {
+            return Err(format!(
+                "{what}: the hot account is at (version, balance) ({version}, {balance}), \
+                 expected {expected:?} after {} successful deposits",
+                self.succeeded
+            ));
+        }
+        Ok(())
+    }
+
+    /// The RESULT line's extra fields: tasks, conflicts and their share in percent.
+    pub fn extra(&self) -> Vec<(&'static str, u64)> {
+        let total = (self.succeeded + self.conflicts).max(1);
+        vec![
+            ("tasks", self.tasks as u64),
+            ("conflicts", self.conflicts),
+            ("conflict_pct", (self.conflicts * 100 + total / 2) / total),
+        ]
+    }
+}

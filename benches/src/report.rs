@@ -10,6 +10,8 @@ use crate::cli::{Backend, Workload};
 pub enum Impl {
     /// annals' repository, stores and projection runner.
     Annals,
+    /// annals retrying conflicts at once, without backoff (W6's "before").
+    AnnalsNoBackoff,
     /// Hand-written sqlx.
     Raw,
 }
@@ -18,6 +20,7 @@ impl fmt::Display for Impl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Impl::Annals => "annals",
+            Impl::AnnalsNoBackoff => "annals-no-backoff",
             Impl::Raw => "raw",
         })
     }
@@ -32,11 +35,11 @@ pub struct Measurement {
     pub backend: Backend,
     /// What.
     pub workload: Workload,
-    /// Commands (W1, W2) or events (W3, W4) processed.
+    /// Commands (W1, W2, W5, W6) or events (W3, W4) processed.
     pub n: u64,
     /// Wall-clock time.
     pub elapsed: Duration,
-    /// Extra `key=value` pairs (W2's conflicts).
+    /// Extra `key=value` pairs (conflicts, tasks).
     pub extra: Vec<(&'static str, u64)>,
 }
 

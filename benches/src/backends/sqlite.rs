@@ -26,7 +26,10 @@ impl SqliteSetup {
         let dir = tempfile::Builder::new()
             .prefix("annals-bench-")
             .tempdir()
-            .map_err(|e| BenchError::Usage(format!("cannot create a temporary directory: {e}")))?;
+            .map_err(|source| BenchError::Io {
+                what: "create a temporary directory",
+                source,
+            })?;
         Ok(SqliteSetup { dir })
     }
 }
@@ -130,8 +133,9 @@ impl Setup for SqliteSetup {
     }
 
     async fn finish(self) -> Result<(), BenchError> {
-        self.dir
-            .close()
-            .map_err(|e| BenchError::Usage(format!("cannot remove the temporary directory: {e}")))
+        self.dir.close().map_err(|source| BenchError::Io {
+            what: "remove the temporary directory",
+            source,
+        })
     }
 }

@@ -257,6 +257,49 @@ pub async fn concurrent<R: RawBaseline>(
     Ok((elapsed, tally))
 }
 
+/// W6, raw: `n` deposits into one account over `tasks` tasks, each retried at once up to
+/// [`MAX_ATTEMPTS`] times on a conflict.
+pub async fn hot_stream<R: RawBaseline>(
+    raw: &R,
+    n: usize,
+    tasks: usize,
+) -> Result<plan::Hot, BenchError> {
+    let account = 0;
+    let open = Step {
+        account,
+        op: Op::Open,
+    };
+    raw.execute(&open, &mut Tally::default()).await?;
+    let start = Instant::now();
+    let workers: Vec<_> = (0..tasks)
+        .map(|task| {
+            let raw = raw.clone();
+            let count = plan::share(n, tasks, task);
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                for _ in 0..count {
+                    raw.execute(&plan::hot_step(account), &mut tally).await?;
+                }
+                Ok::<_, BenchError>(tally)
+            })
+        })
+        .collect();
+    let mut conflicts = 0;
+    for worker in workers {
+        conflicts += worker.await??.conflicts;
+    }
+    let hot = plan::Hot {
+        elapsed: start.elapsed(),
+        tasks,
+        succeeded: n as u64 - conflicts,
+        conflicts,
+    };
+    let account = raw.load(&plan::account_id(account)).await?;
+    hot.check("raw W6", account.version, account.balance)
+        .map_err(BenchError::Verify)?;
+    Ok(hot)
+}
+
 /// W3, raw: writes one stream of `n` events (untimed), then times its load `repeat` times
 /// and returns the median.
 pub async fn rehydrate<R: RawBaseline>(

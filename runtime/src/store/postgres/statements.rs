@@ -133,13 +133,13 @@ impl Statements {
                  ORDER BY tx_id, position LIMIT $4"
             ))
             .into(),
-            // One index range per type, merged: the plan needs no statistics to be good.
+            // One index range per type (`annals_log_of_type`, migration 5), merged: the plan
+            // needs no statistics to be good.
             read_log_types: read_log_sql(&format!(
                 "SELECT e.* FROM unnest($5::text[]) AS t(wanted) CROSS JOIN LATERAL ( \
-                     SELECT {EVENT_COLUMNS}, tx_id, tx_id::text AS tx FROM {events} \
-                     WHERE event_type = t.wanted AND (tx_id, position) > ($1::text::xid8, $2) \
-                     AND tx_id < (SELECT horizon FROM h) AND position > $3 \
-                     ORDER BY tx_id, position LIMIT $4 \
+                     SELECT {EVENT_COLUMNS}, tx_id, tx_id::text AS tx \
+                     FROM {schema}.annals_log_of_type(t.wanted, $1::text::xid8, $2, \
+                         (SELECT horizon FROM h), $3, $4) \
                  ) e ORDER BY e.tx_id, e.position LIMIT $4"
             ))
             .into(),
