@@ -127,7 +127,11 @@ impl EventStore for StreamOnlyStore {
             .filter(|e| e.meta.version >= range.from)
             .filter(|e| range.to.is_none_or(|to| e.meta.version <= to))
             .take_while(|e| range.until.is_none_or(|until| e.meta.recorded_at <= until))
-            .take(range.limit.map_or(usize::MAX, |n| n as usize))
+            .take(
+                range
+                    .limit
+                    .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+            )
             .cloned()
             .collect())
     }
