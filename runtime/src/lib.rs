@@ -17,7 +17,7 @@ pub mod store;
 pub mod testing;
 
 pub use aggregate::{fingerprint, Aggregate, Command, Handle, StreamPolicy};
-pub use consistency::wait_for_checkpoint;
+pub use consistency::{wait_for_checkpoint, wait_for_checkpoints};
 pub use error::{Error, ExecuteError, ProjectionError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};
 pub use projection::{Progress, Projection, ProjectionRunner, Runner, Status, DEFAULT_RUN_BACKOFF};

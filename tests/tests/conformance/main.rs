@@ -196,6 +196,7 @@ conformance! {
     ],
     full: [
         projection_cases::waiting_for_a_commands_position("needs checkpoints and the global log"),
+        projection_cases::waiting_for_every_runner_of_a_set("needs checkpoints and the global log"),
         validation_cases::runner_names_are_checked("needs checkpoints and leases"),
         store_cases::stream_version_and_head("needs the global log (EventLog)"),
         store_cases::positions_strictly_increase("needs the global log (EventLog)"),

@@ -132,6 +132,9 @@ pub async fn runner_names_are_checked<S: Store>(store: S) {
         }
         other => panic!("a runner named 10 KB returned {other:?}"),
     }
-    assert!(runner.projection().seen.is_empty(), "handled before failing");
+    assert!(
+        runner.projection().seen.is_empty(),
+        "handled before failing"
+    );
     assert!(runner.status().await.is_err());
 }
