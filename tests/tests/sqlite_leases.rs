@@ -280,7 +280,8 @@ async fn two_processes_on_one_file_never_both_run_a_projection() {
     };
     write(&store, 150, 150).await;
     caught_up(&store).await;
-    settled(&child_seen, 300 - own_seen.lock().unwrap().len()).await;
+    let own_count = own_seen.lock().unwrap().len();
+    settled(&child_seen, 300 - own_count).await;
     if let (Some(stop), Some(own)) = (stop_own, own) {
         stop.send(()).unwrap();
         own.await.unwrap();
