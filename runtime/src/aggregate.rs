@@ -65,6 +65,77 @@ pub trait Command: Clone + Send + Sync + 'static {
 
     /// The id of the target aggregate (the field marked `#[command(id)]`).
     fn aggregate_id(&self) -> &<Self::Aggregate as Aggregate>::Id;
+
+    /// What the command says, recorded with its command id so that the id reused by a
+    /// different command is refused instead of answered with the first one's outcome.
+    ///
+    /// `#[derive(Command)]` returns [`fingerprint`] of the type's name and its JSON when the
+    /// command implements `Serialize`, and `None` otherwise (such a command's id is only
+    /// checked against its stream).
+    fn fingerprint(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A command fingerprint: the SHA-256, in hex, of `name`, a NUL and `command`'s JSON.
+/// Stable across processes and builds while the command's name and fields stay the same.
+///
+/// ```
+/// #[derive(serde::Serialize)]
+/// struct Deposit { account: u32, amount: u64 }
+///
+/// let a = annals::fingerprint("Deposit", &Deposit { account: 1, amount: 5 });
+/// let b = annals::fingerprint("Deposit", &Deposit { account: 1, amount: 6 });
+/// assert_eq!(a.as_ref().map(String::len), Some(64));
+/// assert_ne!(a, b);
+/// ```
+pub fn fingerprint<T: serde::Serialize + ?Sized>(name: &str, command: &T) -> Option<String> {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    let json = serde_json::to_vec(command).ok()?;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(name.as_bytes());
+    hasher.update([0]);
+    hasher.update(&json);
+    let mut hex = String::with_capacity(64);
+    for byte in hasher.finalize().iter() {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    Some(hex)
+}
+
+/// Picks [`fingerprint`] for a `Serialize` command and `None` otherwise, by method
+/// resolution: `(&&&FingerprintProbe(command)).fingerprint(name)`.
+#[doc(hidden)]
+pub struct FingerprintProbe<'a, T>(pub &'a T);
+
+/// The two resolutions of [`FingerprintProbe`].
+#[doc(hidden)]
+pub mod fingerprint_probe {
+    use super::FingerprintProbe;
+
+    /// The command implements `Serialize`.
+    pub trait Serialized {
+        /// Its fingerprint.
+        fn fingerprint(&self, name: &str) -> Option<String>;
+    }
+    impl<T: serde::Serialize> Serialized for &&FingerprintProbe<'_, T> {
+        fn fingerprint(&self, name: &str) -> Option<String> {
+            super::fingerprint(name, self.0)
+        }
+    }
+
+    /// It does not: no fingerprint.
+    pub trait Unserialized {
+        /// `None`.
+        fn fingerprint(&self, name: &str) -> Option<String>;
+    }
+    impl<T> Unserialized for &FingerprintProbe<'_, T> {
+        fn fingerprint(&self, _name: &str) -> Option<String> {
+            None
+        }
+    }
 }
 
 /// The handler of command `C` on an aggregate, generated for each `#[command]` method.

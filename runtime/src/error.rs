@@ -67,6 +67,20 @@ pub enum StoreError {
         /// The event's type.
         event_type: String,
     },
+    /// An append repeated a command id already recorded for a different command (another
+    /// fingerprint); nothing was appended and the first command's outcome stands.
+    #[error(
+        "command id {command_id} was already used by a different command; \
+         refusing to append to {stream_type}/{stream_id} under it (give each command its own id)"
+    )]
+    CommandIdMismatch {
+        /// The reused command id.
+        command_id: uuid::Uuid,
+        /// Stream type of the refused append.
+        stream_type: String,
+        /// Stream id of the refused append.
+        stream_id: String,
+    },
     /// A schema name or other configuration was refused.
     #[error("invalid configuration: {0}")]
     Config(String),

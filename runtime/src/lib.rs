@@ -16,8 +16,8 @@ pub mod source;
 pub mod store;
 pub mod testing;
 
-pub use aggregate::{Aggregate, Command, Handle, StreamPolicy};
-pub use consistency::wait_for_checkpoint;
+pub use aggregate::{fingerprint, Aggregate, Command, Handle, StreamPolicy};
+pub use consistency::{wait_for_checkpoint, wait_for_checkpoints};
 pub use error::{Error, ExecuteError, ProjectionError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};
 pub use projection::{Progress, Projection, ProjectionRunner, Runner, Status, DEFAULT_RUN_BACKOFF};
@@ -50,9 +50,9 @@ pub use uuid::Uuid;
 pub mod __private {
     pub use crate::aggregate::{
         assert_aggregate_default, assert_command_clone, assert_command_of,
-        assert_declared_aggregate, assert_event_of, id_check, AggregateDefault, AggregateId,
-        ApplyEvent, CommandClone, CommandOf, DeclaredAggregate, DispatchEvents, EventOf,
-        HandlerResult, IdCheck,
+        assert_declared_aggregate, assert_event_of, fingerprint_probe, id_check, AggregateDefault,
+        AggregateId, ApplyEvent, CommandClone, CommandOf, DeclaredAggregate, DispatchEvents,
+        EventOf, FingerprintProbe, HandlerResult, IdCheck,
     };
     pub use crate::event::{
         codec, const_str_eq, from_json, from_json_value, names_collide, serde_probe, to_json_value,

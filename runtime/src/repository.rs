@@ -469,8 +469,10 @@ where
     }
 
     /// Executes a command with metadata: a command id (a second execution with the same id
-    /// appends nothing and returns the first one's events), correlation and causation ids and
-    /// headers stored with every event.
+    /// appends nothing and returns the first one's events; a different command under the
+    /// same id, told apart by [`Command::fingerprint`], fails with
+    /// [`StoreError::CommandIdMismatch`] and appends nothing), correlation and causation ids
+    /// and headers stored with every event.
     #[cfg_attr(
         feature = "tracing",
         tracing::instrument(
@@ -490,7 +492,7 @@ where
     pub async fn execute_with<C>(
         &self,
         command: C,
-        meta: CommitMeta,
+        mut meta: CommitMeta,
     ) -> Result<Executed<A::Event>, ExecuteError<A::Error>>
     where
         C: Command<Aggregate = A>,
@@ -501,8 +503,13 @@ where
         tracing::Span::current().record("annals.stream_id", stream_id.as_str());
         validate_stream(StreamRef::new(A::NAME, &stream_id))?;
         if let Some(command_id) = meta.command_id {
+            if meta.fingerprint.is_none() {
+                meta.fingerprint = command.fingerprint();
+            }
             if let Some(first) = self.store.command_outcome(command_id).await? {
-                return self.replay_outcome(stream_id, command_id, &first).await;
+                return self
+                    .replay_outcome(stream_id, command_id, &first, &meta)
+                    .await;
             }
         }
         let policy = A::policy(&command);
@@ -551,7 +558,9 @@ where
                     // Another execution with the same command id won the race (stores report
                     // duplicates only for appends that carry a command id).
                     let command_id = meta.command_id.unwrap_or_default();
-                    return self.replay_outcome(stream_id, command_id, &outcome).await;
+                    return self
+                        .replay_outcome(stream_id, command_id, &outcome, &meta)
+                        .await;
                 }
                 Ok(outcome) => {
                     for event in &events {
@@ -653,12 +662,14 @@ where
     }
 
     /// The events of the first execution of `command_id`, read back from this command's
-    /// stream.
+    /// stream; refused when that execution was on another stream or, by its fingerprint,
+    /// of another command.
     async fn replay_outcome(
         &self,
         stream_id: String,
         command_id: Uuid,
         first: &AppendOutcome,
+        meta: &CommitMeta,
     ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
         // An empty append reports the stream's version as both first and last version, like
         // a one-event append does; only its position (0) tells them apart.
@@ -680,8 +691,15 @@ where
                     stream_id,
                 });
             }
+            // Same stream: now whether it was the same command.
+            first
+                .clone()
+                .repeated_by(StreamRef::new(A::NAME, &stream_id), meta)?;
             decode_all::<A::Event>(&recorded)?
         } else {
+            first
+                .clone()
+                .repeated_by(StreamRef::new(A::NAME, &stream_id), meta)?;
             Vec::new()
         };
         Ok(Executed {

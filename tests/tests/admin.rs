@@ -6,13 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use annals::admin::{Admin, AdminArgs, AdminStore};
 use annals::store::{EventStore, NewEvent};
 use annals::{CommitMeta, ExpectedVersion, Repository, StreamRef, Uuid};
 use annals_examples::bank::{Account, Deposit, OpenAccount};
-use annals_examples::shop::{AddStock, ConfirmOrder, Inventory, Order, PlaceOrder};
+use annals_examples::shop::{AddStock, ConfirmOrder, Inventory, Order, OrderPlaced, PlaceOrder};
 use annals_tests::TempDir;
 use serde_json::{json, Value};
 
@@ -837,6 +839,140 @@ async fn help_goes_to_the_output_with_exit_code_0() {
     assert!(missing.out.is_empty() && !missing.err.is_empty());
 }
 
+/// Fails on orders of 5 always, and on orders of 1 while `flaky` is set.
+struct Picky {
+    flaky: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("order of {0} refused")]
+struct Refused(u32);
+
+#[annals::projection(name = "picky")]
+impl Picky {
+    #[on]
+    fn placed(&mut self, e: &OrderPlaced) -> Result<(), Refused> {
+        if e.quantity == 5 || (e.quantity == 1 && self.flaky.load(Ordering::SeqCst)) {
+            return Err(Refused(e.quantity));
+        }
+        Ok(())
+    }
+}
+
+/// `parked list | retry | skip`: a runner parks o-2's and o-3's `OrderPlaced`; retrying
+/// o-3's fails again (still parked, one more attempt), o-2's goes through once its cause is
+/// gone, o-3's is skipped; unknown and resolved ids are errors.
+async fn parked<F: Fixture>(store: &F) {
+    let flaky = Arc::new(AtomicBool::new(true));
+    let make = {
+        let flaky = Arc::clone(&flaky);
+        move || Picky {
+            flaky: Arc::clone(&flaky),
+        }
+    };
+    let admin = store.admin().projection(make.clone());
+    let none = run(&admin, &["parked", "list"]).await;
+    none.expect(0);
+    assert_eq!(none.out.trim(), "no parked events");
+    let seeded = seed(store).await;
+    let mut runner = annals::ProjectionRunner::new(store.clone(), make())
+        .park_after(2)
+        .retry_backoff(annals::Backoff::none());
+    runner
+        .catch_up()
+        .await
+        .expect("the runner parks and goes on");
+
+    let listed = run(&admin, &["parked", "list", "--json"]).await;
+    listed.expect(0);
+    let listed = listed.json();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(listed[0]["position"], seeded.placed_o2);
+    assert_eq!(listed[0]["stream_id"], "o-2");
+    assert_eq!(listed[1]["stream_id"], "o-3");
+    for entry in &listed {
+        assert_eq!(entry["runner"], "picky");
+        assert_eq!(entry["event_type"], "OrderPlaced");
+        assert_eq!(entry["attempts"], 2);
+        assert_eq!(entry["resolution"], Value::Null);
+    }
+    assert!(listed[1]["error"]
+        .as_str()
+        .unwrap()
+        .contains("order of 5 refused"));
+    let (o2, o3) = (
+        listed[0]["id"].as_u64().unwrap(),
+        listed[1]["id"].as_u64().unwrap(),
+    );
+
+    let text = run(&admin, &["parked", "list", "--runner", "picky"]).await;
+    text.expect(0);
+    let header: Vec<&str> = text
+        .out
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["ID", "RUNNER", "POSITION", "EVENT", "STREAM", "ATTEMPTS", "PARKED", "STATUS"]
+    );
+    assert!(text.out.contains("Order/o-3"), "{}", text.out);
+    assert!(
+        text.out
+            .contains(&format!("{o3}: projection `picky` failed")),
+        "{}",
+        text.out
+    );
+    let other = run(&admin, &["parked", "list", "--runner", "shop_view"]).await;
+    assert_eq!(other.out.trim(), "no parked events");
+
+    // o-3 still fails: exit 3 with the handler's error, still parked, one more attempt.
+    let again = run(&admin, &["parked", "retry", &o3.to_string()]).await;
+    again.expect(3);
+    assert!(again.err.contains("order of 5 refused"), "{}", again.err);
+    let still = run(&admin, &["parked", "list", "--json"]).await.json();
+    assert_eq!(still.len(), 2);
+    assert_eq!(still[1]["attempts"], 3);
+
+    // o-2's cause is gone: retried, out of the parking.
+    flaky.store(false, Ordering::SeqCst);
+    let retried = run(&admin, &["parked", "retry", &o2.to_string()]).await;
+    retried.expect(0);
+    assert_eq!(
+        retried.out.trim(),
+        format!(
+            "retried parked event {o2} (runner `picky`, position {}, `OrderPlaced` in Order/o-2): \
+             handled, no longer parked",
+            seeded.placed_o2
+        )
+    );
+    let skipped = run(&admin, &["parked", "skip", &o3.to_string(), "--json"]).await;
+    skipped.expect(0);
+    assert_eq!(
+        skipped.json(),
+        [json!({ "id": o3, "runner": "picky", "resolution": "skipped" })]
+    );
+    let empty = run(&admin, &["parked", "list"]).await;
+    assert_eq!(empty.out.trim(), "no parked events");
+    let all = run(&admin, &["parked", "list", "--all", "--json"])
+        .await
+        .json();
+    let resolutions: Vec<&Value> = all.iter().map(|e| &e["resolution"]).collect();
+    assert_eq!(resolutions, [&json!("retried"), &json!("skipped")]);
+
+    for args in [
+        ["parked", "skip", &o3.to_string()],
+        ["parked", "retry", "999"],
+    ] {
+        let refused = run(&admin, &args).await;
+        refused.expect(3);
+        assert!(refused.err.contains("no parked event"), "{}", refused.err);
+    }
+    run(&admin, &["parked", "retry"]).await.expect(2);
+}
+
 /// One test per scenario and store.
 macro_rules! on_every_store {
     ($($scenario:ident),* $(,)?) => {
@@ -871,4 +1007,11 @@ macro_rules! on_every_store {
     };
 }
 
-on_every_store!(streams_list, streams_show, projections, verify, embedded);
+on_every_store!(
+    streams_list,
+    streams_show,
+    projections,
+    verify,
+    embedded,
+    parked
+);

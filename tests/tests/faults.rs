@@ -339,8 +339,8 @@ async fn head_ahead_of_events<S: RawSql>(store: S) {
     assert_eq!(stored.len(), 3, "something was appended");
 }
 
-/// An event's version was moved out of the sequence (SQLite: -3, PostgreSQL, which checks
-/// `version > 0`: +100): loading names the stream, the version expected and the version
+/// An event's version was moved out of the sequence (both stores check `version > 0`, so
+/// upwards): loading names the stream, the version expected and the version
 /// found, instead of skipping the event, and a command appends nothing.
 async fn versions_run_from_one<S: RawSql>(store: S, moved_to: &str) {
     let repo = Repository::<Tally, S>::new(store.clone());
@@ -405,6 +405,191 @@ async fn last_event_out_of_sequence<S: RawSql>(store: S, moved_to: &str) {
     );
 }
 
+/// A stream version of 0 or below is refused by the schema itself (SQLite migration 5,
+/// PostgreSQL from its first schema), on events and on stream heads, naming the constraint.
+async fn versions_below_one_are_refused<S: RawSql + TrySql>(store: S) {
+    let repo = Repository::<Tally, S>::new(store.clone());
+    tally_with(&repo, "negative", 2).await;
+    for sql in [
+        "UPDATE annals_events SET version = -3 WHERE stream_id = 'negative' AND version = 2",
+        "UPDATE annals_events SET version = 0 WHERE stream_id = 'negative' AND version = 1",
+        "UPDATE annals_streams SET version = -1 WHERE stream_id = 'negative'",
+    ] {
+        let error = store.try_raw(sql).await.expect_err(sql);
+        assert!(
+            error.contains("version_check") || error.contains("version_positive"),
+            "{sql}: {error}"
+        );
+    }
+    let loaded = repo.load(&"negative".to_owned()).await.unwrap();
+    assert_eq!((loaded.version, loaded.state.total), (3, 3));
+}
+
+/// Raw SQL that may fail: its error as text.
+trait TrySql {
+    async fn try_raw(&self, sql: &str) -> Result<(), String>;
+}
+
+impl TrySql for annals::SqliteStore {
+    async fn try_raw(&self, sql: &str) -> Result<(), String> {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(self.pool())
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl TrySql for annals::PgStore {
+    async fn try_raw(&self, sql: &str) -> Result<(), String> {
+        let schema = format!("\"{}\".", self.schema());
+        let sql = sql.replace("annals_", &format!("{schema}annals_"));
+        sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .execute(self.pool())
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[tokio::test]
+async fn sqlite_versions_below_one_are_refused() {
+    let (store, _dir) = sqlite().await;
+    versions_below_one_are_refused(store).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_versions_below_one_are_refused() {
+    let store = postgres().await;
+    let schema = store.schema().to_owned();
+    run_then(versions_below_one_are_refused(store), drop_schema(&schema)).await;
+}
+
+/// A SQLite file written by schema 4 (before fingerprints and version checks): migration 5
+/// rebuilds the events and streams tables keeping every row, position, index and the
+/// position counter; command ids recorded before it still return their first outcome.
+#[tokio::test]
+async fn sqlite_migration_5_keeps_rows_and_old_command_ids() {
+    use sqlx::Connection;
+    let dir = TempDir::new();
+    let path = dir.0.join("events.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let schema_4 = [
+        (
+            1,
+            "initial",
+            include_str!("../../runtime/migrations/sqlite/0001_initial.sql"),
+        ),
+        (
+            2,
+            "checkpoints",
+            include_str!("../../runtime/migrations/sqlite/0002_checkpoints.sql"),
+        ),
+        (
+            3,
+            "checkpoint_cursor",
+            include_str!("../../runtime/migrations/sqlite/0003_checkpoint_cursor.sql"),
+        ),
+        (
+            4,
+            "parked",
+            include_str!("../../runtime/migrations/sqlite/0004_parked.sql"),
+        ),
+    ];
+    sqlx::raw_sql(
+        "CREATE TABLE annals_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at INTEGER NOT NULL) STRICT",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    for (version, name, sql) in schema_4 {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO annals_migrations VALUES (?1, ?2, 0)")
+            .bind(version)
+            .bind(name)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    // Two events of tally/old by command `old`, then a third event deleted again: the
+    // next position must be 4, not 3.
+    let old = annals::Uuid::new_v4();
+    let insert = "INSERT INTO annals_events (stream_type, stream_id, version, event_type, \
+        event_version, event_id, command_id, recorded_at, headers, payload) \
+        VALUES ('tally', 'old', ?1, ?2, 1, ?3, ?4, 0, '{}', ?5)";
+    for (version, event_type, payload, command) in [
+        (1, "Opened", "{}", None),
+        (2, "Added", r#"{"by":5,"seen":0}"#, Some(old)),
+        (3, "Added", r#"{"by":1,"seen":5}"#, None),
+    ] {
+        sqlx::query(insert)
+            .bind(version)
+            .bind(event_type)
+            .bind(annals::Uuid::new_v4().hyphenated().to_string())
+            .bind(command.map(|c: annals::Uuid| c.hyphenated().to_string()))
+            .bind(payload)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM annals_events WHERE version = 3; \
+         INSERT INTO annals_streams VALUES ('tally', 'old', 2); \
+         INSERT INTO annals_commands VALUES ('{}', 'tally', 'old', 2, 2, 2);",
+        old.hyphenated()
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    let store = annals::SqliteStore::open(&path).await.unwrap();
+    let repo = Repository::<Tally, _>::new(store.clone());
+    let loaded = repo.load(&"old".to_owned()).await.unwrap();
+    assert_eq!((loaded.version, loaded.state.total), (2, 5));
+    // The old command id, recorded without a fingerprint: still its first outcome.
+    let again = repo
+        .execute_with(
+            Add {
+                tally: "old".to_owned(),
+                by: 5,
+            },
+            annals::CommitMeta::new().command_id(old),
+        )
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!((again.version, again.position), (2, 2));
+    let next = repo
+        .execute(Add {
+            tally: "old".to_owned(),
+            by: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!((next.version, next.position), (3, 4));
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'annals_events' \
+         AND name NOT LIKE 'sqlite_autoindex%'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(indexes, ["annals_events_by_type"]);
+    let error = store
+        .try_raw("UPDATE annals_events SET version = -1 WHERE stream_id = 'old'")
+        .await
+        .expect_err("the rebuilt table checks versions");
+    assert!(error.contains("annals_events_version_positive"), "{error}");
+}
+
 #[tokio::test]
 async fn sqlite_head_ahead_of_events_is_corrupt() {
     let (store, _dir) = sqlite().await;
@@ -414,13 +599,13 @@ async fn sqlite_head_ahead_of_events_is_corrupt() {
 #[tokio::test]
 async fn sqlite_versions_run_from_one() {
     let (store, _dir) = sqlite().await;
-    versions_run_from_one(store, "-3").await;
+    versions_run_from_one(store, "102").await;
 }
 
 #[tokio::test]
 async fn sqlite_last_event_out_of_sequence_is_corrupt() {
     let (store, _dir) = sqlite().await;
-    last_event_out_of_sequence(store, "-3").await;
+    last_event_out_of_sequence(store, "1004").await;
 }
 
 #[cfg(feature = "postgres")]

@@ -1367,3 +1367,25 @@ async fn macros_work_inside_macro_rules() {
     let loaded = counters.load(&"c".to_owned()).await.unwrap();
     assert_eq!((loaded.state.total, loaded.version), (3, 1));
 }
+
+/// `#[derive(Command)]` fingerprints a `Serialize` command by its type name and JSON (the
+/// generated enum by the command inside), and a command without `Serialize` not at all.
+#[test]
+fn commands_fingerprint_their_name_and_fields() {
+    let deposit = |cents| Deposit {
+        account: id("a"),
+        cents,
+    };
+    let fingerprint = deposit(5).fingerprint().expect("a Serialize command");
+    assert_eq!(
+        Some(fingerprint.clone()),
+        annals::fingerprint("Deposit", &deposit(5))
+    );
+    assert_eq!(fingerprint.len(), 64);
+    assert_ne!(deposit(6).fingerprint(), Some(fingerprint.clone()));
+    assert_eq!(
+        AccountCommand::from(deposit(5)).fingerprint(),
+        Some(fingerprint)
+    );
+    assert_eq!(Touch { account: id("a") }.fingerprint(), None);
+}

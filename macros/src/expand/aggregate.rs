@@ -418,6 +418,10 @@ fn command_enum(
     let id_arms = variants.iter().map(|(variant, ty)| {
         quote!(#ident::#variant(ref #inner) => <#ty as #root::Command>::aggregate_id(#inner),)
     });
+    // The command inside: the same fingerprint as executing it directly.
+    let fingerprint_arms = variants.iter().map(|(variant, ty)| {
+        quote!(#ident::#variant(ref #inner) => <#ty as #root::Command>::fingerprint(#inner),)
+    });
     let handle_path = |ty: &Type| quote!(<Self as #root::Handle<#ty>>);
     let clone_arms = variants.iter().map(|(variant, _)| {
         quote! {
@@ -479,6 +483,12 @@ fn command_enum(
             fn aggregate_id(&self) -> &<#self_ty as #root::Aggregate>::Id {
                 match *self {
                     #(#id_arms)*
+                }
+            }
+
+            fn fingerprint(&self) -> ::core::option::Option<::std::string::String> {
+                match *self {
+                    #(#fingerprint_arms)*
                 }
             }
         }

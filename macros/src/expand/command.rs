@@ -39,6 +39,8 @@ fn generate(command: &CommandStruct<'_>) -> TokenStream {
     let checks = checks(command, &private);
     let where_clause = guard(ident, command.generics, aggregate, Some(&field.ty), &root);
     let declared = declared(ident, command.generics, aggregate, &private);
+    // The type's own name, not its module path: moving the type keeps its fingerprints.
+    let name = ident.to_string();
     quote! {
         #declared
         #checks
@@ -50,6 +52,13 @@ fn generate(command: &CommandStruct<'_>) -> TokenStream {
             #[inline]
             fn aggregate_id(&self) -> &<Self::Aggregate as #root::Aggregate>::Id {
                 #id
+            }
+
+            fn fingerprint(&self) -> ::core::option::Option<::std::string::String> {
+                // Method resolution picks one of them.
+                #[allow(unused_imports)]
+                use #private::fingerprint_probe::{Serialized as _, Unserialized as _};
+                (&&&#private::FingerprintProbe(self)).fingerprint(#name)
             }
         }
     }

@@ -13,7 +13,7 @@ use super::{
     Admin, AdminError, AdminStore, DecodeFailure, DecodedEvent, VerifyReport, EXIT_FAILED,
     EXIT_PROBLEMS, EXIT_USAGE,
 };
-use crate::store::{RecordedEvent, StreamQuery, StreamRange, StreamRef};
+use crate::store::{ParkedEvent, RecordedEvent, Resolution, StreamQuery, StreamRange, StreamRef};
 
 /// The admin's arguments: a command, and whether to print JSON.
 ///
@@ -31,9 +31,6 @@ pub struct AdminArgs {
 }
 
 /// The admin commands.
-///
-/// Parked events (`parked list | retry | skip`) join these as one more group once
-/// workflows park the events that keep failing.
 #[derive(Debug, Clone, Subcommand)]
 #[non_exhaustive]
 pub enum AdminCommand {
@@ -43,6 +40,10 @@ pub enum AdminCommand {
     /// Projections: position and lag, rebuild, reset.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// Events a runner set aside after its handler kept failing on them (`park_after`):
+    /// list, retry, skip.
+    #[command(subcommand)]
+    Parked(ParkedCommand),
     /// Check that every stored event decodes with the current event types and upcasters
     /// (exit code 1 listing those that do not): run it before a deploy.
     Verify {
@@ -119,9 +120,39 @@ pub enum ProjectionsCommand {
     },
 }
 
+/// `parked ..`: the events runners parked.
+#[derive(Debug, Clone, Subcommand)]
+#[non_exhaustive]
+pub enum ParkedCommand {
+    /// List parked events, oldest first, with the handler's last error.
+    List {
+        /// Only those of this runner (a projection's name).
+        #[arg(long, value_name = "NAME")]
+        runner: Option<String>,
+        /// Also list those already retried or skipped.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Hand a parked event to its projection's handler again: on success it leaves the
+    /// parking (in the handler's transaction); on failure it stays parked with the new
+    /// error, and the command exits with code 3.
+    Retry {
+        /// The parked entry's id (see `parked list`).
+        id: u64,
+    },
+    /// Take a parked event out of the parking without handling it (it stays listed as
+    /// skipped with `parked list --all`).
+    Skip {
+        /// The parked entry's id.
+        id: u64,
+    },
+}
+
 /// The admin as a whole program.
 #[derive(Debug, Parser)]
-#[command(about = "Inspect and maintain the event store: streams, projections, verify")]
+#[command(
+    about = "Inspect and maintain the event store: streams, projections, verify, parked events"
+)]
 struct AdminCli {
     #[command(flatten)]
     args: AdminArgs,
@@ -261,6 +292,39 @@ impl<S: AdminStore> Admin<S> {
                     out.line(&format!(
                         "reset `{name}`: read model emptied, checkpoint moved from {from} to 0; \
                          its runner replays every event when it next runs"
+                    ))?;
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            AdminCommand::Parked(ParkedCommand::List { runner, all }) => {
+                let parked = self.parked(runner.as_deref(), *all).await?;
+                print_parked(&parked, &mut out)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            AdminCommand::Parked(ParkedCommand::Retry { id }) => {
+                let entry = self.retry_parked(*id).await?;
+                let what = parked_summary(&entry);
+                if out.json {
+                    out.json_line(
+                        &json!({ "id": id, "runner": entry.runner, "resolution": "retried" }),
+                    )?;
+                } else {
+                    out.line(&format!(
+                        "retried parked event {id} ({what}): handled, no longer parked"
+                    ))?;
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            AdminCommand::Parked(ParkedCommand::Skip { id }) => {
+                let entry = self.skip_parked(*id).await?;
+                let what = parked_summary(&entry);
+                if out.json {
+                    out.json_line(
+                        &json!({ "id": id, "runner": entry.runner, "resolution": "skipped" }),
+                    )?;
+                } else {
+                    out.line(&format!(
+                        "skipped parked event {id} ({what}): never handled, no longer parked"
                     ))?;
                 }
                 Ok(ExitCode::SUCCESS)
@@ -441,6 +505,65 @@ impl<S: AdminStore> Admin<S> {
             ExitCode::SUCCESS
         })
     }
+}
+
+/// Runner, position, event type and stream of a parked entry, for one line of text.
+fn parked_summary(entry: &ParkedEvent) -> String {
+    let m = &entry.event.meta;
+    format!(
+        "runner `{}`, position {}, `{}` in {}/{}",
+        entry.runner, m.position, m.event_type, m.stream_type, m.stream_id
+    )
+}
+
+fn print_parked(parked: &[ParkedEvent], out: &mut Output<'_>) -> Result<(), AdminError> {
+    if out.json {
+        for p in parked {
+            let m = &p.event.meta;
+            out.json_line(&json!({
+                "id": p.id,
+                "runner": p.runner,
+                "position": m.position,
+                "stream_type": m.stream_type,
+                "stream_id": m.stream_id,
+                "version": m.version,
+                "event_type": m.event_type,
+                "event_version": m.event_version,
+                "attempts": p.attempts,
+                "parked_at": rfc3339(p.parked_at),
+                "resolution": p.resolution.map(Resolution::as_str),
+                "error": p.error,
+            }))?;
+        }
+        return Ok(());
+    }
+    if parked.is_empty() {
+        return out.line("no parked events");
+    }
+    let mut rows = vec![row([
+        "ID", "RUNNER", "POSITION", "EVENT", "STREAM", "ATTEMPTS", "PARKED", "STATUS",
+    ])];
+    for p in parked {
+        let m = &p.event.meta;
+        rows.push(vec![
+            p.id.to_string(),
+            p.runner.clone(),
+            m.position.to_string(),
+            m.event_type.clone(),
+            format!("{}/{}", m.stream_type, m.stream_id),
+            p.attempts.to_string(),
+            rfc3339(p.parked_at),
+            p.resolution.map_or("parked", Resolution::as_str).to_owned(),
+        ]);
+    }
+    out.table(
+        &rows,
+        &[true, false, true, false, false, true, false, false],
+    )?;
+    for p in parked {
+        out.line(&format!("{}: {}", p.id, p.error))?;
+    }
+    Ok(())
 }
 
 fn print_report(report: &VerifyReport, out: &mut Output<'_>) -> Result<(), AdminError> {

@@ -4,8 +4,9 @@
 //! admin tool is a library: register them on an [`Admin`], then hand it the command line.
 //! It lists streams, shows a stream's events decoded with their metadata, reports each
 //! projection's position and lag, rebuilds or resets a projection (with a progress bar
-//! when stdout is a terminal), and verifies that every stored event still decodes with
-//! the current event types and upcasters: the check to run before a deploy.
+//! when stdout is a terminal), verifies that every stored event still decodes with the
+//! current event types and upcasters (the check to run before a deploy), and lists,
+//! retries or skips the events runners parked.
 //!
 //! ```
 //! use annals::admin::Admin;
@@ -45,7 +46,7 @@ mod projections;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-pub use cli::{AdminArgs, AdminCommand, ProjectionsCommand, StreamsCommand};
+pub use cli::{AdminArgs, AdminCommand, ParkedCommand, ProjectionsCommand, StreamsCommand};
 pub use decode::{DecodeFailure, DecodedEvent};
 
 use crate::aggregate::Aggregate;
@@ -53,8 +54,8 @@ use crate::error::{ProjectionError, StoreError};
 use crate::event::Events;
 use crate::projection::{Progress, Projection, Status};
 use crate::store::{
-    CheckpointStore, EventFilter, EventLog, EventMeta, LeaseStore, RecordedEvent, StreamCatalog,
-    TxStore,
+    CheckpointStore, EventFilter, EventLog, EventMeta, LeaseStore, ParkedEvent, ParkingStore,
+    RecordedEvent, Resolution, StreamCatalog, TxStore,
 };
 use decode::{Decoder, Decoders};
 use projections::{Entry, Registered};
@@ -72,11 +73,17 @@ pub const EXIT_FAILED: u8 = 3;
 
 /// What the admin needs of a store: the global log (verify, status), checkpoints and
 /// transactions (rebuild, reset), leases (so a rebuild never runs beside the projection's
-/// live runner) and the stream catalog. `MemoryStore`, `SqliteStore` and `PgStore` have
-/// them all.
-pub trait AdminStore: EventLog + CheckpointStore + LeaseStore + StreamCatalog {}
+/// live runner), the stream catalog and the parking (parked events). `MemoryStore`,
+/// `SqliteStore` and `PgStore` have them all.
+pub trait AdminStore:
+    EventLog + CheckpointStore + LeaseStore + StreamCatalog + ParkingStore
+{
+}
 
-impl<S: EventLog + CheckpointStore + LeaseStore + StreamCatalog> AdminStore for S {}
+impl<S> AdminStore for S where
+    S: EventLog + CheckpointStore + LeaseStore + StreamCatalog + ParkingStore
+{
+}
 
 /// Why an admin command could not finish.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +122,12 @@ pub enum AdminError {
     LeaseHeld {
         /// The projection's name.
         name: &'static str,
+    },
+    /// No event with this id is parked (never parked, or already retried or skipped).
+    #[error("no parked event {id} (see `parked list`; resolved ones with `--all`)")]
+    NotParked {
+        /// The id asked for.
+        id: u64,
     },
     /// The stream to show has no events.
     #[error("stream {stream_type}/{stream_id} does not exist")]
@@ -379,6 +392,58 @@ impl<S: AdminStore> Admin<S> {
         let entry = self.entry(name)?;
         let _lease = self.lease(entry.name()).await?;
         Ok(entry.reset(&self.store).await?)
+    }
+
+    /// The parked events, oldest first: of one runner or of all, still parked or also the
+    /// resolved ones.
+    pub async fn parked(
+        &self,
+        runner: Option<&str>,
+        include_resolved: bool,
+    ) -> Result<Vec<ParkedEvent>, AdminError> {
+        Ok(self.store.parked(runner, include_resolved).await?)
+    }
+
+    /// The entry `id` while it is parked.
+    async fn parked_entry(&self, id: u64) -> Result<ParkedEvent, AdminError> {
+        self.store
+            .parked(None, false)
+            .await?
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or(AdminError::NotParked { id })
+    }
+
+    /// Hands parked event `id` to its runner's projection (which must be registered under
+    /// the runner's name) again, as [`ProjectionRunner::retry_parked`] does: on success it
+    /// leaves the parking in the handler's transaction; on failure it stays parked with
+    /// the new error and one more attempt, and the error is returned. Runs beside a live
+    /// runner (no lease). Returns the entry as it was.
+    ///
+    /// [`ProjectionRunner::retry_parked`]: crate::ProjectionRunner::retry_parked
+    pub async fn retry_parked(&self, id: u64) -> Result<ParkedEvent, AdminError> {
+        let entry = self.parked_entry(id).await?;
+        self.entry(&entry.runner)?
+            .retry_parked(&self.store, id)
+            .await?;
+        Ok(entry)
+    }
+
+    /// Takes parked event `id` out of the parking without handling it; it stays listed as
+    /// skipped. Needs no registered projection. Returns the entry as it was.
+    pub async fn skip_parked(&self, id: u64) -> Result<ParkedEvent, AdminError> {
+        let entry = self.parked_entry(id).await?;
+        let mut tx = self.store.begin().await?;
+        if !self
+            .store
+            .resolve_parked(&mut tx, id, Resolution::Skipped)
+            .await?
+        {
+            // Resolved meanwhile by a runner or another operator.
+            return Err(AdminError::NotParked { id });
+        }
+        self.store.commit(tx).await?;
+        Ok(entry)
     }
 
     async fn lease(&self, name: &'static str) -> Result<S::Lease, AdminError> {

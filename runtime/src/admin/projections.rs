@@ -29,6 +29,13 @@ pub(super) trait Entry<S: AdminStore>: Send + Sync {
     /// Empties the read model and sets the checkpoint to 0, in one transaction; returns
     /// the checkpoint it had.
     fn reset<'a>(&'a self, store: &'a S) -> BoxFuture<'a, Result<u64, ProjectionError>>;
+
+    /// Hands parked event `id` to the handler again.
+    fn retry_parked<'a>(
+        &'a self,
+        store: &'a S,
+        id: u64,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
 }
 
 /// A projection registered with the factory that makes it.
@@ -73,6 +80,17 @@ where
         Box::pin(async move {
             let mut runner = ProjectionRunner::new(store.clone(), (self.make)());
             runner.reset().await
+        })
+    }
+
+    fn retry_parked<'a>(
+        &'a self,
+        store: &'a S,
+        id: u64,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move {
+            let mut runner = ProjectionRunner::new(store.clone(), (self.make)());
+            runner.retry_parked(id).await
         })
     }
 }

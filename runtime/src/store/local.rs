@@ -5,13 +5,23 @@ use std::future::Future;
 
 use crate::error::StoreError;
 
-/// A projection lease held within this process (memory and SQLite stores); released on
-/// drop. Several processes on one SQLite file are not coordinated: run a projection in one
-/// of them, or use PostgreSQL.
+/// A projection lease held within this process (memory store) or, on a SQLite file, also
+/// across processes (an exclusive lock on a lock file beside the database, released by the
+/// operating system when the holder exits or dies); released on drop.
 #[derive(Debug)]
 pub struct LocalLease {
     leases: LocalLeases,
     name: String,
+    /// The locked lock file, for a lease that spans processes; closing it unlocks it.
+    file: Option<std::fs::File>,
+}
+
+impl LocalLease {
+    /// The same lease, also holding `file`'s lock until dropped.
+    pub(crate) fn holding(mut self, file: std::fs::File) -> Self {
+        self.file = Some(file);
+        self
+    }
 }
 
 impl Drop for LocalLease {
@@ -36,6 +46,7 @@ impl LocalLeases {
         self.held().insert(name.to_owned()).then(|| LocalLease {
             leases: self.clone(),
             name: name.to_owned(),
+            file: None,
         })
     }
 }

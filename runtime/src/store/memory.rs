@@ -314,13 +314,7 @@ impl TxStore for MemoryStore {
         validate_events(stream, &events)?;
         let inner = self.lock();
         if let Some(first) = meta.command_id.and_then(|id| tx.command(&inner, id)) {
-            return Ok((
-                AppendOutcome {
-                    duplicate: true,
-                    ..first
-                },
-                Vec::new(),
-            ));
+            return Ok((first.repeated_by(stream, meta)?, Vec::new()));
         }
         let k = key(stream_type, stream_id);
         let actual = tx.version(&inner, &k);
@@ -376,6 +370,7 @@ impl TxStore for MemoryStore {
             last_version: current + count,
             last_position: recorded.last().map_or(0, |e| e.meta.position),
             duplicate: false,
+            fingerprint: meta.fingerprint.clone(),
         };
         if let Some(id) = meta.command_id {
             tx.commands.push((id, outcome.clone()));

@@ -102,6 +102,14 @@ pub struct CommitMeta {
     pub causation_id: Option<Uuid>,
     /// Free-form headers.
     pub headers: Headers,
+    /// What the command said, recorded with `command_id`: an append repeating the id with
+    /// a different fingerprint is refused ([`StoreError::CommandIdMismatch`]) instead of
+    /// returning the first command's outcome. The repository fills it from
+    /// [`Command::fingerprint`](crate::Command::fingerprint); `None` compares equal to
+    /// anything (records written before fingerprints existed).
+    ///
+    /// [`StoreError::CommandIdMismatch`]: crate::StoreError::CommandIdMismatch
+    pub fingerprint: Option<String>,
 }
 
 impl CommitMeta {
@@ -128,6 +136,13 @@ impl CommitMeta {
     #[must_use]
     pub fn causation_id(mut self, id: Uuid) -> Self {
         self.causation_id = Some(id);
+        self
+    }
+
+    /// With this command fingerprint (see [`CommitMeta::fingerprint`](Self#structfield.fingerprint)).
+    #[must_use]
+    pub fn fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
+        self.fingerprint = Some(fingerprint.into());
         self
     }
 
@@ -321,6 +336,9 @@ pub struct AppendOutcome {
     /// True when the commit's command id had been seen before: nothing was appended and the
     /// versions are those of the first append.
     pub duplicate: bool,
+    /// The command fingerprint recorded with the command id, if any (for a duplicate: the
+    /// first append's).
+    pub fingerprint: Option<String>,
 }
 
 impl AppendOutcome {
@@ -331,6 +349,34 @@ impl AppendOutcome {
             last_version,
             last_position,
             duplicate: false,
+            fingerprint: None,
+        }
+    }
+
+    /// The same outcome, recording `fingerprint` (for store implementations).
+    #[must_use]
+    pub fn with_fingerprint(mut self, fingerprint: Option<String>) -> Self {
+        self.fingerprint = fingerprint;
+        self
+    }
+
+    /// The first append's outcome, reported for an append that repeats its command id with
+    /// `meta`; refused when both carry a fingerprint and they differ (for store
+    /// implementations).
+    pub fn repeated_by(
+        self,
+        stream: StreamRef<'_>,
+        meta: &CommitMeta,
+    ) -> Result<AppendOutcome, StoreError> {
+        match (&self.fingerprint, &meta.fingerprint, meta.command_id) {
+            (Some(first), Some(now), Some(command_id)) if first != now => {
+                Err(StoreError::CommandIdMismatch {
+                    command_id,
+                    stream_type: stream.stream_type.to_owned(),
+                    stream_id: stream.stream_id.to_owned(),
+                })
+            }
+            _ => Ok(self.into_duplicate()),
         }
     }
 

@@ -381,6 +381,46 @@ pub async fn waiting_for_a_commands_position<S: Store>(store: S) {
     assert_eq!(runner.projection().totals["a"], 3);
 }
 
+/// `wait_for_checkpoints` waits for every runner of a set: true only once the last of them
+/// committed past the position, false at the timeout while one is behind; a bad name is an
+/// error up front.
+pub async fn waiting_for_every_runner_of_a_set<S: Store>(store: S) {
+    let repo = counters(&store).await;
+    create(&repo, "a").await;
+    let executed = repo
+        .execute(Increment {
+            id: "a".into(),
+            by: 4,
+        })
+        .await
+        .unwrap();
+    let names = ["totals", "totals_copy"];
+    let short = Duration::from_millis(30);
+    let wait = |timeout| {
+        let store = store.clone();
+        async move { annals::wait_for_checkpoints(&store, &names, executed.position, timeout).await }
+    };
+    let mut first = ProjectionRunner::new(store.clone(), Totals::default());
+    first.catch_up().await.unwrap();
+    assert!(
+        !wait(short).await.unwrap(),
+        "one runner of the set has not run: not reached"
+    );
+    assert!(annals::wait_for_checkpoints(&store, &names, 0, short)
+        .await
+        .unwrap());
+    assert!(matches!(
+        annals::wait_for_checkpoints(&store, &["totals", ""], 0, short).await,
+        Err(annals::StoreError::InvalidName { .. })
+    ));
+    let waiter = tokio::spawn(wait(Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut second = ProjectionRunner::new(store.clone(), Totals::default()).named("totals_copy");
+    second.catch_up().await.unwrap();
+    assert!(waiter.await.unwrap().unwrap());
+    assert_eq!(second.projection().totals["a"], 4);
+}
+
 /// A runner can follow another store's log (another service's events, here a
 /// `MemoryStore`) while keeping its checkpoint and lease in the store under test, and under
 /// another name than the projection's it keeps a checkpoint of its own: catch-up, then live.

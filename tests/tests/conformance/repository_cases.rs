@@ -8,7 +8,7 @@ use std::time::Duration;
 use annals::store::{EventStore, NewEvent, Snapshot, StreamRange};
 use annals::{
     Aggregate, CommitMeta, DecodeError, Error, ExecuteError, Executed, ExpectedVersion, Loaded,
-    RecordedEvent, Repository, StreamRef, Uuid,
+    RecordedEvent, Repository, StoreError, StreamRef, Uuid,
 };
 use serde_json::{json, Value};
 
@@ -729,19 +729,29 @@ pub async fn command_id_executes_once<S: Streams>(store: S) {
     );
 
     // Other commands move the stream on; the command id still returns the first outcome,
-    // whatever the command now says.
+    // and a different command under it is refused.
     increment(&repo, "c", 7).await;
-    for by in [5, 9] {
-        assert_eq!(
-            summary(
-                &repo
-                    .execute_with(Increment { id: id("c"), by }, meta.clone())
-                    .await
-                    .unwrap()
-            ),
-            duplicate
-        );
-    }
+    assert_eq!(
+        summary(
+            &repo
+                .execute_with(Increment { id: id("c"), by: 5 }, meta.clone())
+                .await
+                .unwrap()
+        ),
+        duplicate
+    );
+    let refused = repo
+        .execute_with(Increment { id: id("c"), by: 9 }, meta.clone())
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(ExecuteError::Failed(Error::Store(
+                StoreError::CommandIdMismatch { .. }
+            )))
+        ),
+        "{refused:?}"
+    );
     let stream = read(&store, COUNTER, "c", StreamRange::ALL).await;
     assert_eq!(stream.len(), 3);
     assert_eq!(stream[1].meta.command_id, Some(command_id));
@@ -1086,4 +1096,74 @@ pub async fn long_streams_load_in_pages<S: Streams>(store: S) {
     let executed = increment(&counters, "c", 41).await;
     assert_eq!(executed.version, 42);
     assert_eq!(load(&counters, "c").await.state.total, triangle(41));
+}
+
+/// A different command (other fields or another type) reusing a command id on the same
+/// stream is refused with an error naming the id; the same command is still a repeat.
+pub async fn command_id_reused_by_another_command_is_refused<S: Streams>(store: S) {
+    let repo = counters(&store);
+    create(&repo, "a").await;
+    let command_id = Uuid::new_v4();
+    let first = repo
+        .execute_with(
+            Increment { id: id("a"), by: 5 },
+            with_command_id(command_id),
+        )
+        .await
+        .unwrap();
+    let before = read(&store, COUNTER, "a", StreamRange::ALL).await;
+
+    let refused = repo
+        .execute_with(
+            Increment { id: id("a"), by: 7 },
+            with_command_id(command_id),
+        )
+        .await;
+    match &refused {
+        Err(ExecuteError::Failed(Error::Store(StoreError::CommandIdMismatch {
+            command_id: reused,
+            stream_type,
+            stream_id,
+        }))) => assert_eq!(
+            (*reused, stream_type.as_str(), stream_id.as_str()),
+            (command_id, COUNTER, "a")
+        ),
+        other => panic!("another command under the same id returned {other:?}"),
+    }
+    assert_eq!(
+        refused.unwrap_err().to_string(),
+        format!(
+            "command id {command_id} was already used by a different command; refusing to \
+             append to counter/a under it (give each command its own id)"
+        )
+    );
+    // Same fields, another command type.
+    let refused = repo
+        .execute_with(Step { id: id("a"), by: 5 }, with_command_id(command_id))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(ExecuteError::Failed(Error::Store(
+                StoreError::CommandIdMismatch { .. }
+            )))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(read(&store, COUNTER, "a", StreamRange::ALL).await, before);
+
+    let again = repo
+        .execute_with(
+            Increment { id: id("a"), by: 5 },
+            with_command_id(command_id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&again),
+        Summary {
+            duplicate: true,
+            ..summary(&first)
+        }
+    );
 }

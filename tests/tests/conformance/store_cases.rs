@@ -1902,3 +1902,110 @@ pub async fn checkpoints_carry_a_cursor<S: Store>(store: S) {
         Checkpoint::at(10)
     );
 }
+
+/// A command id repeated with another fingerprint is refused, naming the id; the same
+/// fingerprint, or none on either side (records from before fingerprints), is a repeat.
+pub async fn command_id_with_another_fingerprint_is_refused<S: Streams>(store: S) {
+    let command_id = Uuid::new_v4();
+    let meta = |fingerprint: Option<&str>| {
+        let meta = CommitMeta::new().command_id(command_id);
+        match fingerprint {
+            Some(f) => meta.fingerprint(f),
+            None => meta,
+        }
+    };
+    let stream = StreamRef::new(ACCOUNT, "a");
+    let first = store
+        .append(
+            stream,
+            ExpectedVersion::NoStream,
+            numbered(1, 2),
+            &meta(Some("f1")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.fingerprint.as_deref(), Some("f1"));
+    let snapshot = observe(&store, ACCOUNT, "a").await;
+
+    for expected in [ExpectedVersion::Exact(2), ExpectedVersion::Any] {
+        let refused = store
+            .append(stream, expected, numbered(3, 1), &meta(Some("f2")))
+            .await;
+        match &refused {
+            Err(StoreError::CommandIdMismatch {
+                command_id: reused,
+                stream_type,
+                stream_id,
+            }) => assert_eq!(
+                (*reused, stream_type.as_str(), stream_id.as_str()),
+                (command_id, ACCOUNT, "a")
+            ),
+            other => panic!("another command under {command_id} returned {other:?}"),
+        }
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains(&command_id.to_string()),
+            "the error names the id: {message}"
+        );
+    }
+    assert_eq!(observe(&store, ACCOUNT, "a").await, snapshot);
+
+    for fingerprint in [Some("f1"), None] {
+        let again = store
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                numbered(3, 1),
+                &meta(fingerprint),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("repeat with fingerprint {fingerprint:?}: {e}"));
+        assert_eq!(again, first.clone().into_duplicate());
+    }
+    assert_eq!(
+        store.command_outcome(command_id).await.unwrap(),
+        Some(first.clone().into_duplicate())
+    );
+
+    // A record without a fingerprint (written before fingerprints existed) accepts any.
+    let legacy = Uuid::new_v4();
+    let plain = CommitMeta::new().command_id(legacy);
+    let recorded = store
+        .append(stream, ExpectedVersion::Exact(2), numbered(3, 1), &plain)
+        .await
+        .unwrap();
+    let again = store
+        .append(
+            stream,
+            ExpectedVersion::Any,
+            numbered(4, 1),
+            &plain.clone().fingerprint("f9"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, recorded.into_duplicate());
+
+    // An append without events records its fingerprint too.
+    let empty = CommitMeta::new().command_id(Uuid::new_v4());
+    store
+        .append(
+            stream,
+            ExpectedVersion::Any,
+            Vec::new(),
+            &empty.clone().fingerprint("e1"),
+        )
+        .await
+        .unwrap();
+    let refused = store
+        .append(
+            stream,
+            ExpectedVersion::Any,
+            Vec::new(),
+            &empty.fingerprint("e2"),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::CommandIdMismatch { .. })),
+        "{refused:?}"
+    );
+}

@@ -54,7 +54,7 @@ impl EventStore for StreamOnlyStore {
         validate_events(stream, &events)?;
         let mut state = self.state();
         if let Some(first) = meta.command_id.and_then(|id| state.commands.get(&id)) {
-            return Ok(first.clone().into_duplicate());
+            return first.clone().repeated_by(stream, meta);
         }
         let k = key(stream);
         let current = state.streams.get(&k).map_or(0, Vec::len) as u64;
@@ -99,7 +99,8 @@ impl EventStore for StreamOnlyStore {
             if count == 0 { current } else { current + 1 },
             current + count,
             recorded.last().map_or(0, |e| e.meta.position),
-        );
+        )
+        .with_fingerprint(meta.fingerprint.clone());
         state.last_position += count;
         state.event_ids.extend(events.iter().map(|e| e.event_id));
         if count > 0 {

@@ -3,6 +3,10 @@
 use annals::store::{NewEvent, MAX_NAME_LEN};
 use annals::{CommitMeta, ExpectedVersion, StoreError, StreamRef};
 
+use annals::{ProjectionError, ProjectionRunner};
+
+use crate::domain::{Counter, Create};
+use crate::projection_cases::Totals;
 use crate::{Store, Streams};
 
 fn assert_invalid_name(result: Result<impl std::fmt::Debug, StoreError>, what: &str, reason: &str) {
@@ -32,12 +36,13 @@ pub async fn event_types_and_versions_are_checked<S: Streams>(store: S) {
                 .await
         }
     };
-    let too_long = "T".repeat(MAX_NAME_LEN + 1);
-    assert_invalid_name(
-        append(NewEvent::new(too_long, 1, "{}".into())).await,
-        "event type",
-        "is longer than 256 bytes",
-    );
+    for too_long in ["T".repeat(MAX_NAME_LEN + 1), "T".repeat(10 * 1024)] {
+        assert_invalid_name(
+            append(NewEvent::new(too_long, 1, "{}".into())).await,
+            "event type",
+            "is longer than 256 bytes",
+        );
+    }
     assert_invalid_name(
         append(NewEvent::new("", 1, "{}".into())).await,
         "event type",
@@ -110,4 +115,26 @@ pub async fn runner_names_are_checked<S: Store>(store: S) {
     drop(tx);
     let longest = "p".repeat(MAX_NAME_LEN);
     assert_eq!(store.checkpoint(&longest).await.unwrap(), 0);
+
+    // A runner named 10 KB fails before its projection handles anything.
+    let repo = annals::Repository::<Counter, S>::new(store.clone());
+    repo.execute(Create {
+        id: "a".to_owned(),
+        name: "a".to_owned(),
+    })
+    .await
+    .unwrap();
+    let name: &'static str = Box::leak("p".repeat(10 * 1024).into_boxed_str());
+    let mut runner = ProjectionRunner::new(store.clone(), Totals::default()).named(name);
+    match runner.catch_up().await {
+        Err(ProjectionError::Store(StoreError::InvalidName { what, reason, .. })) => {
+            assert_eq!((what, reason), ("runner name", "is longer than 256 bytes"));
+        }
+        other => panic!("a runner named 10 KB returned {other:?}"),
+    }
+    assert!(
+        runner.projection().seen.is_empty(),
+        "handled before failing"
+    );
+    assert!(runner.status().await.is_err());
 }

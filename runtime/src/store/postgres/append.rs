@@ -107,7 +107,8 @@ impl PgStore {
             .bind(batch.meta.causation_id)
             .bind(batch.recorded_at)
             .bind(batch.headers.as_str())
-            .bind(stream_lock_key(&self.inner.schema, stream));
+            .bind(stream_lock_key(&self.inner.schema, stream))
+            .bind(batch.meta.fingerprint.as_deref());
         if let Some(n) = exact {
             query = query.bind(n);
         }
@@ -234,6 +235,7 @@ impl PgStore {
                 .bind(stream_type)
                 .bind(stream_id)
                 .bind(to_i64(current, "stream version")?)
+                .bind(meta.fingerprint.as_deref())
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| StoreError::database(Operation::Append, e))?;
@@ -254,6 +256,7 @@ impl PgStore {
             last_version: current,
             last_position: 0,
             duplicate: false,
+            fingerprint: meta.fingerprint.clone(),
         })
     }
 
@@ -347,7 +350,10 @@ impl TxStore for PgStore {
             stream_id,
         } = stream;
         let outcome = self.append_on(tx, stream, expected, events, meta).await?;
-        if outcome.duplicate || outcome.last_position == 0 {
+        if outcome.duplicate {
+            return Ok((outcome.repeated_by(stream, meta)?, Vec::new()));
+        }
+        if outcome.last_position == 0 {
             return Ok((outcome, Vec::new()));
         }
         // Read back inside the transaction: the events exactly as stored (positions, time).
@@ -388,6 +394,7 @@ pub(super) fn appended(row: &PgRow) -> Result<AppendOutcome, StoreError> {
         first_version: stored_u64(column(row, 1, "first_version", None)?, "version", None)?,
         last_version: stored_u64(column(row, 2, "last_version", None)?, "version", None)?,
         last_position: stored_u64(column(row, 3, "last_position", None)?, "position", None)?,
+        fingerprint: column(row, 4, "fingerprint", None)?,
     })
 }
 
@@ -485,8 +492,25 @@ pub(super) fn is_serialization_failure(error: &sqlx::Error) -> bool {
 }
 
 impl PgStore {
-    /// [`EventStore::append`]: one statement in its own transaction.
+    /// [`EventStore::append`]: one statement in its own transaction. A repeated command id
+    /// returns the first append's outcome, or an error when it was another command's.
     pub(super) async fn append_committed(
+        &self,
+        stream: StreamRef<'_>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        meta: &CommitMeta,
+    ) -> Result<AppendOutcome, StoreError> {
+        let outcome = self
+            .append_statement(stream, expected, events, meta)
+            .await?;
+        if outcome.duplicate {
+            return outcome.repeated_by(stream, meta);
+        }
+        Ok(outcome)
+    }
+
+    async fn append_statement(
         &self,
         stream: StreamRef<'_>,
         expected: ExpectedVersion,

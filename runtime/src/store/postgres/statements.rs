@@ -70,13 +70,14 @@ impl Statements {
             append_new: append(format!("{insert_stream} DO NOTHING RETURNING s.version")).into(),
             append_exists: append(format!("{update_stream} RETURNING s.version")).into(),
             append_exact: append(format!(
-                "{update_stream} AND s.version = $14 RETURNING s.version"
+                "{update_stream} AND s.version = $15 RETURNING s.version"
             ))
             .into(),
             record_command: format!(
                 "INSERT INTO {commands} \
-                 (command_id, stream_type, stream_id, first_version, last_version, last_position) \
-                 VALUES ($1, $2, $3, $4, $4, 0) ON CONFLICT (command_id) DO NOTHING"
+                 (command_id, stream_type, stream_id, first_version, last_version, last_position, \
+                  fingerprint) \
+                 VALUES ($1, $2, $3, $4, $4, 0, $5) ON CONFLICT (command_id) DO NOTHING"
             )
             .into(),
             stream_version: format!(
@@ -84,7 +85,7 @@ impl Statements {
             )
             .into(),
             command_outcome: format!(
-                "SELECT first_version, last_version, last_position FROM {commands} \
+                "SELECT first_version, last_version, last_position, fingerprint FROM {commands} \
                  WHERE command_id = $1"
             )
             .into(),
@@ -249,7 +250,8 @@ fn read_log_sql(page: &str) -> String {
 ///
 /// Parameters: $1 stream type, $2 stream id, $3 event count, $4..$7 arrays of event type,
 /// event version, event id and payload, $8 command id, $9 correlation id, $10 causation id,
-/// $11 recorded at, $12 headers, $13 the stream's lock key, $14 expected version.
+/// $11 recorded at, $12 headers, $13 the stream's lock key, $14 the command's fingerprint,
+/// $15 expected version.
 ///
 /// The stream lock is taken before anything is written, so the transaction id (assigned at
 /// the first write) of an append to a stream is drawn after the previous append to it
@@ -260,7 +262,7 @@ fn read_log_sql(page: &str) -> String {
 fn append_sql(events: &str, commands: &str, stream: &str) -> String {
     format!(
         "WITH prior AS ( \
-             SELECT first_version, last_version, last_position FROM {commands} \
+             SELECT first_version, last_version, last_position, fingerprint FROM {commands} \
              WHERE command_id = $8 \
          ), \
          locked AS (SELECT pg_advisory_xact_lock($13)), \
@@ -281,13 +283,13 @@ fn append_sql(events: &str, commands: &str, stream: &str) -> String {
          last AS (SELECT max(position) AS position FROM appended), \
          command AS ( \
              INSERT INTO {commands} (command_id, stream_type, stream_id, first_version, \
-                 last_version, last_position) \
-             SELECT $8, $1, $2, c.version - $3 + 1, c.version, l.position \
+                 last_version, last_position, fingerprint) \
+             SELECT $8, $1, $2, c.version - $3 + 1, c.version, l.position, $14 \
              FROM claim c, last l WHERE $8::uuid IS NOT NULL \
          ) \
-         SELECT false AS duplicate, c.version - $3 + 1, c.version, l.position \
+         SELECT false AS duplicate, c.version - $3 + 1, c.version, l.position, $14::text \
          FROM claim c, last l \
          UNION ALL \
-         SELECT true, first_version, last_version, last_position FROM prior"
+         SELECT true, first_version, last_version, last_position, fingerprint FROM prior"
     )
 }

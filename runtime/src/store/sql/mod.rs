@@ -127,12 +127,14 @@ where
     ))
 }
 
-/// A command's recorded outcome: first version, last version, last position.
+/// A command's recorded outcome: first version, last version, last position, fingerprint
+/// (`NULL` for records written before fingerprints were stored).
 pub(crate) fn command_outcome<'r, R>(row: &'r R) -> Result<AppendOutcome, StoreError>
 where
     R: Row,
     usize: ColumnIndex<R>,
     i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
 {
     let number = |index, name| -> Result<u64, StoreError> {
         stored_u64(column(row, index, name, None)?, name, None)
@@ -142,6 +144,7 @@ where
         number(1, "last_version")?,
         number(2, "last_position")?,
     )
+    .with_fingerprint(column(row, 3, "fingerprint", None)?)
     .into_duplicate())
 }
 

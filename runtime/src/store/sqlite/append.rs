@@ -19,7 +19,7 @@ use super::{micros, to_i64, SqliteStore, SqliteTx};
 /// command id (`NULL` when the append carries none).
 pub(super) const APPEND_LOOKUP: &str = "\
     SELECT (SELECT version FROM annals_streams WHERE stream_type = ?1 AND stream_id = ?2), \
-           c.first_version, c.last_version, c.last_position \
+           c.first_version, c.last_version, c.last_position, c.fingerprint \
     FROM (SELECT 1) LEFT JOIN annals_commands c ON c.command_id = ?3";
 
 /// The columns an event insert fills.
@@ -68,8 +68,8 @@ macro_rules! then_stream_version {
 macro_rules! then_command_outcome {
     () => {
         "INSERT INTO annals_commands (command_id, stream_type, stream_id, first_version, \
-             last_version, last_position) \
-         SELECT ?7, ?1, ?2, ?13, ?3, last_insert_rowid() WHERE changes() = 1;"
+             last_version, last_position, fingerprint) \
+         SELECT ?7, ?1, ?2, ?13, ?3, last_insert_rowid(), ?15 WHERE changes() = 1;"
     };
 }
 
@@ -96,8 +96,8 @@ fn insert_statement(first: bool, last: bool, command: bool) -> &'static str {
 /// Records the outcome of an empty append.
 const INSERT_EMPTY_COMMAND: &str = "\
     INSERT INTO annals_commands (command_id, stream_type, stream_id, first_version, \
-        last_version, last_position) \
-    VALUES (?1, ?2, ?3, ?4, ?4, 0)";
+        last_version, last_position, fingerprint) \
+    VALUES (?1, ?2, ?3, ?4, ?4, 0, ?5)";
 
 impl TxStore for SqliteStore {
     type Tx = SqliteTx;
@@ -149,13 +149,14 @@ impl Checked {
         self,
         stream: StreamRef<'_>,
         expected: ExpectedVersion,
+        meta: &CommitMeta,
     ) -> Result<(AppendOutcome, Vec<RecordedEvent>), StoreError> {
         let StreamRef {
             stream_type,
             stream_id,
         } = stream;
         match self {
-            Checked::Duplicate(first) => Ok((first, Vec::new())),
+            Checked::Duplicate(first) => Ok((first.repeated_by(stream, meta)?, Vec::new())),
             Checked::Conflict(actual) => Err(wrong_version(stream, expected, actual)),
             // The insert's check and this one read the same rows under the same lock.
             Checked::Accepted(current) => Err(StoreError::Corrupt {
@@ -200,7 +201,7 @@ pub(super) async fn write(
         Some(current) => current,
         None => match check(tx, stream, expected, command_id).await? {
             Checked::Accepted(current) => current,
-            refused => return refused.refuse(stream, expected),
+            refused => return refused.refuse(stream, expected, meta),
         },
     };
 
@@ -211,6 +212,7 @@ pub(super) async fn write(
                 .bind(stream_type)
                 .bind(stream_id)
                 .bind(to_i64(current, "stream version")?)
+                .bind(meta.fingerprint.as_deref())
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| StoreError::database(OP, e))?;
@@ -220,6 +222,7 @@ pub(super) async fn write(
             last_version: current,
             last_position: 0,
             duplicate: false,
+            fingerprint: meta.fingerprint.clone(),
         };
         return Ok((outcome, Vec::new()));
     };
@@ -257,13 +260,14 @@ pub(super) async fn write(
             .bind(event.payload)
             .bind(first)
             .bind(at)
+            .bind(meta.fingerprint.as_deref())
             .execute(&mut *tx)
             .await;
         match inserted {
             Ok(done) if done.rows_affected() == 0 => {
                 // The first insert's check failed: say why.
                 let checked = check(tx, stream, expected, command_id).await?;
-                return checked.refuse(stream, expected);
+                return checked.refuse(stream, expected, meta);
             }
             Ok(done) => {
                 last_position = stored_u64(done.last_insert_rowid(), "position", None)?;
@@ -312,6 +316,7 @@ pub(super) async fn write(
         last_version,
         last_position,
         duplicate: false,
+        fingerprint: meta.fingerprint.clone(),
     };
     Ok((outcome, recorded))
 }
@@ -344,6 +349,7 @@ async fn check(
                 number(2, "last_version")?,
                 number(3, "last_position")?,
             )
+            .with_fingerprint(column(&row, 4, "fingerprint", None)?)
             .into_duplicate(),
         ));
     }

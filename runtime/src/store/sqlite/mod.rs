@@ -14,7 +14,6 @@ use tokio::sync::Notify;
 use crate::error::{BoxError, Operation, StoreError};
 use crate::store::sql::migrate;
 use crate::store::sql::to_i64;
-use crate::store::LocalLeases;
 
 use schema::{enable_wal, MIGRATIONS};
 
@@ -35,8 +34,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: u32 = 8;
 
 /// A store with every capability (streams, snapshots, the global log, transactions,
-/// checkpoints, in-process leases and wake-ups) in a SQLite database. Clones share the pool;
-/// every store on one file in a process shares its leases.
+/// checkpoints, leases and in-process wake-ups) in a SQLite database. Clones share the pool;
+/// every store on one file shares its leases, across processes too (a lock file beside it).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), annals::StoreError> {
@@ -54,7 +53,7 @@ pub struct SqliteStore {
     write: Arc<tokio::sync::Mutex<()>>,
     /// Wakes this process's live projections after an append commits.
     appended: Arc<Notify>,
-    leases: LocalLeases,
+    leases: leases::FileLeases,
 }
 
 /// The transaction [`SqliteStore`] projections write their read models in:

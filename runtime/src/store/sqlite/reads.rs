@@ -197,7 +197,7 @@ impl EventStore for SqliteStore {
 
     async fn command_outcome(&self, command_id: Uuid) -> Result<Option<AppendOutcome>, StoreError> {
         let row = sqlx::query(
-            "SELECT first_version, last_version, last_position \
+            "SELECT first_version, last_version, last_position, fingerprint \
              FROM annals_commands WHERE command_id = ?1",
         )
         .bind(command_id.hyphenated())

@@ -32,6 +32,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "parked",
         sql: include_str!("../../../migrations/sqlite/0004_parked.sql"),
     },
+    Migration {
+        version: 5,
+        name: "fingerprints_and_version_checks",
+        sql: include_str!("../../../migrations/sqlite/0005_fingerprints_and_version_checks.sql"),
+    },
 ];
 
 impl MigrationTarget for SqliteConnection {
