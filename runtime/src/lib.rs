@@ -9,6 +9,8 @@ mod aggregate;
 mod consistency;
 pub mod error;
 mod event;
+#[cfg(feature = "http")]
+pub mod http;
 mod projection;
 mod repository;
 mod retry;
