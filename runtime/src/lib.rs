@@ -18,7 +18,7 @@ pub mod source;
 pub mod store;
 pub mod testing;
 
-pub use aggregate::{Aggregate, Command, Handle, StreamPolicy};
+pub use aggregate::{Aggregate, Command, Handle, StreamPolicy, TaggedCommand};
 pub use consistency::wait_for_checkpoint;
 pub use error::{Error, ExecuteError, ProjectionError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};

@@ -14,7 +14,7 @@ use axum::Router;
 /// # #[cfg(feature = "sqlite")]
 /// # async fn demo<C>(accounts: annals::Repository<C::Aggregate, annals::SqliteStore>) -> Result<(), annals::http::lambda_http::Error>
 /// # where
-/// #     C: annals::Command + serde::Serialize + serde::de::DeserializeOwned,
+/// #     C: annals::TaggedCommand + serde::Serialize,
 /// #     C::Aggregate: annals::Handle<C, Services = (), Snapshots = annals::NoSnapshots>,
 /// # {
 /// let router = annals::http::CommandRoutes::<C, _>::new(accounts).router();

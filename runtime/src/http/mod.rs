@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | 201 | | the command created the stream |
 //! | 200 | | the command was applied to an existing stream (or changed nothing) |
-//! | 400 | `malformed_json` | the body is not a command: serde's message, `path`, `line`, `column` |
+//! | 400 | `malformed_json` | the body is not a command: serde's message and the `path` to the bad field (`line` and `column` for a JSON syntax error) |
 //! | 400 | `invalid_header` | `Idempotency-Key` or `X-Correlation-Id` is empty, too long or not text |
 //! | 400 | `invalid_stream_id` | the command's id is not a valid stream id |
 //! | 404 | `stream_not_found` | the command needs an existing stream and there is none |
@@ -30,7 +30,7 @@
 //! | 503 | `unavailable` | the database cannot be reached for now: retry later |
 //!
 //! Every error body has the same shape: `{"code": "..", "message": ".."}`, with more fields
-//! for some codes (`path`, `line` and `column` for `malformed_json`, `idempotency_key` for
+//! for some codes (`path`, and `line` and `column` for a syntax error, for `malformed_json`, `idempotency_key` for
 //! `idempotency_key_reused`, `stream_id` where a stream is named). A success body names the
 //! stream, its new `version`, the `position` of the last event appended (what a caller
 //! waits for with [`crate::wait_for_checkpoint`] to read its own write) and the events:
@@ -55,7 +55,7 @@
 //! # #[cfg(feature = "sqlite")]
 //! # async fn demo<C>(accounts: annals::Repository<C::Aggregate, annals::SqliteStore>) -> std::io::Result<()>
 //! # where
-//! #     C: annals::Command + serde::Serialize + serde::de::DeserializeOwned,
+//! #     C: annals::TaggedCommand + serde::Serialize,
 //! #     C::Aggregate: annals::Handle<C, Services = (), Snapshots = annals::NoSnapshots>,
 //! # {
 //! use annals::http::axum::{extract::Path, routing::get, Json, Router};
@@ -86,7 +86,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -98,7 +97,7 @@ use crate::repository::{decode_one, Executed, Repository, SnapshotPolicy};
 use crate::store::{
     validate_stream, CommitMeta, EventStore, RecordedEvent, StreamRange, StreamRef,
 };
-use crate::{Aggregate, Command, Handle};
+use crate::{Aggregate, Command, Handle, TaggedCommand};
 
 #[cfg(feature = "lambda")]
 mod lambda;
@@ -154,7 +153,7 @@ pub struct CommandRoutes<C: Command, S: EventStore> {
 
 impl<C, S> CommandRoutes<C, S>
 where
-    C: Command + Serialize + DeserializeOwned,
+    C: TaggedCommand + Serialize,
     C::Aggregate: Handle<C>,
     <C::Aggregate as Aggregate>::Snapshots: SnapshotPolicy<S>,
     S: EventStore,
@@ -309,7 +308,7 @@ async fn post_command<C, S>(
     body: Body,
 ) -> Response
 where
-    C: Command + Serialize + DeserializeOwned,
+    C: TaggedCommand + Serialize,
     C::Aggregate: Handle<C>,
     <C::Aggregate as Aggregate>::Snapshots: SnapshotPolicy<S>,
     S: EventStore,
@@ -336,7 +335,7 @@ async fn execute<C, S>(
     correlation: Uuid,
 ) -> Result<Response, HttpError>
 where
-    C: Command + Serialize + DeserializeOwned,
+    C: TaggedCommand + Serialize,
     C::Aggregate: Handle<C>,
     <C::Aggregate as Aggregate>::Snapshots: SnapshotPolicy<S>,
     S: EventStore,
@@ -459,31 +458,76 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     }
 }
 
-/// Deserializes the command, reporting serde's message with the path to the bad field and
-/// where it is in the body.
-fn parse_command<C: DeserializeOwned>(bytes: &[u8]) -> Result<C, HttpError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let parsed: Result<C, _> = serde_path_to_error::deserialize(&mut deserializer);
-    let malformed = |path: String, error: &serde_json::Error| {
-        let path = if path == "." { String::new() } else { path };
+/// Reads the command: a JSON syntax error with its line and column, a missing or unknown
+/// tag, or serde's message for a bad field with the path to it.
+fn parse_command<C: TaggedCommand>(bytes: &[u8]) -> Result<C, HttpError> {
+    let malformed = |path: &str, message: String| {
         let message = if path.is_empty() {
-            format!("malformed command: {error}")
+            format!("malformed command: {message}")
         } else {
-            format!("malformed command at `{path}`: {error}")
+            format!("malformed command at `{path}`: {message}")
         };
-        HttpError::new(StatusCode::BAD_REQUEST, "malformed_json", message)
-            .detail("path", path)
+        HttpError::new(StatusCode::BAD_REQUEST, "malformed_json", message).detail("path", path)
+    };
+    let value: Value = serde_json::from_slice(bytes).map_err(|error| {
+        malformed("", error.to_string())
             .detail("line", error.line())
             .detail("column", error.column())
-    };
-    let command = parsed.map_err(|error| {
-        let path = error.path().to_string();
-        malformed(path, error.inner())
     })?;
-    deserializer
-        .end()
-        .map_err(|error| malformed(String::new(), &error))?;
-    Ok(command)
+    let Value::Object(mut fields) = value else {
+        return Err(malformed(
+            "",
+            format!("expected a JSON object, found {value}"),
+        ));
+    };
+    let tag = C::TAG;
+    let variant = match fields.remove(tag) {
+        Some(Value::String(variant)) => variant,
+        Some(other) => {
+            return Err(malformed(
+                tag,
+                format!("expected a command name, found {other}"),
+            ));
+        }
+        None => return Err(malformed("", format!("missing field `{tag}`"))),
+    };
+    let unknown = || {
+        let expected = C::VARIANTS
+            .iter()
+            .map(|name| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        malformed(
+            tag,
+            format!("unknown command `{variant}`, expected one of {expected}"),
+        )
+    };
+    if !C::VARIANTS.contains(&variant.as_str()) {
+        return Err(unknown());
+    }
+    let (prefix, content) = match C::CONTENT {
+        Some(field) => match fields.remove(field) {
+            Some(content) => (Some(field), content),
+            None => return Err(malformed("", format!("missing field `{field}`"))),
+        },
+        None => (None, Value::Object(fields)),
+    };
+    let mut track = serde_path_to_error::Track::new();
+    let deserializer = serde_path_to_error::Deserializer::new(content, &mut track);
+    match C::deserialize_variant(&variant, deserializer) {
+        Ok(Some(command)) => Ok(command),
+        Ok(None) => Err(unknown()),
+        Err(error) => {
+            let inner = track.path().to_string();
+            let path = match (prefix, inner.as_str()) {
+                (Some(field), ".") => field.to_owned(),
+                (Some(field), inner) => format!("{field}.{inner}"),
+                (None, ".") => String::new(),
+                (None, inner) => inner.to_owned(),
+            };
+            Err(malformed(&path, error.to_string()))
+        }
+    }
 }
 
 /// The SHA-256 of the command as parsed (so spacing and field order in the body do not
@@ -675,7 +719,7 @@ async fn get_events<C, S>(
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Response, HttpError>
 where
-    C: Command + Serialize + DeserializeOwned,
+    C: TaggedCommand + Serialize,
     C::Aggregate: Handle<C>,
     <C::Aggregate as Aggregate>::Snapshots: SnapshotPolicy<S>,
     S: EventStore,
