@@ -119,6 +119,45 @@ impl Tally {
     }
 }
 
+// A second aggregate whose command enum keeps the fields under `args`, next to the tag.
+
+#[derive(Debug, Clone, PartialEq, Event, Serialize, Deserialize)]
+struct Dimmed {
+    level: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Events)]
+enum LampEvent {
+    Dimmed(Dimmed),
+}
+
+#[derive(Debug, Clone, Command, Serialize, Deserialize)]
+#[command(aggregate = Lamp)]
+struct Dim {
+    #[command(id)]
+    lamp: String,
+    level: u8,
+}
+
+#[derive(Default)]
+struct Lamp;
+
+#[aggregate(
+    id = String,
+    event = LampEvent,
+    error = std::convert::Infallible,
+    command_enum(name = LampRequest, tag = "type", content = "args")
+)]
+impl Lamp {
+    #[command(any)]
+    fn dim(&self, cmd: Dim) -> Result<Dimmed, std::convert::Infallible> {
+        Ok(Dimmed { level: cmd.level })
+    }
+
+    #[apply]
+    fn dimmed(&mut self, _: &Dimmed) {}
+}
+
 // ---------------------------------------------------------------------------------------
 // A server on loopback and a client.
 
@@ -127,6 +166,7 @@ const BODY_LIMIT: usize = 1024;
 /// The routes under `/tallies`: `tallies` retries conflicts as configured by default,
 /// `/strict` gives up after one attempt.
 fn app<S: EventStore>(store: S) -> Router {
+    let lamps = Repository::<Lamp, S>::new(store.clone());
     let repository = Repository::<Tally, S>::new(store);
     let strict = repository.clone().max_attempts(1);
     Router::new()
@@ -139,6 +179,10 @@ fn app<S: EventStore>(store: S) -> Router {
         .nest(
             "/strict",
             CommandRoutes::<TallyCommand, _>::new(strict).router(),
+        )
+        .nest(
+            "/lamps",
+            CommandRoutes::<LampRequest, _>::new(lamps).router(),
         )
 }
 
@@ -411,6 +455,26 @@ async fn statuses(server: &Server) {
     );
 }
 
+/// A command enum with `content = "args"`: the fields sit under `args`, and a bad one is
+/// reported with its path from the body's root.
+async fn adjacent_tags(server: &Server) {
+    let dim = json!({"type": "Dim", "args": {"lamp": "hall", "level": 40}});
+    let answer = server.post("/lamps/commands", &[], &dim).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    assert_eq!(answer.body["events"][0]["data"], json!({"level": 40}));
+    let bad = json!({"type": "Dim", "args": {"lamp": "hall", "level": 400}});
+    let refused = server.post("/lamps/commands", &[], &bad).await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "malformed_json");
+    assert_eq!(refused.body["path"], "args.level", "{}", refused.body);
+    let flat = json!({"type": "Dim", "lamp": "hall", "level": 4});
+    let missing = server.post("/lamps/commands", &[], &flat).await;
+    assert_error(&missing, StatusCode::BAD_REQUEST, "malformed_json");
+    assert!(missing.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("missing field `args`"));
+}
+
 async fn reading_streams(server: &Server) {
     server.post("/tallies/commands", &[], &open("paged")).await;
     for amount in 1..=4 {
@@ -610,6 +674,7 @@ async fn concurrent_requests(server: Arc<Server>, prefix: &'static str) {
 async fn run_all<S: EventStore>(store: S) {
     let server = Arc::new(Server::start(app(store)).await);
     statuses(&server).await;
+    adjacent_tags(&server).await;
     reading_streams(&server).await;
     idempotency_and_correlation(&server).await;
     concurrent_requests(Arc::clone(&server), "/tallies").await;
@@ -763,4 +828,66 @@ mod lambda {
         assert_eq!(page["version"], 1);
         assert_eq!(page["events"][0]["data"], json!({"owner": "ada"}));
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The serverless example's three functions, as `cargo run --example serverless` runs them.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serverless_example_functions() {
+    use annals::Runner;
+    use annals_examples::serverless::{command_router, create_balances, query_router, Balances};
+
+    let dir = TempDir::new().unwrap();
+    let store = SqliteStore::open(dir.path().join("serverless.db"))
+        .await
+        .unwrap();
+    create_balances(&store).await.unwrap();
+    let commands = Server::start(command_router(store.clone())).await;
+    let queries = Server::start(query_router(store.clone())).await;
+
+    let opened = commands
+        .post(
+            "/accounts/commands",
+            &[("idempotency-key", "open-ada")],
+            &json!({"command": "OpenAccount", "account": "ada", "owner": "Ada"}),
+        )
+        .await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+    let deposit = json!({"command": "Deposit", "account": "ada", "amount": 100});
+    let deposited = commands.post("/accounts/commands", &[], &deposit).await;
+    assert_eq!(deposited.status, StatusCode::OK, "{}", deposited.body);
+    let overdraft = json!({"command": "Withdraw", "account": "ada", "amount": 1000});
+    let refused = commands.post("/accounts/commands", &[], &overdraft).await;
+    assert_error(&refused, StatusCode::UNPROCESSABLE_ENTITY, "rejected");
+    assert_eq!(
+        refused.body["message"],
+        "insufficient funds: balance 100, requested 1000"
+    );
+
+    // Before the projection function runs, the read model has not seen the account.
+    let unseen = queries.get("/balances/ada").await;
+    assert_error(&unseen, StatusCode::NOT_FOUND, "not_found");
+
+    // One invocation of the projection function; a second one finds nothing new.
+    let progress = Runner::new(store.clone(), Balances)
+        .catch_up()
+        .await
+        .unwrap();
+    assert_eq!(progress.handled, 2);
+    let again = Runner::new(store.clone(), Balances)
+        .catch_up()
+        .await
+        .unwrap();
+    assert_eq!(again.handled, 0);
+
+    let balance = queries.get("/balances/ada").await;
+    assert_eq!(balance.status, StatusCode::OK, "{}", balance.body);
+    assert_eq!(
+        balance.body,
+        json!({"account": "ada", "owner": "Ada", "balance": 100,
+               "position": deposited.body["position"]})
+    );
+    let all = queries.get("/balances").await;
+    assert_eq!(all.body.as_array().unwrap().len(), 1);
 }
