@@ -14,7 +14,9 @@
 //! curl -s localhost:3001/balances/ada
 //! ```
 //!
-//! `SERVERLESS_DB` names the SQLite file (default `serverless.db`).
+//! `SERVERLESS_DB` names the SQLite file (default `serverless.db`). On Lambda, where the
+//! binary runs without arguments, `SERVERLESS_FUNCTION` (`commands`, `project` or
+//! `queries`) chooses the function.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -51,7 +53,12 @@ enum Function {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
-    let args = Args::parse();
+    let args = match std::env::var("SERVERLESS_FUNCTION") {
+        Ok(function) if std::env::args_os().len() == 1 => {
+            Args::parse_from(["serverless", &function])
+        }
+        _ => Args::parse(),
+    };
     let path = std::env::var("SERVERLESS_DB").unwrap_or_else(|_| "serverless.db".to_owned());
     // Opened once per cold start; every invocation of this process shares it.
     let store = SqliteStore::open(&path).await?;
@@ -59,8 +66,11 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     match args.function {
         Function::Commands { addr } => serve(command_router(store), addr).await,
         Function::Project => {
-            let mut runner = Runner::new(store, Balances);
-            let progress = runner.catch_up().await?;
+            #[cfg(feature = "lambda")]
+            if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+                return project_on_lambda(store).await;
+            }
+            let progress = Runner::new(store, Balances).catch_up().await?;
             println!(
                 "balances caught up: {} events handled, at position {}",
                 progress.handled, progress.position
@@ -81,4 +91,23 @@ async fn serve(router: Router, addr: SocketAddr) -> Result<(), Box<dyn Error + S
     println!("listening on http://{}", listener.local_addr()?);
     annals::http::axum::serve(listener, router).await?;
     Ok(())
+}
+
+/// The projection function on Lambda: each invocation (a schedule, or a trigger on new
+/// events; its payload is not read) catches the read model up once and answers how far.
+#[cfg(feature = "lambda")]
+async fn project_on_lambda(store: SqliteStore) -> Result<(), Box<dyn Error + Send + Sync>> {
+    use annals::http::lambda_http::{lambda_runtime, service_fn, LambdaEvent};
+
+    let handler = service_fn(move |_: LambdaEvent<serde_json::Value>| {
+        let store = store.clone();
+        async move {
+            let progress = Runner::new(store, Balances).catch_up().await?;
+            Ok::<_, lambda_runtime::Error>(serde_json::json!({
+                "handled": progress.handled,
+                "position": progress.position,
+            }))
+        }
+    });
+    lambda_runtime::run(handler).await
 }
