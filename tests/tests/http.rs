@@ -475,6 +475,35 @@ async fn adjacent_tags(server: &Server) {
         .contains("missing field `args`"));
 }
 
+/// A stored event this build cannot decode: the command and the read both answer 500,
+/// naming the event, and nothing is appended.
+async fn undecodable_events<S: EventStore>(server: &Server, store: &S) {
+    use annals::store::NewEvent;
+    use annals::{CommitMeta, ExpectedVersion, StreamRef};
+    let stream = StreamRef::new("Tally", "mystery");
+    store
+        .append(
+            stream,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Mystery", 1, "{}".into())],
+            &CommitMeta::new(),
+        )
+        .await
+        .unwrap();
+    let command = server
+        .post("/tallies/commands", &[], &add("mystery", 1))
+        .await;
+    assert_error(&command, StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    let message = command.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("Mystery") && message.contains("Tally/mystery"),
+        "{message}"
+    );
+    let read = server.get("/tallies/streams/mystery/events").await;
+    assert_error(&read, StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert_eq!(store.stream_version(stream).await.unwrap(), Some(1));
+}
+
 async fn reading_streams(server: &Server) {
     server.post("/tallies/commands", &[], &open("paged")).await;
     for amount in 1..=4 {
@@ -672,7 +701,8 @@ async fn concurrent_requests(server: Arc<Server>, prefix: &'static str) {
 }
 
 async fn run_all<S: EventStore>(store: S) {
-    let server = Arc::new(Server::start(app(store)).await);
+    let server = Arc::new(Server::start(app(store.clone())).await);
+    undecodable_events(&server, &store).await;
     statuses(&server).await;
     adjacent_tags(&server).await;
     reading_streams(&server).await;
