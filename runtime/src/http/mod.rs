@@ -328,6 +328,15 @@ where
     response
 }
 
+#[cfg_attr(
+    feature = "tracing",
+    tracing::instrument(
+        name = "annals.http.command",
+        skip_all,
+        fields(annals.correlation_id = %correlation),
+        err(level = "info", Display)
+    )
+)]
 async fn execute<C, S>(
     routes: &CommandRoutes<C, S>,
     headers: &HeaderMap,
@@ -712,6 +721,14 @@ struct StoredEventBody {
 
 /// `GET /streams/{id}/events?from=..&limit=..`: events as the aggregate reads them today
 /// (upcast to the current schema), oldest first, with the link to the next page.
+#[cfg_attr(
+    feature = "tracing",
+    tracing::instrument(
+        name = "annals.http.read_stream",
+        skip_all,
+        err(level = "info", Display)
+    )
+)]
 async fn get_events<C, S>(
     State(routes): State<Arc<CommandRoutes<C, S>>>,
     OriginalUri(uri): OriginalUri,
