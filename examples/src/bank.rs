@@ -112,7 +112,7 @@ pub struct Account {
     pub balance: u64,
 }
 
-#[aggregate(id = String, event = AccountEvent, error = AccountError)]
+#[aggregate(id = String, event = AccountEvent, error = AccountError, command_enum(vis = pub))]
 impl Account {
     #[command(create)]
     fn open(&self, cmd: OpenAccount) -> Result<AccountOpened, AccountError> {

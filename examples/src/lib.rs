@@ -1,4 +1,5 @@
 //! Domains shared by the runnable examples.
 
 pub mod bank;
+pub mod serverless;
 pub mod shop;

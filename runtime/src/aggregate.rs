@@ -138,6 +138,28 @@ pub mod fingerprint_probe {
     }
 }
 
+/// A tagged enum of commands, the one `#[aggregate]` generates (`<Aggregate>Command`): what
+/// transports need to read one variant by its tag and report a bad field by its path
+/// (serde's own tagged-enum support buffers the body and loses both).
+pub trait TaggedCommand: Command {
+    /// The field naming the variant (`command_enum(tag = "..")`, default `"command"`).
+    const TAG: &'static str;
+    /// The field holding the command's fields, when they are not next to the tag
+    /// (`command_enum(content = "..")`).
+    const CONTENT: Option<&'static str>;
+    /// The variants' names, as the tag spells them.
+    const VARIANTS: &'static [&'static str];
+
+    /// Deserializes the fields of variant `variant` (the tag removed) from `deserializer`;
+    /// `Ok(None)` when no variant has this name.
+    fn deserialize_variant<'de, D>(
+        variant: &str,
+        deserializer: D,
+    ) -> Result<Option<Self>, D::Error>
+    where
+        D: serde::Deserializer<'de>;
+}
+
 /// The handler of command `C` on an aggregate, generated for each `#[command]` method.
 pub trait Handle<C: Command<Aggregate = Self>>: Aggregate {
     /// The stream policy the handler declared.

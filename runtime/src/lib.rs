@@ -9,6 +9,8 @@ mod aggregate;
 mod consistency;
 pub mod error;
 mod event;
+#[cfg(feature = "http")]
+pub mod http;
 mod projection;
 mod repository;
 mod retry;
@@ -16,7 +18,7 @@ pub mod source;
 pub mod store;
 pub mod testing;
 
-pub use aggregate::{fingerprint, Aggregate, Command, Handle, StreamPolicy};
+pub use aggregate::{fingerprint, Aggregate, Command, Handle, StreamPolicy, TaggedCommand};
 pub use consistency::{wait_for_checkpoint, wait_for_checkpoints};
 pub use error::{Error, ExecuteError, ProjectionError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};

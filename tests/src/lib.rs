@@ -80,6 +80,9 @@ mod guide {
     #[cfg(feature = "admin")]
     #[doc = include_str!("../../docs/admin.md")]
     mod admin {}
+    #[cfg(feature = "lambda")]
+    #[doc = include_str!("../../docs/serverless.md")]
+    mod serverless {}
     #[doc = include_str!("../../docs/scaling-out.md")]
     mod scaling_out {}
     #[doc = include_str!("../../docs/decisions.md")]

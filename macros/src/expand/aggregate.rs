@@ -383,6 +383,7 @@ fn command_enum(
         .filter_map(|h| Some((last_ident(&h.command)?, &h.command)))
         .collect();
     let serde_crate = quote!(#private::serde).to_string().replace(' ', "");
+    let content_name = content.as_ref();
     let content = content.as_ref().map(|c| quote!(content = #c,));
     let aggregate_name = aggregate
         .self_ident
@@ -449,6 +450,47 @@ fn command_enum(
         }
     });
     let signature = handle_signature(&ident.to_token_stream(), root, &services_var);
+    let names: Vec<String> = variants
+        .iter()
+        .map(|(variant, _)| variant.to_string())
+        .collect();
+    let content_const = match content_name {
+        Some(c) => quote!(::core::option::Option::Some(#c)),
+        None => quote!(::core::option::Option::None),
+    };
+    let deserializer_var = Ident::new("deserializer", Span::call_site());
+    let variant_arms = variants.iter().zip(&names).map(|((variant, ty), name)| {
+        quote! {
+            #name => ::core::result::Result::map(
+                <#ty as #private::serde::Deserialize<'de>>::deserialize(#deserializer_var),
+                |#inner| ::core::option::Option::Some(#ident::#variant(#inner)),
+            ),
+        }
+    });
+    let tagged = quote! {
+        #[automatically_derived]
+        impl #root::TaggedCommand for #ident #where_clause {
+            const TAG: &'static str = #tag;
+            const CONTENT: ::core::option::Option<&'static str> = #content_const;
+            const VARIANTS: &'static [&'static str] = &[#(#names),*];
+
+            fn deserialize_variant<'de, __D>(
+                variant: &str,
+                #deserializer_var: __D,
+            ) -> ::core::result::Result<::core::option::Option<Self>, __D::Error>
+            where
+                __D: #private::serde::Deserializer<'de>,
+            {
+                match variant {
+                    #(#variant_arms)*
+                    _ => {
+                        let _ = #deserializer_var;
+                        ::core::result::Result::Ok(::core::option::Option::None)
+                    }
+                }
+            }
+        }
+    };
     quote! {
         #[doc = #doc]
         #[derive(
@@ -509,6 +551,8 @@ fn command_enum(
                 }
             }
         }
+
+        #tagged
     }
 }
 
