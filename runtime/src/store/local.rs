@@ -13,11 +13,13 @@ pub struct LocalLease {
     leases: LocalLeases,
     name: String,
     /// The locked lock file, for a lease that spans processes; closing it unlocks it.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     file: Option<std::fs::File>,
 }
 
 impl LocalLease {
     /// The same lease, also holding `file`'s lock until dropped.
+    #[cfg(feature = "sqlite")]
     pub(crate) fn holding(mut self, file: std::fs::File) -> Self {
         self.file = Some(file);
         self
