@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue, TransactWriteItem};
-use aws_sdk_dynamodb::error::SdkError;
 
 use super::items::{self, Item};
 use super::{sdk_error, DynamoDbStore};
@@ -54,8 +54,10 @@ impl DynamoDbStore {
             return Err(duplicate_event_id(stream, repeated));
         }
         let count = events.len() as u64;
-        // Items: two per event, the command's outcome, and up to two version checks.
-        let items = 2 * events.len() + usize::from(meta.command_id.is_some()) + 2;
+        // Items: two per event, the command's outcome, and the version check (two checks,
+        // of the current version and the next, for an empty append).
+        let checks = if events.is_empty() { 2 } else { 1 };
+        let items = 2 * events.len() + usize::from(meta.command_id.is_some()) + checks;
         if items > MAX_TRANSACTION_ITEMS {
             return Err(StoreError::TooLarge {
                 what: format!("a commit of {count} events to {stream}"),
@@ -136,8 +138,7 @@ impl DynamoDbStore {
                 writes.push(self.check(&stream_key, current + 1, NOT_EXISTS)?);
             }
             let mut bytes = 0;
-            for ((version, position), event) in (current + 1..).zip(first_position..).zip(&events)
-            {
+            for ((version, position), event) in (current + 1..).zip(first_position..).zip(&events) {
                 let meta = EventMeta::recorded(stream, version, position, event, meta, recorded_at);
                 let item = items::event_item(
                     &stream_key,
@@ -161,7 +162,10 @@ impl DynamoDbStore {
                 writes.push(self.put(items::event_id_item(event.event_id, stream), NOT_EXISTS)?);
             }
             if let Some(command_id) = meta.command_id {
-                writes.push(self.put(items::command_item(command_id, stream, &outcome), NOT_EXISTS)?);
+                writes.push(self.put(
+                    items::command_item(command_id, stream, &outcome),
+                    NOT_EXISTS,
+                )?);
             }
             if bytes > MAX_TRANSACTION_BYTES {
                 return Err(StoreError::TooLarge {
@@ -221,7 +225,12 @@ impl DynamoDbStore {
         items::Fields::new(&attributes, "position counter").u64("next")
     }
 
-    fn check(&self, pk: &str, version: u64, condition: &str) -> Result<TransactWriteItem, StoreError> {
+    fn check(
+        &self,
+        pk: &str,
+        version: u64,
+        condition: &str,
+    ) -> Result<TransactWriteItem, StoreError> {
         let check = ConditionCheck::builder()
             .table_name(&*self.table)
             .set_key(Some(items::key(pk.to_owned(), version)))
@@ -318,7 +327,11 @@ fn cancelled<R>(
     }
 }
 
-fn wrong_version(stream: StreamRef<'_>, expected: ExpectedVersion, actual: Option<u64>) -> StoreError {
+fn wrong_version(
+    stream: StreamRef<'_>,
+    expected: ExpectedVersion,
+    actual: Option<u64>,
+) -> StoreError {
     StoreError::WrongExpectedVersion {
         stream_type: stream.stream_type.to_owned(),
         stream_id: stream.stream_id.to_owned(),

@@ -158,7 +158,8 @@ impl<'a> Fields<'a> {
     fn uuid(&self, name: &str) -> Result<Option<Uuid>, StoreError> {
         self.optional_string(name)?
             .map(|text| {
-                Uuid::parse_str(text).map_err(|_| self.fail(name, &format!("`{text}` is not a uuid")))
+                Uuid::parse_str(text)
+                    .map_err(|_| self.fail(name, &format!("`{text}` is not a uuid")))
             })
             .transpose()
     }
@@ -233,7 +234,10 @@ pub(crate) fn event_item(
     item.insert("position".to_owned(), n(meta.position));
     item.insert("event_type".to_owned(), s(meta.event_type.as_str()));
     item.insert("event_version".to_owned(), n(meta.event_version));
-    item.insert("event_id".to_owned(), s(meta.event_id.hyphenated().to_string()));
+    item.insert(
+        "event_id".to_owned(),
+        s(meta.event_id.hyphenated().to_string()),
+    );
     for (name, id) in [
         ("command_id", meta.command_id),
         ("correlation_id", meta.correlation_id),

@@ -137,8 +137,10 @@ impl EventStore for DynamoDbStore {
             let events = self.read_stream(stream, range).await?;
             return Ok(events.into_iter().map(StreamEvent::from).collect());
         }
-        self.query_stream(stream, range, true, |item| items::stream_event(item).map(Some))
-            .await
+        self.query_stream(stream, range, true, |item| {
+            items::stream_event(item).map(Some)
+        })
+        .await
     }
 
     async fn stream_version(&self, stream: StreamRef<'_>) -> Result<Option<u64>, StoreError> {

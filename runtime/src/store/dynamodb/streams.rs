@@ -4,9 +4,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, OperationType, ShardIteratorType};
-use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodbstreams::types::{
+    AttributeValue as StreamValue, OperationType, ShardIteratorType,
+};
+use aws_sdk_dynamodbstreams::Client;
 
 use super::items::{self, Item};
 use super::{sdk_error, DynamoDbStore};
@@ -21,9 +23,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Where a reader of a DynamoDB Stream stands: per shard, the sequence number read
 /// through, or that the shard is closed and read to its end.
 ///
-/// Stored as a runner's checkpoint: the position is the highest annals position among the
-/// events read (for status and lag: events of different shards arrive out of position
-/// order), the cursor the shards' sequence numbers as JSON.
+/// Stored as a runner's checkpoint: the position is the highest annals position read (for
+/// status and lag; events of different shards arrive out of position order, so on a table
+/// with several shards a position reached does not prove every lower one was read), the
+/// cursor the shards' sequence numbers as JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardCursor {
     /// The highest event position read.
@@ -250,13 +253,17 @@ impl Source for DynamoDbStreamSource {
         limit: usize,
         filter: &'a EventFilter,
     ) -> Result<Batch<ShardCursor>, ProjectionError> {
+        // Read first: every position up to it was handed out before the shards are read.
+        let head = self.head().await?;
         let shards = self.shards().await?;
         let mut end = after.clone();
         // Shards no longer listed have expired: forget them, the cursor stays small.
-        end.shards.retain(|id, _| shards.iter().any(|s| &s.id == id));
+        end.shards
+            .retain(|id, _| shards.iter().any(|s| &s.id == id));
         let mut events = Vec::new();
         // A shard finished in this read may make its children readable in the same read;
         // each pass reads every readable shard once.
+        let mut drained = false;
         for _ in 0..=shards.len() {
             let mut progressed = false;
             for shard in readable(&shards, &end) {
@@ -282,9 +289,19 @@ impl Source for DynamoDbStreamSource {
                     }
                 }
             }
-            if !progressed || events.len() >= limit {
+            if !progressed {
+                drained = true;
                 break;
             }
+            if events.len() >= limit {
+                break;
+            }
+        }
+        // Read to the end of every shard: the positions handed out before are all past
+        // (committed and read, or given up by an append that failed), so the reader is
+        // caught up with the head, whatever gaps failed appends left.
+        if drained {
+            end.position = end.position.max(head);
         }
         Ok(Batch::new(events, end))
     }
@@ -350,12 +367,19 @@ mod tests {
             shard("4", Some("3")),
         ];
         let ids = |cursor: &ShardCursor| -> Vec<&str> {
-            readable(&shards, cursor).iter().map(|s| s.id.as_str()).collect()
+            readable(&shards, cursor)
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect()
         };
         let mut cursor = ShardCursor::default();
         assert_eq!(ids(&cursor), ["1"]);
         cursor.shards.insert("1".into(), Some("17".into()));
-        assert_eq!(ids(&cursor), ["1"], "an open parent keeps its children waiting");
+        assert_eq!(
+            ids(&cursor),
+            ["1"],
+            "an open parent keeps its children waiting"
+        );
         cursor.shards.insert("1".into(), None);
         assert_eq!(ids(&cursor), ["2", "3"]);
         cursor.shards.insert("3".into(), None);
@@ -377,7 +401,9 @@ mod tests {
             ..ShardCursor::default()
         };
         cursor.shards.insert("shardId-1".into(), None);
-        cursor.shards.insert("shardId-2".into(), Some("1100000000017454423009".into()));
+        cursor
+            .shards
+            .insert("shardId-2".into(), Some("1100000000017454423009".into()));
         let checkpoint = cursor.to_checkpoint();
         assert_eq!(ShardCursor::from_checkpoint(&checkpoint).unwrap(), cursor);
         assert_eq!(
