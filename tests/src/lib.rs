@@ -14,6 +14,12 @@ pub fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// The local DynamoDB server the tests and the guide use: `DYNAMODB_ENDPOINT`, by default
+/// `http://127.0.0.1:8000` (`.ci/run` starts `.ci/moto-server` and sets it).
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("DYNAMODB_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8000".to_owned())
+}
+
 /// Drops a PostgreSQL schema an example created (or an earlier, failed run left behind).
 #[cfg(feature = "postgres")]
 pub async fn drop_schema(url: &str, schema: &str) -> Result<(), sqlx::Error> {
@@ -69,6 +75,9 @@ mod guide {
     #[cfg(feature = "postgres")]
     #[doc = include_str!("../../docs/stores.md")]
     mod stores {}
+    #[cfg(feature = "dynamodb")]
+    #[doc = include_str!("../../docs/dynamodb.md")]
+    mod dynamodb {}
     #[doc = include_str!("../../docs/projections.md")]
     mod projections {}
     #[doc = include_str!("../../docs/versioning.md")]

@@ -62,8 +62,7 @@ impl DynamoDbStore {
             return Err(StoreError::TooLarge {
                 what: format!("a commit of {count} events to {stream}"),
                 limit: "DynamoDB's transactions hold at most 100 items: 2 per event, 1 for \
-                        the command id and 1 for the version check (49 events with a command \
-                        id)",
+                        the command id and 1 for the version check (so at most 49 events)",
             });
         }
         if count == 0 && meta.command_id.is_none() {
