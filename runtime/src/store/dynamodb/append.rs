@@ -178,9 +178,12 @@ impl DynamoDbStore {
                 .set_transact_items(Some(writes))
                 .send()
                 .await;
-            match sent.map_err(cancelled) {
+            let error = match sent {
                 Ok(_) => return Ok(outcome),
-                Err(Ok(Cancelled::Condition)) => {
+                Err(error) => error,
+            };
+            match cancelled(&error) {
+                Some(Cancelled::Condition) => {
                     if let Some(first) = self.first_outcome(meta).await? {
                         return Ok(first);
                     }
@@ -194,10 +197,10 @@ impl DynamoDbStore {
                     // The stream moved to a version the expectation still accepts.
                     named = None;
                 }
-                Err(Ok(Cancelled::Contention)) => {
+                Some(Cancelled::Contention) => {
                     tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt.min(20)))).await;
                 }
-                Err(Err(e)) => return Err(sdk_error(Operation::Append, e)),
+                None => return Err(sdk_error(Operation::Append, error)),
             }
         }
         Err(StoreError::database(
@@ -294,15 +297,14 @@ impl DynamoDbStore {
     }
 }
 
-/// Sorts a failed transaction: cancelled for a condition, for contention, or another error.
-fn cancelled<R>(
-    error: SdkError<TransactWriteItemsError, R>,
-) -> Result<Cancelled, SdkError<TransactWriteItemsError, R>> {
-    let SdkError::ServiceError(service) = &error else {
-        return Err(error);
+/// Sorts a failed transaction: cancelled for a condition, for contention, or (`None`)
+/// another error.
+fn cancelled<R>(error: &SdkError<TransactWriteItemsError, R>) -> Option<Cancelled> {
+    let SdkError::ServiceError(service) = error else {
+        return None;
     };
     let TransactWriteItemsError::TransactionCanceledException(cancel) = service.err() else {
-        return Err(error);
+        return None;
     };
     let codes: Vec<&str> = cancel
         .cancellation_reasons()
@@ -311,7 +313,7 @@ fn cancelled<R>(
         .filter(|code| *code != "None")
         .collect();
     if codes.contains(&"ConditionalCheckFailed") {
-        Ok(Cancelled::Condition)
+        Some(Cancelled::Condition)
     } else if !codes.is_empty()
         && codes.iter().all(|code| {
             matches!(
@@ -320,9 +322,9 @@ fn cancelled<R>(
             )
         })
     {
-        Ok(Cancelled::Contention)
+        Some(Cancelled::Contention)
     } else {
-        Err(error)
+        None
     }
 }
 
