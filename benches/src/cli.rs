@@ -13,10 +13,20 @@ pub enum Backend {
     Sqlite,
     /// `annals::PgStore` against raw sqlx on PostgreSQL.
     Postgres,
+    /// `annals::DynamoDbStore` on the local DynamoDB (`--dynamodb-endpoint`): W1 and W3
+    /// only (it has no global log for W4), no raw baseline. Not in `all`: asked for by name.
+    Dynamodb,
 }
 
 impl Backend {
     const ALL: [Backend; 3] = [Backend::Memory, Backend::Sqlite, Backend::Postgres];
+    /// Every backend `--backend` accepts by name.
+    const NAMED: [Backend; 4] = [
+        Backend::Memory,
+        Backend::Sqlite,
+        Backend::Postgres,
+        Backend::Dynamodb,
+    ];
 }
 
 impl fmt::Display for Backend {
@@ -25,6 +35,7 @@ impl fmt::Display for Backend {
             Backend::Memory => "memory",
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
+            Backend::Dynamodb => "dynamodb",
         })
     }
 }
@@ -82,6 +93,8 @@ pub struct Config {
     pub repeat: usize,
     /// The PostgreSQL server; the harness works in fresh schemas it drops at the end.
     pub database_url: String,
+    /// The DynamoDB server; the harness works in fresh tables it deletes at the end.
+    pub dynamodb_endpoint: String,
 }
 
 /// The sizes DESIGN.md's "Performance" names.
@@ -104,6 +117,8 @@ impl Default for Config {
             repeat: 3,
             database_url: std::env::var("DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned()),
+            dynamodb_endpoint: std::env::var("DYNAMODB_ENDPOINT")
+                .unwrap_or_else(|_| "http://127.0.0.1:8000".to_owned()),
         }
     }
 }
@@ -114,7 +129,8 @@ annals-bench: the workloads of DESIGN.md \"Performance\" on every store, beside 
 
 usage: cargo run --release -p annals-bench -- [options]
 
-  --backend LIST     memory,sqlite,postgres or all                  [all]
+  --backend LIST     memory,sqlite,postgres,dynamodb or all         [all]
+                     (all: memory,sqlite,postgres; dynamodb runs W1 and W3)
   --workload LIST    w1,w2,w3,w4 or all                             [all]
   --n1 N             W1: commands, one after the other              [20000]
   --n2 N             W2: commands over the concurrent tasks         [--n1]
@@ -125,6 +141,7 @@ usage: cargo run --release -p annals-bench -- [options]
   --batch N          W4: events per read-model transaction          [500]
   --repeat N         W3: timed loads, the median is reported        [3]
   --database-url URL PostgreSQL server       [$DATABASE_URL or postgres://postgres@127.0.0.1:5432/test]
+  --dynamodb-endpoint URL  local DynamoDB    [$DYNAMODB_ENDPOINT or http://127.0.0.1:8000]
   -h, --help         this text
 ";
 
@@ -150,7 +167,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Config>, 
                 .ok_or_else(|| BenchError::Usage(format!("{flag} needs a value")))
         };
         match flag.as_str() {
-            "--backend" => config.backends = list(&value()?, &Backend::ALL)?,
+            "--backend" => config.backends = backends(&value()?)?,
             "--workload" => config.workloads = list(&value()?, &Workload::ALL)?,
             "--n1" => config.n1 = number(&flag, &value()?, 1)?,
             "--n2" => n2 = Some(number(&flag, &value()?, 1)?),
@@ -161,11 +178,25 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Option<Config>, 
             "--batch" => config.batch = number(&flag, &value()?, 1)?,
             "--repeat" => config.repeat = number(&flag, &value()?, 1)?,
             "--database-url" => config.database_url = value()?,
+            "--dynamodb-endpoint" => config.dynamodb_endpoint = value()?,
             _ => return Err(BenchError::Usage(format!("unknown argument `{flag}`"))),
         }
     }
     config.n2 = n2.unwrap_or(config.n1);
     Ok(Some(config))
+}
+
+/// `--backend`: names from every backend, `all` for the default three.
+fn backends(value: &str) -> Result<Vec<Backend>, BenchError> {
+    let mut out = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if name.eq_ignore_ascii_case("all") {
+            out.extend_from_slice(&Backend::ALL);
+        } else {
+            out.extend(list(name, &Backend::NAMED)?);
+        }
+    }
+    Ok(out)
 }
 
 fn number(flag: &str, value: &str, min: usize) -> Result<usize, BenchError> {

@@ -95,6 +95,7 @@ async fn run(config: &Config) -> Result<Vec<Measurement>, BenchError> {
                 )
                 .await?;
             }
+            Backend::Dynamodb => backends::dynamodb::bench(config, &mut results).await?,
         }
     }
     for line in report::ratios(&results) {
@@ -120,7 +121,7 @@ async fn bench<B: Setup>(
     outcome.and(finished)
 }
 
-fn record(results: &mut Vec<Measurement>, measurement: Measurement) {
+pub(crate) fn record(results: &mut Vec<Measurement>, measurement: Measurement) {
     println!("{measurement}");
     // Progress shows while a long run goes on, even when stdout is a pipe.
     let _ = std::io::stdout().flush();
@@ -163,7 +164,9 @@ async fn workload_pair<B: Setup>(
             )
         }
         Workload::W3 => {
-            let elapsed = annals_runs::rehydrate(store, config.n3, config.repeat).await?;
+            let elapsed =
+                annals_runs::rehydrate(store, config.n3, config.repeat, annals_runs::W3_CHUNK)
+                    .await?;
             measure(Impl::Annals, config.n3, elapsed, Vec::new())
         }
         Workload::W4 => {
@@ -275,5 +278,28 @@ mod tests {
             report::ratios(&results).len(),
             results.iter().filter(|m| m.imp == Impl::Raw).count()
         );
+    }
+
+    /// W1 and W3 on the local DynamoDB (`DYNAMODB_ENDPOINT`) at small sizes; the runs check
+    /// the state they left.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dynamodb_runs_w1_and_w3() {
+        let config = Config {
+            backends: vec![Backend::Dynamodb],
+            n1: 60,
+            accounts: 6,
+            n3: 150,
+            repeat: 1,
+            ..Config::default()
+        };
+        let results = run(&config).await.unwrap();
+        let lines: Vec<String> = results.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        for (line, shape) in lines.iter().zip([
+            "RESULT impl=annals backend=dynamodb workload=W1 n=60 ",
+            "RESULT impl=annals backend=dynamodb workload=W3 n=150 ",
+        ]) {
+            assert!(line.starts_with(shape), "{line}");
+        }
     }
 }
