@@ -151,6 +151,29 @@ async fn open_refuses_a_missing_or_foreign_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_a_transient_error() {
+    // Nothing listens on a port just released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let error = DynamoDbStore::options()
+        .endpoint(format!("http://127.0.0.1:{port}"))
+        .open("events")
+        .await
+        .expect_err("nothing listens there");
+    assert!(error.is_transient(), "{error:?}");
+    // A refusal by the server is not.
+    let error = DynamoDbStore::options()
+        .endpoint(endpoint())
+        .open("no-such-table-here")
+        .await
+        .expect_err("a missing table");
+    assert!(!error.is_transient(), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_races_between_clients_append_once() {
     const WRITERS: usize = 8;
     let table = Table::new("idempotency").await;
