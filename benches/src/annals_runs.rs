@@ -17,7 +17,7 @@ use crate::error::BenchError;
 use crate::plan::{self, Expected, Op, Step};
 
 /// Runs one command of the plan.
-async fn execute<S: CheckpointStore + SnapshotStore>(
+async fn execute<S: EventStore + SnapshotStore>(
     repo: &Repository<Account, S>,
     step: &Step,
 ) -> Result<(), ExecuteError<annals_examples::bank::AccountError>> {
@@ -37,7 +37,7 @@ async fn execute<S: CheckpointStore + SnapshotStore>(
 }
 
 /// (version, balance) of every account, loaded through the repository.
-async fn accounts<S: CheckpointStore + SnapshotStore>(
+async fn accounts<S: EventStore + SnapshotStore>(
     repo: &Repository<Account, S>,
     count: usize,
 ) -> Result<Vec<(u64, u64)>, BenchError> {
@@ -51,7 +51,7 @@ async fn accounts<S: CheckpointStore + SnapshotStore>(
 
 /// W1: the plan's commands one after the other. Checks the final state after the clock
 /// stops.
-pub async fn sequential<S: CheckpointStore + SnapshotStore>(
+pub async fn sequential<S: EventStore + SnapshotStore>(
     store: S,
     commands: &[Step],
     accounts_count: usize,
@@ -206,16 +206,20 @@ async fn seed<S: EventStore>(
     Ok(version)
 }
 
-/// W3: writes one stream of `n` events (untimed), then times `Repository::load` of it
-/// `repeat` times and returns the median.
-pub async fn rehydrate<S: CheckpointStore + SnapshotStore>(
+/// Events per append when W3's stream is written.
+pub const W3_CHUNK: usize = 1_000;
+
+/// W3: writes one stream of `n` events (untimed) in appends of `chunk` events, then times
+/// `Repository::load` of it `repeat` times and returns the median.
+pub async fn rehydrate<S: EventStore + SnapshotStore>(
     store: S,
     n: usize,
     repeat: usize,
+    chunk: usize,
 ) -> Result<Duration, BenchError> {
     let stream_id = plan::account_id(0);
     let events = plan::long_stream(n);
-    seed(&store, &stream_id, &events, 1_000, 0).await?;
+    seed(&store, &stream_id, &events, chunk, 0).await?;
     let expected = Expected::of(&plan::commands(n, 1), 1);
     let repo = Repository::<Account, S>::new(store);
     let mut times = Vec::with_capacity(repeat);

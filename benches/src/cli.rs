@@ -11,10 +11,20 @@ pub enum Backend {
     Sqlite,
     /// `annals::PgStore` against raw sqlx on PostgreSQL.
     Postgres,
+    /// `annals::DynamoDbStore` on the local DynamoDB (`--dynamodb-endpoint`): W1 and W3
+    /// only (it has no global log for W4), no raw baseline. Not in `all`: asked for by name.
+    Dynamodb,
 }
 
 impl Backend {
     const ALL: [Backend; 3] = [Backend::Memory, Backend::Sqlite, Backend::Postgres];
+    /// Every backend `--backend` accepts by name.
+    const NAMED: [Backend; 4] = [
+        Backend::Memory,
+        Backend::Sqlite,
+        Backend::Postgres,
+        Backend::Dynamodb,
+    ];
 }
 
 impl fmt::Display for Backend {
@@ -23,6 +33,7 @@ impl fmt::Display for Backend {
             Backend::Memory => "memory",
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
+            Backend::Dynamodb => "dynamodb",
         })
     }
 }
@@ -78,9 +89,9 @@ impl fmt::Display for Workload {
                   see docs/performance.md."
 )]
 pub struct Config {
-    /// Backends, in run order: memory, sqlite, postgres or all.
-    #[arg(long = "backend", value_name = "LIST", default_value = "all",
-          value_parser = |s: &str| list(s, &Backend::ALL))]
+    /// Backends, in run order: memory, sqlite, postgres, dynamodb or all (all: memory,
+    /// sqlite, postgres; dynamodb runs W1 and W3).
+    #[arg(long = "backend", value_name = "LIST", default_value = "all", value_parser = backends)]
     pub backends: Selection<Backend>,
     /// Workloads, in run order: w1 to w6 or all.
     #[arg(long = "workload", value_name = "LIST", default_value = "all",
@@ -127,6 +138,14 @@ pub struct Config {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     pub database_url: String,
+    /// The DynamoDB server; the harness works in fresh tables it deletes at the end.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DYNAMODB_ENDPOINT",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub dynamodb_endpoint: String,
 }
 
 impl Config {
@@ -157,6 +176,24 @@ impl<T> std::ops::Deref for Selection<T> {
     fn deref(&self) -> &[T] {
         &self.0
     }
+}
+
+/// `--backend`: names from every backend, `all` for the default three.
+fn backends(value: &str) -> Result<Selection<Backend>, String> {
+    let mut out = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if name.eq_ignore_ascii_case("all") {
+            out.extend_from_slice(&Backend::ALL);
+        } else {
+            out.extend(list(name, &Backend::NAMED)?.0);
+        }
+    }
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        return Err(format!("empty list `{value}`"));
+    }
+    Ok(Selection(out))
 }
 
 /// A count, written with optional `_` separators, at least 1.

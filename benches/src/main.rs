@@ -88,6 +88,7 @@ async fn run(config: &Config) -> Result<Vec<Measurement>, BenchError> {
                 )
                 .await?;
             }
+            Backend::Dynamodb => backends::dynamodb::bench(config, &mut results).await?,
         }
     }
     for line in report::ratios(&results) {
@@ -113,7 +114,7 @@ async fn bench<B: Setup>(
     outcome.and(finished)
 }
 
-fn record(results: &mut Vec<Measurement>, measurement: Measurement) {
+pub(crate) fn record(results: &mut Vec<Measurement>, measurement: Measurement) {
     println!("{measurement}");
     // Progress shows while a long run goes on, even when stdout is a pipe.
     let _ = std::io::stdout().flush();
@@ -178,7 +179,9 @@ async fn workload_pair<B: Setup>(
             measure(Impl::Annals, config.n6, hot.elapsed, hot.extra())
         }
         Workload::W3 => {
-            let elapsed = annals_runs::rehydrate(store, config.n3, config.repeat).await?;
+            let elapsed =
+                annals_runs::rehydrate(store, config.n3, config.repeat, annals_runs::W3_CHUNK)
+                    .await?;
             measure(Impl::Annals, config.n3, elapsed, Vec::new())
         }
         Workload::W4 => {
@@ -312,5 +315,29 @@ mod tests {
             report::ratios(&results).len(),
             results.iter().filter(|m| m.imp == Impl::Raw).count()
         );
+    }
+
+    /// W1 and W3 on the local DynamoDB (`annals_tests::dynamodb_endpoint`) at small sizes; the runs check
+    /// the state they left.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dynamodb_runs_w1_and_w3() {
+        let config = Config {
+            backends: cli::Selection(vec![Backend::Dynamodb]),
+            dynamodb_endpoint: annals_tests::dynamodb_endpoint(),
+            n1: 60,
+            accounts: 6,
+            n3: 150,
+            repeat: 1,
+            ..Config::default()
+        };
+        let results = run(&config).await.unwrap();
+        let lines: Vec<String> = results.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        for (line, shape) in lines.iter().zip([
+            "RESULT impl=annals backend=dynamodb workload=W1 n=60 ",
+            "RESULT impl=annals backend=dynamodb workload=W3 n=150 ",
+        ]) {
+            assert!(line.starts_with(shape), "{line}");
+        }
     }
 }

@@ -111,6 +111,15 @@ pub enum StoreError {
         /// The value.
         value: u64,
     },
+    /// A commit, event or snapshot is larger than the store can take in one write (DynamoDB:
+    /// 100 items or 4 MB per transaction, 400 KB per item); nothing was written.
+    #[error("{what} is too large for the store: {limit}")]
+    TooLarge {
+        /// What was refused (a commit, an event, a snapshot) and where it was headed.
+        what: String,
+        /// The limit it exceeds.
+        limit: &'static str,
+    },
     /// Running the embedded schema migrations failed.
     #[error("migrating the schema to version {version} failed")]
     Migration {

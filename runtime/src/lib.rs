@@ -32,6 +32,8 @@ pub use store::{
     Checkpoint, CommitMeta, EventMeta, ExpectedVersion, MemoryStore, MemoryTx, RecordedEvent,
     StreamRef,
 };
+#[cfg(feature = "dynamodb")]
+pub use store::{DynamoDbStore, DynamoDbStoreOptions};
 #[cfg(feature = "postgres")]
 pub use store::{PgStore, PgStoreOptions, PgTx};
 #[cfg(feature = "sqlite")]

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use crate::error::ProjectionError;
 pub use crate::store::{Batch, Cursor};
+#[cfg(feature = "dynamodb")]
+pub use crate::store::{DynamoDbStreamSource, ShardCursor};
 use crate::store::{EventFilter, EventLog, WakeUps};
 
 /// Where a runner's events come from, read in batches from a cursor.

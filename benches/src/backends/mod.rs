@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
+pub mod dynamodb;
 mod postgres;
 mod sqlite;
 

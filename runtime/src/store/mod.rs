@@ -40,6 +40,10 @@ pub use records::{
 mod sqlite;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStore, SqliteStoreOptions, SqliteTx};
+#[cfg(feature = "dynamodb")]
+mod dynamodb;
+#[cfg(feature = "dynamodb")]
+pub use dynamodb::{DynamoDbStore, DynamoDbStoreOptions, DynamoDbStreamSource, ShardCursor};
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]

@@ -7,7 +7,9 @@
 //! `MemoryStore`, a new SQLite file in a temporary directory, a new PostgreSQL schema
 //! (dropped afterwards), and a new [`stream_only_store::StreamOnlyStore`], which has only the
 //! stream and snapshot capabilities: the cases that need more are listed as ignored for it,
-//! with the capability they need as the reason.
+//! with the capability they need as the reason. With feature `dynamodb`, a new table on the
+//! local DynamoDB server (`DYNAMODB_ENDPOINT`) runs the same stream cases, and lists the
+//! others as ignored like the stream-only store.
 
 mod catalog_cases;
 mod domain;
@@ -59,6 +61,14 @@ log_of_full_store!(annals::MemoryStore, annals::SqliteStore);
 #[cfg(feature = "postgres")]
 log_of_full_store!(annals::PgStore);
 
+/// DynamoDB has no global log: its feed is the table's stream, a source for runners.
+#[cfg(feature = "dynamodb")]
+impl Log for annals::DynamoDbStore {
+    async fn log(&self) -> Option<GlobalLog> {
+        None
+    }
+}
+
 impl Log for stream_only_store::StreamOnlyStore {
     async fn log(&self) -> Option<GlobalLog> {
         None
@@ -94,6 +104,26 @@ macro_rules! conformance {
         conformance!(@store sqlite, $($smodule::$scase,)* $($fmodule::$fcase,)*);
         #[cfg(feature = "postgres")]
         conformance!(@store postgres, $($smodule::$scase,)* $($fmodule::$fcase,)*);
+
+        #[cfg(feature = "dynamodb")]
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scase() {
+                    let store = crate::stores::dynamodb().await;
+                    crate::stores::run_then(
+                        crate::$smodule::$scase(store.clone()),
+                        crate::stores::drop_dynamodb(&store),
+                    )
+                    .await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                #[ignore = $needs]
+                async fn $fcase() {}
+            )*
+        }
 
         mod stream_only {
             $(

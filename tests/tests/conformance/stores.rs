@@ -94,3 +94,37 @@ mod postgres {
         store.pool().close().await;
     }
 }
+
+#[cfg(feature = "dynamodb")]
+pub use dynamodb::{drop_dynamodb, dynamodb};
+
+#[cfg(feature = "dynamodb")]
+mod dynamodb {
+    use annals::{DynamoDbStore, Uuid};
+
+    /// The local DynamoDB server the tests use (`.ci/moto-server`). Unreachable means
+    /// failed tests, never skipped ones.
+    pub fn endpoint() -> String {
+        annals_tests::dynamodb_endpoint()
+    }
+
+    /// A store in a new table with a random name.
+    pub async fn dynamodb() -> DynamoDbStore {
+        let endpoint = endpoint();
+        let table = format!("conformance-{}", Uuid::new_v4().simple());
+        DynamoDbStore::options()
+            .endpoint(&endpoint)
+            .create_table(true)
+            .open(&table)
+            .await
+            .unwrap_or_else(|e| panic!("creating table {table} at {endpoint}: {e} ({e:?})"))
+    }
+
+    /// Deletes the store's table.
+    pub async fn drop_dynamodb(store: &DynamoDbStore) {
+        store
+            .delete_table()
+            .await
+            .unwrap_or_else(|e| panic!("deleting table {}: {e}", store.table()));
+    }
+}
