@@ -9,6 +9,8 @@ mod aggregate;
 mod consistency;
 pub mod error;
 mod event;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod projection;
 mod repository;
 mod retry;

@@ -219,6 +219,15 @@ async fn commit_checkpoint<S: CheckpointStore>(
     Ok(())
 }
 
+/// The error an event the source could not read fails with: not transient, so parking
+/// takes it.
+fn unreadable(reason: &str) -> ProjectionError {
+    ProjectionError::Source {
+        transient: false,
+        source: reason.to_owned().into(),
+    }
+}
+
 /// An error with its causes, as parking records it.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -378,6 +387,15 @@ where
         self.name
     }
 
+    /// Which events the handler is given (by default the projection's
+    /// [`Projection::event_types`]): a publisher relaying every event sets
+    /// [`EventFilter::all`].
+    #[must_use]
+    pub fn filter(mut self, filter: EventFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
     /// Events per transaction (at least 1).
     #[must_use]
     pub fn batch_size(mut self, size: usize) -> Self {
@@ -488,7 +506,11 @@ where
         }
         let mut tx = self.store.begin().await?;
         for (index, event) in batch.events.iter().enumerate() {
-            if let Err(error) = self.projection.handle(event, &mut tx).await {
+            let handled = match batch.unreadable(index) {
+                Some(reason) => Err(unreadable(reason)),
+                None => self.projection.handle(event, &mut tx).await,
+            };
+            if let Err(error) = handled {
                 drop(tx);
                 return self.failed(stored, from, index, error).await;
             }
@@ -537,9 +559,12 @@ where
         for failures in 1..parking.attempts {
             tokio::time::sleep(self.backoff.delay(failures - 1)).await;
             let mut tx = self.store.begin().await?;
-            let handled = match self.projection.handle(event, &mut tx).await {
-                Ok(()) => self.projection.finish_batch(&mut tx).await,
-                Err(error) => Err(error),
+            let handled = match single.unreadable(0) {
+                Some(reason) => Err(unreadable(reason)),
+                None => match self.projection.handle(event, &mut tx).await {
+                    Ok(()) => self.projection.finish_batch(&mut tx).await,
+                    Err(error) => Err(error),
+                },
             };
             match handled {
                 Ok(()) => {
