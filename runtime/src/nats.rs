@@ -394,6 +394,9 @@ impl<Tx: Send + 'static> Projection<Tx> for Publisher {
 /// unless set with [`JetStreamSource::ack_wait`].
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a pull may go unanswered beyond its own expiry before it is given up.
+const PULL_DEADLINE: Duration = Duration::from_secs(5);
+
 /// A durable JetStream consumer as a [`Source`]: another service's events, for this
 /// service's projections and reactors.
 ///
@@ -552,10 +555,13 @@ impl JetStreamSource {
 
     /// Takes a finished pull's messages into the buffer; on an error the consumer is lined
     /// up again on the next read, since messages of an interrupted pull count as delivered.
+    /// A pull the broker forgot (it restarted meanwhile) never ends: past `deadline` it is
+    /// given up like one that failed.
     async fn receive(
         &mut self,
         after: u64,
         messages: Result<pull::Batch, NatsError>,
+        deadline: Duration,
     ) -> Result<(), NatsError> {
         let mut messages = match messages {
             Ok(messages) => messages,
@@ -564,7 +570,19 @@ impl JetStreamSource {
                 return Err(error);
             }
         };
-        while let Some(message) = messages.next().await {
+        let deadline = tokio::time::Instant::now() + deadline;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(_) => {
+                    self.consumer = None;
+                    return Err(self.error(
+                        "receiving messages",
+                        "the pull got no answer in time (the broker may have restarted)",
+                    ));
+                }
+            };
             let message = match message {
                 Ok(message) => message,
                 Err(error) => {
@@ -715,7 +733,7 @@ impl Source for JetStreamSource {
                 .messages()
                 .await
                 .map_err(|e| self.error("fetching messages", e));
-            self.receive(after, pull).await?;
+            self.receive(after, pull, PULL_DEADLINE).await?;
         }
         let mut batch = Batch::new(Vec::new(), after);
         for (&sequence, message) in self.buffer.range(after + 1..).take(limit) {
@@ -773,6 +791,6 @@ impl LiveSource for JetStreamSource {
             .messages()
             .await
             .map_err(|e| self.error("waiting for messages", e));
-        Ok(self.receive(after, pull).await?)
+        Ok(self.receive(after, pull, timeout + PULL_DEADLINE).await?)
     }
 }
