@@ -646,6 +646,7 @@ fn spawn_relay(db: &std::path::Path, prefix: &str) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_mid_batch_loses_and_duplicates_nothing() {
+    let mut killed_mid_batch = 0;
     for run in 0..runs() {
         let dir = TempDir::new().unwrap();
         let db = dir.path().join("origin.db");
@@ -655,12 +656,33 @@ async fn a_relay_killed_mid_batch_loses_and_duplicates_nothing() {
         let writer = keep_appending(origin.clone(), 7, stop.clone());
         let mut mid_batch = 0;
         for kill in 0..4u64 {
+            // A backlog, so the relay is busy when it dies.
+            for burst in 0..40 {
+                let events = (0..10).map(credited).collect();
+                let stream = format!("burst{}", (kill * 40 + burst) % 3);
+                origin
+                    .append(
+                        StreamRef::new("account", &stream),
+                        ExpectedVersion::Any,
+                        events,
+                        &CommitMeta::new(),
+                    )
+                    .await
+                    .unwrap();
+            }
             let mut child = spawn_relay(&db, &bus.prefix);
-            // Long enough for the child to start and publish some batches; at varying times.
-            tokio::time::sleep(Duration::from_millis(
-                600 + (u64::try_from(run).unwrap() * 37 + kill * 71) % 300,
-            ))
-            .await;
+            // Killed as soon as it has published past its checkpoint (mid-batch), or after
+            // a while if that is never seen.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let skew = Duration::from_millis((u64::try_from(run).unwrap() * 7 + kill * 3) % 20);
+            loop {
+                let checkpoint = origin.checkpoint("annals_nats_relay").await.unwrap();
+                if bus.messages().await > checkpoint || Instant::now() > deadline {
+                    tokio::time::sleep(skew).await;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             // Published past the checkpoint: killed between its publishes and its commit.
@@ -670,10 +692,10 @@ async fn a_relay_killed_mid_batch_loses_and_duplicates_nothing() {
             }
         }
         stop.store(true, Ordering::Relaxed);
-        let appended = writer.await.unwrap();
+        assert!(writer.await.unwrap() > 0);
+        let appended = origin.head().await.unwrap();
         // The last relay (in this process) publishes the rest.
         relay(&origin, &bus).catch_up().await.unwrap();
-        assert!(appended > 0);
         assert_eq!(bus.messages().await, appended, "run {run}: one message per event");
         let consuming = consuming_store(&dir).await;
         consumer(&consuming, bus.source("ledger"))
@@ -686,8 +708,10 @@ async fn a_relay_killed_mid_batch_loses_and_duplicates_nothing() {
             "run {run}: {appended} events, relay killed 4 times ({mid_batch} with messages \
              published past its checkpoint): each once, in order"
         );
+        killed_mid_batch += mid_batch;
         bus.delete().await;
     }
+    assert!(killed_mid_batch > 0, "no kill landed between publish and checkpoint");
 }
 
 /// A private `nats-server` with JetStream on its own port and store directory.
