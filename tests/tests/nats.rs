@@ -829,3 +829,36 @@ async fn a_nats_server_restart_loses_and_duplicates_nothing() {
         bus.delete().await;
     }
 }
+
+#[tokio::test]
+async fn a_consumer_takes_the_subjects_it_filters_on() {
+    let dir = TempDir::new().unwrap();
+    let origin = SqliteStore::open(dir.path().join("origin.db")).await.unwrap();
+    let bus = Bus::new(connect(&nats_url()).await).await;
+    for i in 0..10 {
+        let event = if i % 2 == 0 {
+            credited(i)
+        } else {
+            NewEvent::new("Debited", 1, format!(r#"{{"amount":{i}}}"#))
+        };
+        append(&origin, "a", event, &CommitMeta::new()).await;
+    }
+    relay(&origin, &bus).catch_up().await.unwrap();
+    let consuming = consuming_store(&dir).await;
+    let source = bus
+        .source("credits")
+        .filter_subject(format!("{}.account.Credited", bus.prefix));
+    let mut consumer = consumer(&consuming, source);
+    assert_eq!(consumer.catch_up().await.unwrap().handled, 5);
+    let amounts: Vec<(i64,)> = sqlx::query_as("SELECT amount FROM ledger ORDER BY seq")
+        .fetch_all(consuming.pool())
+        .await
+        .unwrap();
+    assert_eq!(amounts, [(0,), (2,), (4,), (6,), (8,)]);
+    // Later events, live: the filtered consumer's checkpoint passes the others.
+    append(&origin, "a", credited(10), &CommitMeta::new()).await;
+    relay(&origin, &bus).catch_up().await.unwrap();
+    assert_eq!(consumer.catch_up().await.unwrap().handled, 1);
+    assert_eq!(consumer.status().await.unwrap().position, 11);
+    bus.delete().await;
+}
