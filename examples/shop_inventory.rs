@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use annals::nats::async_nats::{self, jetstream};
 use annals::nats::{JetStreamSource, Publisher, Subjects};
-use annals::store::EventFilter;
 use annals::{
     projection, Aggregate, CommitMeta, EventMeta, ExecuteError, Repository, Runner, SqliteStore,
 };
@@ -156,7 +155,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 Publisher::new(jetstream.clone(), Subjects::prefix("shop")?),
             )
             .named("inventory_relay")
-            .filter(EventFilter::all())
             .on_retry(report);
             // The orders service's `OrderPlaced`, in from the bus; a message that keeps
             // failing is parked (see `annals::admin` to list and retry).
@@ -166,9 +164,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
             // transaction, so its checkpoint and parked messages live in a file of their own
             // (SQLite has one writer at a time); the command ids make redeliveries harmless.
             let checkpoints = SqliteStore::open(cli.db.with_extension("bus.db")).await?;
-            let mut reserve = Runner::with_source(checkpoints, source, ReserveOnOrder { inventory })
-                .park_after(3)
-                .on_retry(report);
+            let mut reserve =
+                Runner::with_source(checkpoints, source, ReserveOnOrder { inventory })
+                    .park_after(3)
+                    .on_retry(report);
             println!("inventory service: following the bus at {url} (Ctrl-C stops)");
             tokio::select! {
                 result = relay.run(std::future::pending()) => result?,

@@ -26,14 +26,12 @@ use std::time::{Duration, Instant};
 
 use annals::nats::async_nats::{self, jetstream};
 use annals::nats::{JetStreamSource, Publisher, Subjects};
-use annals::store::EventFilter;
 use annals::{
     projection, Aggregate, CommitMeta, EventMeta, ExecuteError, Repository, Runner, SqliteStore,
     Uuid,
 };
 use annals_examples::shop::{
-    ConfirmOrder, Inventory, Order, OrderStatus, OutOfStock, PlaceOrder, RejectOrder,
-    StockReserved,
+    ConfirmOrder, Inventory, Order, OrderStatus, OutOfStock, PlaceOrder, RejectOrder, StockReserved,
 };
 use clap::{Parser, Subcommand};
 
@@ -202,7 +200,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 Publisher::new(jetstream.clone(), Subjects::prefix("shop")?),
             )
             .named("orders_relay")
-            .filter(EventFilter::all())
             .on_retry(report);
             // The inventory's answers, in from the bus.
             let source = JetStreamSource::new(jetstream, "SHOP", "orders")

@@ -222,7 +222,10 @@ impl Subjects {
             }
             Scheme::Custom(subject) => {
                 let subject = subject(meta);
-                if subject.split('.').any(|t| check_token("subject", t).is_err()) {
+                if subject
+                    .split('.')
+                    .any(|t| check_token("subject", t).is_err())
+                {
                     return Err(NatsError::InvalidSubject {
                         subject,
                         event_id: meta.event_id,
@@ -249,7 +252,10 @@ pub fn headers(meta: &EventMeta) -> Result<HeaderMap, NatsError> {
     let id = meta.event_id.to_string();
     headers.insert(header::MSG_ID, id.as_str());
     headers.insert(header::EVENT_TYPE, meta.event_type.as_str());
-    headers.insert(header::EVENT_VERSION, meta.event_version.to_string().as_str());
+    headers.insert(
+        header::EVENT_VERSION,
+        meta.event_version.to_string().as_str(),
+    );
     headers.insert(header::STREAM_TYPE, meta.stream_type.as_str());
     headers.insert(header::STREAM_ID, meta.stream_id.as_str());
     headers.insert(header::STREAM_VERSION, meta.version.to_string().as_str());
@@ -279,8 +285,8 @@ pub fn headers(meta: &EventMeta) -> Result<HeaderMap, NatsError> {
 
 /// A handler that relays events to JetStream: the outbox relay.
 ///
-/// Run it on the store's global log with a [`Runner`](crate::Runner) and
-/// [`EventFilter::all`] (or a filter of the types to relay): each event becomes one message
+/// Run it on the store's global log with a [`Runner`](crate::Runner) (every event, or
+/// the types set with [`Runner::filter`](crate::Runner::filter)): each event becomes one message
 /// on its [`Subjects`] subject, the stored JSON as payload, the event id as `Nats-Msg-Id`
 /// and the metadata in [`header`]s. A batch's messages are published without waiting
 /// (pipelined); [`Projection::finish_batch`] waits for every acknowledgement before the
@@ -293,7 +299,6 @@ pub fn headers(meta: &EventMeta) -> Result<HeaderMap, NatsError> {
 /// ```no_run
 /// # async fn relay() -> Result<(), Box<dyn std::error::Error>> {
 /// use annals::nats::{Publisher, Subjects};
-/// use annals::store::EventFilter;
 ///
 /// let store = annals::SqliteStore::open("orders.db").await?;
 /// let client = annals::nats::async_nats::ConnectOptions::new()
@@ -302,7 +307,6 @@ pub fn headers(meta: &EventMeta) -> Result<HeaderMap, NatsError> {
 ///     .await?;
 /// let publisher = Publisher::new(annals::nats::async_nats::jetstream::new(client), Subjects::prefix("shop")?);
 /// annals::Runner::new(store, publisher)
-///     .filter(EventFilter::all())
 ///     .run(std::future::pending())
 ///     .await?;
 /// # Ok(())
@@ -359,9 +363,14 @@ impl fmt::Debug for Publisher {
 impl<Tx: Send + 'static> Projection<Tx> for Publisher {
     const NAME: &'static str = "annals_nats_relay";
 
-    /// None: set the relayed types with [`Runner::filter`](crate::Runner::filter).
+    /// None by name: a publisher takes every event ([`Self::event_filter`]).
     fn event_types() -> Vec<&'static str> {
         Vec::new()
+    }
+
+    /// Every event; relay fewer with [`Runner::filter`](crate::Runner::filter).
+    fn event_filter() -> EventFilter {
+        EventFilter::all()
     }
 
     async fn handle<'a>(
@@ -500,7 +509,8 @@ impl JetStreamSource {
         let existing = match stream.consumer_info(&self.durable).await {
             Ok(info) => Some(info.clone()),
             Err(error)
-                if error.kind() == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound =>
+                if error.kind()
+                    == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound =>
             {
                 None
             }
@@ -670,9 +680,17 @@ fn decode(sequence: u64, message: &jetstream::Message) -> Result<RecordedEvent, 
         position: parse(sequence, header::POSITION, text(header::POSITION)?)?,
         stream_type: text(header::STREAM_TYPE)?.to_owned(),
         stream_id: text(header::STREAM_ID)?.to_owned(),
-        version: parse(sequence, header::STREAM_VERSION, text(header::STREAM_VERSION)?)?,
+        version: parse(
+            sequence,
+            header::STREAM_VERSION,
+            text(header::STREAM_VERSION)?,
+        )?,
         event_type: text(header::EVENT_TYPE)?.to_owned(),
-        event_version: parse(sequence, header::EVENT_VERSION, text(header::EVENT_VERSION)?)?,
+        event_version: parse(
+            sequence,
+            header::EVENT_VERSION,
+            text(header::EVENT_VERSION)?,
+        )?,
         event_id: parse(sequence, header::MSG_ID, text(header::MSG_ID)?)?,
         command_id: optional_id(header::COMMAND_ID)?,
         correlation_id: optional_id(header::CORRELATION_ID)?,
@@ -745,8 +763,7 @@ impl Source for JetStreamSource {
                     let event = unreadable_event(sequence, message);
                     // A message of a type the handler does not take is skipped even when
                     // the rest of it is broken.
-                    if event.meta.event_type.is_empty() || filter.matches(&event.meta.event_type)
-                    {
+                    if event.meta.event_type.is_empty() || filter.matches(&event.meta.event_type) {
                         batch.unreadable.insert(batch.events.len(), reason);
                         batch.events.push(event);
                     }
@@ -776,7 +793,11 @@ impl Source for JetStreamSource {
 }
 
 impl LiveSource for JetStreamSource {
-    async fn wait<'a>(&'a mut self, after: &'a u64, timeout: Duration) -> Result<(), ProjectionError> {
+    async fn wait<'a>(
+        &'a mut self,
+        after: &'a u64,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
         let after = *after;
         let consumer = self.aligned(after).await?;
         if self.buffer.range(after + 1..).next().is_some() {

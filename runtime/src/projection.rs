@@ -27,6 +27,13 @@ pub trait Projection<Tx>: Send + 'static {
     /// these.
     fn event_types() -> Vec<&'static str>;
 
+    /// Which events the runner hands over: by default those of [`Self::event_types`]. A
+    /// handler that takes every event (a publisher relaying the log) returns
+    /// [`EventFilter::all`].
+    fn event_filter() -> EventFilter {
+        EventFilter::types(Self::event_types())
+    }
+
     /// Feeds one event to its handler.
     fn handle<'a>(
         &'a mut self,
@@ -268,7 +275,7 @@ where
             name: P::NAME,
             batch_size: 500,
             idle_timeout: Duration::from_secs(1),
-            filter: EventFilter::types(P::event_types()),
+            filter: P::event_filter(),
             backoff: DEFAULT_RUN_BACKOFF,
             on_retry: None,
             parking: None,
@@ -388,8 +395,7 @@ where
     }
 
     /// Which events the handler is given (by default the projection's
-    /// [`Projection::event_types`]): a publisher relaying every event sets
-    /// [`EventFilter::all`].
+    /// [`Projection::event_filter`]): a publisher relaying only some types sets them here.
     #[must_use]
     pub fn filter(mut self, filter: EventFilter) -> Self {
         self.filter = filter;

@@ -80,6 +80,9 @@ mod guide {
     #[cfg(feature = "admin")]
     #[doc = include_str!("../../docs/admin.md")]
     mod admin {}
+    #[cfg(feature = "nats")]
+    #[doc = include_str!("../../docs/event-bus.md")]
+    mod event_bus {}
     #[doc = include_str!("../../docs/scaling-out.md")]
     mod scaling_out {}
     #[doc = include_str!("../../docs/decisions.md")]

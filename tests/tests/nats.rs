@@ -20,7 +20,8 @@ use annals::nats::async_nats::{self, jetstream};
 use annals::nats::{header, JetStreamSource, Publisher, Subjects};
 use annals::source::{Batch, Source};
 use annals::store::{
-    CheckpointStore, CommitMeta, EventFilter, EventLog, EventStore, ExpectedVersion, NewEvent, ParkingStore,
+    CheckpointStore, CommitMeta, EventFilter, EventLog, EventStore, ExpectedVersion, NewEvent,
+    ParkingStore,
 };
 use annals::{
     Backoff, Event, Events, Projection, ProjectionError, RecordedEvent, Runner, SqliteStore,
@@ -106,7 +107,9 @@ fn handler_error(
 }
 
 async fn consuming_store(dir: &TempDir) -> SqliteStore {
-    let store = SqliteStore::open(dir.path().join("consumer.db")).await.unwrap();
+    let store = SqliteStore::open(dir.path().join("consumer.db"))
+        .await
+        .unwrap();
     sqlx::query(
         "CREATE TABLE ledger (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream_id TEXT NOT NULL, \
          version INTEGER NOT NULL, event_id TEXT NOT NULL, amount INTEGER NOT NULL, meta TEXT NOT NULL)",
@@ -145,7 +148,10 @@ async fn assert_exactly_once_in_order(origin: &SqliteStore, consumer: &SqliteSto
         expected.len(),
         rows.len()
     );
-    assert_eq!(seen, expected, "the ledger holds exactly the origin's events");
+    assert_eq!(
+        seen, expected,
+        "the ledger holds exactly the origin's events"
+    );
     let mut versions: BTreeMap<&str, i64> = BTreeMap::new();
     for (stream, version, _) in &rows {
         let last = versions.entry(stream).or_insert(0);
@@ -210,7 +216,10 @@ impl Bus {
     }
 
     fn publisher(&self) -> Publisher {
-        Publisher::new(self.jetstream.clone(), Subjects::prefix(&self.prefix).unwrap())
+        Publisher::new(
+            self.jetstream.clone(),
+            Subjects::prefix(&self.prefix).unwrap(),
+        )
     }
 
     fn source(&self, durable: &str) -> JetStreamSource {
@@ -229,7 +238,6 @@ impl Bus {
 
 fn relay(store: &SqliteStore, bus: &Bus) -> Runner<Publisher, SqliteStore> {
     Runner::new(store.clone(), bus.publisher())
-        .filter(EventFilter::all())
         .batch_size(100)
         .retry_backoff(Backoff::new(
             Duration::from_millis(20),
@@ -272,7 +280,9 @@ fn credited(amount: i64) -> NewEvent {
 #[tokio::test]
 async fn every_event_is_published_with_its_metadata_and_consumed_exactly_once() {
     let dir = TempDir::new().unwrap();
-    let origin = SqliteStore::open(dir.path().join("origin.db")).await.unwrap();
+    let origin = SqliteStore::open(dir.path().join("origin.db"))
+        .await
+        .unwrap();
     let bus = Bus::new(connect(&nats_url()).await).await;
     let correlation = Uuid::now_v7();
     let cause = Uuid::now_v7();
@@ -354,10 +364,18 @@ async fn every_event_is_published_with_its_metadata_and_consumed_exactly_once() 
 #[tokio::test]
 async fn a_relay_publishing_again_is_deduplicated_by_message_id() {
     let dir = TempDir::new().unwrap();
-    let origin = SqliteStore::open(dir.path().join("origin.db")).await.unwrap();
+    let origin = SqliteStore::open(dir.path().join("origin.db"))
+        .await
+        .unwrap();
     let bus = Bus::new(connect(&nats_url()).await).await;
     for i in 0..20 {
-        append(&origin, &format!("a{}", i % 3), credited(i), &CommitMeta::new()).await;
+        append(
+            &origin,
+            &format!("a{}", i % 3),
+            credited(i),
+            &CommitMeta::new(),
+        )
+        .await;
     }
     let mut relay = relay(&origin, &bus);
     relay.catch_up().await.unwrap();
@@ -365,7 +383,11 @@ async fn a_relay_publishing_again_is_deduplicated_by_message_id() {
     // A relay that published and died before its checkpoint moved publishes again.
     assert_eq!(relay.reset().await.unwrap(), 20);
     assert_eq!(relay.catch_up().await.unwrap().handled, 20);
-    assert_eq!(bus.messages().await, 20, "the broker dropped the duplicates");
+    assert_eq!(
+        bus.messages().await,
+        20,
+        "the broker dropped the duplicates"
+    );
 
     let consuming = consuming_store(&dir).await;
     consumer(&consuming, bus.source("ledger"))
@@ -379,7 +401,9 @@ async fn a_relay_publishing_again_is_deduplicated_by_message_id() {
 #[tokio::test]
 async fn a_name_that_is_not_a_subject_token_is_refused_clearly() {
     let dir = TempDir::new().unwrap();
-    let origin = SqliteStore::open(dir.path().join("origin.db")).await.unwrap();
+    let origin = SqliteStore::open(dir.path().join("origin.db"))
+        .await
+        .unwrap();
     let bus = Bus::new(connect(&nats_url()).await).await;
     append(&origin, "a", credited(1), &CommitMeta::new()).await;
     append(
@@ -399,7 +423,11 @@ async fn a_name_that_is_not_a_subject_token_is_refused_clearly() {
     );
     // The batch rolled back: the checkpoint stays before it; the event before the bad one
     // was published, and will be again (deduplicated) once the name is fixed.
-    assert_eq!(relay.status().await.unwrap().position, 0, "stops before the batch");
+    assert_eq!(
+        relay.status().await.unwrap().position,
+        0,
+        "stops before the batch"
+    );
     assert_eq!(bus.messages().await, 1);
     for bad in ["", "a..b", "a.*", "a b", "x.>"] {
         assert!(Subjects::prefix(bad).is_err(), "{bad:?}");
@@ -445,10 +473,18 @@ impl Source for DiesBeforeAck {
 #[tokio::test]
 async fn messages_redelivered_after_the_commit_change_nothing() {
     let dir = TempDir::new().unwrap();
-    let origin = SqliteStore::open(dir.path().join("origin.db")).await.unwrap();
+    let origin = SqliteStore::open(dir.path().join("origin.db"))
+        .await
+        .unwrap();
     let bus = Bus::new(connect(&nats_url()).await).await;
     for i in 0..25 {
-        append(&origin, &format!("a{}", i % 5), credited(i), &CommitMeta::new()).await;
+        append(
+            &origin,
+            &format!("a{}", i % 5),
+            credited(i),
+            &CommitMeta::new(),
+        )
+        .await;
     }
     relay(&origin, &bus).catch_up().await.unwrap();
     let consuming = consuming_store(&dir).await;
@@ -482,7 +518,9 @@ async fn messages_redelivered_after_the_commit_change_nothing() {
 #[tokio::test]
 async fn bad_messages_are_parked_with_their_error_and_the_rest_goes_on() {
     let dir = TempDir::new().unwrap();
-    let origin = SqliteStore::open(dir.path().join("origin.db")).await.unwrap();
+    let origin = SqliteStore::open(dir.path().join("origin.db"))
+        .await
+        .unwrap();
     let bus = Bus::new(connect(&nats_url()).await).await;
     let mut relay = relay(&origin, &bus);
     let js = bus.jetstream.clone();
@@ -514,10 +552,9 @@ async fn bad_messages_are_parked_with_their_error_and_the_rest_goes_on() {
         .unwrap()
         .await
         .unwrap();
-    let mut headers = annals::nats::headers(
-        &origin.read_all(0, 1, &EventFilter::all()).await.unwrap()[0].meta,
-    )
-    .unwrap();
+    let mut headers =
+        annals::nats::headers(&origin.read_all(0, 1, &EventFilter::all()).await.unwrap()[0].meta)
+            .unwrap();
     headers.insert(header::MSG_ID, Uuid::now_v7().to_string().as_str());
     js.publish_with_headers(subject, headers, vec![0xff, 0xfe].into())
         .await
@@ -557,7 +594,10 @@ async fn bad_messages_are_parked_with_their_error_and_the_rest_goes_on() {
         .map(|p| (p.event.meta.stream_id.as_str(), p.error.as_str()))
         .collect();
     assert_eq!(parked.len(), 4, "{summary:#?}");
-    assert!(parked[0].error.contains("cannot decode event `Frozen` v1"), "{summary:#?}");
+    assert!(
+        parked[0].error.contains("cannot decode event `Frozen` v1"),
+        "{summary:#?}"
+    );
     assert!(parked[1].error.contains("three"), "{summary:#?}");
     assert!(parked[2].error.contains("has no headers"), "{summary:#?}");
     assert!(parked[3].error.contains("not UTF-8"), "{summary:#?}");
@@ -565,7 +605,14 @@ async fn bad_messages_are_parked_with_their_error_and_the_rest_goes_on() {
     assert_eq!(consumer.status().await.unwrap().lag(), 0);
     // Acknowledged only as parked, past the checkpoint: nothing is pending.
     let stream = bus.jetstream.get_stream(&bus.stream).await.unwrap();
-    assert_eq!(stream.consumer_info("ledger").await.unwrap().num_ack_pending, 0);
+    assert_eq!(
+        stream
+            .consumer_info("ledger")
+            .await
+            .unwrap()
+            .num_ack_pending,
+        0
+    );
     bus.delete().await;
 }
 
@@ -624,13 +671,15 @@ async fn relay_child_process() {
     };
     let store = SqliteStore::open(db).await.unwrap();
     let jetstream = connect(&nats_url()).await;
-    Runner::new(store, Publisher::new(jetstream, Subjects::prefix(prefix).unwrap()))
-        .filter(EventFilter::all())
-        .batch_size(200)
-        .idle_timeout(Duration::from_millis(50))
-        .run(std::future::pending())
-        .await
-        .unwrap();
+    Runner::new(
+        store,
+        Publisher::new(jetstream, Subjects::prefix(prefix).unwrap()),
+    )
+    .batch_size(200)
+    .idle_timeout(Duration::from_millis(50))
+    .run(std::future::pending())
+    .await
+    .unwrap();
 }
 
 fn spawn_relay(db: &std::path::Path, prefix: &str) -> Child {
@@ -696,7 +745,11 @@ async fn a_relay_killed_mid_batch_loses_and_duplicates_nothing() {
         let appended = origin.head().await.unwrap();
         // The last relay (in this process) publishes the rest.
         relay(&origin, &bus).catch_up().await.unwrap();
-        assert_eq!(bus.messages().await, appended, "run {run}: one message per event");
+        assert_eq!(
+            bus.messages().await,
+            appended,
+            "run {run}: one message per event"
+        );
         let consuming = consuming_store(&dir).await;
         consumer(&consuming, bus.source("ledger"))
             .catch_up()
@@ -711,7 +764,10 @@ async fn a_relay_killed_mid_batch_loses_and_duplicates_nothing() {
         killed_mid_batch += mid_batch;
         bus.delete().await;
     }
-    assert!(killed_mid_batch > 0, "no kill landed between publish and checkpoint");
+    assert!(
+        killed_mid_batch > 0,
+        "no kill landed between publish and checkpoint"
+    );
 }
 
 /// A private `nats-server` with JetStream on its own port and store directory.
@@ -772,7 +828,9 @@ async fn a_nats_server_restart_loses_and_duplicates_nothing() {
     let mut server = PrivateServer::start();
     for run in 0..runs() {
         let dir = TempDir::new().unwrap();
-        let origin = SqliteStore::open(dir.path().join("origin.db")).await.unwrap();
+        let origin = SqliteStore::open(dir.path().join("origin.db"))
+            .await
+            .unwrap();
         let consuming = consuming_store(&dir).await;
         let bus = Bus::new(connect(&server.url()).await).await;
         let stop = Arc::new(AtomicBool::new(false));
@@ -791,7 +849,10 @@ async fn a_nats_server_restart_loses_and_duplicates_nothing() {
             })
         };
         let consumer_task = {
-            let mut consumer = consumer(&consuming, bus.source("ledger").ack_wait(Duration::from_secs(2)));
+            let mut consumer = consumer(
+                &consuming,
+                bus.source("ledger").ack_wait(Duration::from_secs(2)),
+            );
             let mut done = done_rx.clone();
             tokio::spawn(async move {
                 consumer
@@ -822,7 +883,11 @@ async fn a_nats_server_restart_loses_and_duplicates_nothing() {
         done_tx.send(true).unwrap();
         relay_task.await.unwrap().unwrap();
         consumer_task.await.unwrap().unwrap();
-        assert_eq!(bus.messages().await, appended, "run {run}: one message per event");
+        assert_eq!(
+            bus.messages().await,
+            appended,
+            "run {run}: one message per event"
+        );
         let n = assert_exactly_once_in_order(&origin, &consuming).await;
         assert_eq!(u64::try_from(n).unwrap(), appended);
         eprintln!("run {run}: {appended} events across a nats-server restart: each once, in order");
@@ -833,7 +898,9 @@ async fn a_nats_server_restart_loses_and_duplicates_nothing() {
 #[tokio::test]
 async fn a_consumer_takes_the_subjects_it_filters_on() {
     let dir = TempDir::new().unwrap();
-    let origin = SqliteStore::open(dir.path().join("origin.db")).await.unwrap();
+    let origin = SqliteStore::open(dir.path().join("origin.db"))
+        .await
+        .unwrap();
     let bus = Bus::new(connect(&nats_url()).await).await;
     for i in 0..10 {
         let event = if i % 2 == 0 {
