@@ -647,7 +647,7 @@ fn keep_appending(
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             n += 1;
-            if n % 20 == 0 {
+            if n.is_multiple_of(20) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
