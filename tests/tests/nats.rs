@@ -188,11 +188,35 @@ async fn connect(url: &str) -> jetstream::Context {
     jetstream::new(client)
 }
 
-/// A JetStream stream of its own: name `ANNALS_<id>`, subjects `t<id>.>`.
+/// A JetStream stream of its own: name `ANNALS_<id>`, subjects `t<id>.>`; deleted by
+/// [`Bus::delete`], or on drop when a test failed before.
 struct Bus {
     jetstream: jetstream::Context,
     stream: String,
     prefix: String,
+    deleted: bool,
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
+        }
+        let (jetstream, stream) = (self.jetstream.clone(), self.stream.clone());
+        // Out of the test's runtime, which may be unwinding.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), jetstream.delete_stream(&stream))
+                        .await;
+            });
+        })
+        .join();
+    }
 }
 
 impl Bus {
@@ -202,6 +226,7 @@ impl Bus {
             jetstream,
             stream: format!("ANNALS_{id}"),
             prefix: format!("t{id}"),
+            deleted: false,
         };
         bus.jetstream
             .create_stream(jetstream::stream::Config {
@@ -231,8 +256,9 @@ impl Bus {
         stream.info().await.unwrap().state.messages
     }
 
-    async fn delete(self) {
+    async fn delete(mut self) {
         self.jetstream.delete_stream(&self.stream).await.unwrap();
+        self.deleted = true;
     }
 }
 
