@@ -815,3 +815,86 @@ impl LiveSource for JetStreamSource {
         Ok(self.receive(after, pull, timeout + PULL_DEADLINE).await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CommitMeta, NewEvent, StreamRef};
+
+    fn meta(stream_type: &str, event_type: &str) -> EventMeta {
+        let event = NewEvent::new(event_type, 2, "{}".to_owned());
+        let commit = CommitMeta::new()
+            .correlation_id(Uuid::now_v7())
+            .header("tenant", "acme");
+        EventMeta::recorded(
+            StreamRef::new(stream_type, "42"),
+            3,
+            7,
+            &event,
+            &commit,
+            OffsetDateTime::UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn names_that_are_not_tokens_are_refused_with_the_reason() {
+        let subjects = Subjects::prefix("shop.events").unwrap();
+        assert_eq!(
+            subjects.subject(&meta("Order", "OrderPlaced")).unwrap(),
+            "shop.events.Order.OrderPlaced"
+        );
+        for (stream_type, event_type, message) in [
+            ("Order", "Placed.v2", "event type `Placed.v2` cannot be a NATS subject token: it contains `.`"),
+            ("Ord*er", "Placed", "stream type `Ord*er` cannot be a NATS subject token: it contains a wildcard (`*` or `>`)"),
+            ("Order", "Placed>", "event type `Placed>` cannot be a NATS subject token: it contains a wildcard (`*` or `>`)"),
+            ("Order", "Order Placed", "event type `Order Placed` cannot be a NATS subject token: it contains whitespace or a control character"),
+            ("", "Placed", "stream type `` cannot be a NATS subject token: it is empty"),
+        ] {
+            let error = subjects.subject(&meta(stream_type, event_type)).unwrap_err();
+            assert_eq!(error.to_string(), message);
+            assert!(!error.is_transient());
+        }
+        for prefix in ["", ".", "shop.", "shop..x", "shop.*", ">", "sh op"] {
+            assert!(Subjects::prefix(prefix).is_err(), "{prefix:?}");
+        }
+    }
+
+    #[test]
+    fn a_custom_subject_is_checked() {
+        let by_tenant = Subjects::custom(|m| format!("t.{}.{}", m.headers["tenant"], m.event_type));
+        assert_eq!(
+            by_tenant.subject(&meta("Order", "Placed")).unwrap(),
+            "t.acme.Placed"
+        );
+        let wild = Subjects::custom(|m| format!("t.*.{}", m.event_type));
+        assert!(matches!(
+            wild.subject(&meta("Order", "Placed")),
+            Err(NatsError::InvalidSubject { .. })
+        ));
+    }
+
+    #[test]
+    fn headers_carry_the_metadata() {
+        let meta = meta("Order", "Placed");
+        let headers = headers(&meta).unwrap();
+        let get = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+        assert_eq!(get(header::MSG_ID), Some(meta.event_id.to_string()));
+        assert_eq!(get(header::EVENT_VERSION).as_deref(), Some("2"));
+        assert_eq!(get(header::STREAM_ID).as_deref(), Some("42"));
+        assert_eq!(get(header::STREAM_VERSION).as_deref(), Some("3"));
+        assert_eq!(get(header::POSITION).as_deref(), Some("7"));
+        assert_eq!(
+            get(header::RECORDED_AT).as_deref(),
+            Some("1970-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            get(header::HEADERS).as_deref(),
+            Some(r#"{"tenant":"acme"}"#)
+        );
+        assert_eq!(get(header::COMMAND_ID), None);
+        assert_eq!(
+            get(header::CORRELATION_ID),
+            meta.correlation_id.map(|id| id.to_string())
+        );
+    }
+}
