@@ -341,11 +341,15 @@ impl Publisher {
             event_id: meta.event_id,
             source,
         };
-        let ack = self
-            .jetstream
-            .send_publish(subject.clone(), message)
-            .await
-            .map_err(|e| failed(Box::new(e)))?;
+        let ack = match self.jetstream.send_publish(subject.clone(), message).await {
+            Ok(ack) => ack,
+            Err(error) => {
+                // The batch fails and is published again: its earlier acknowledgements
+                // need no wait.
+                self.pending.clear();
+                return Err(failed(Box::new(error)));
+            }
+        };
         self.pending.push((meta.event_id, subject, ack));
         Ok(())
     }
@@ -382,20 +386,17 @@ impl<Tx: Send + 'static> Projection<Tx> for Publisher {
     }
 
     async fn finish_batch<'a>(&'a mut self, _tx: &'a mut Tx) -> Result<(), ProjectionError> {
-        let mut first_error = None;
-        for (event_id, subject, ack) in self.pending.drain(..) {
-            if let Err(error) = ack.await {
-                first_error.get_or_insert(NatsError::Publish {
-                    subject,
-                    event_id,
-                    source: Box::new(error),
-                });
-            }
+        // In order; the first missing acknowledgement fails the batch at once (the broker
+        // restarted, say: the others would time out one after the other), and the rest
+        // are dropped: the batch is published again from the checkpoint.
+        for (event_id, subject, ack) in std::mem::take(&mut self.pending) {
+            ack.await.map_err(|error| NatsError::Publish {
+                subject,
+                event_id,
+                source: Box::new(error),
+            })?;
         }
-        match first_error {
-            Some(error) => Err(error.into()),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 
@@ -450,6 +451,9 @@ pub struct JetStreamSource {
     buffer: BTreeMap<u64, jetstream::Message>,
     /// The highest sequence acknowledged: a read after less than this rewinds.
     acked_through: u64,
+    /// The consumer sequence the next delivery must carry: the broker numbers every
+    /// delivery (redeliveries too), so a jump means deliveries were lost on the way.
+    next_delivery: Option<u64>,
 }
 
 impl JetStreamSource {
@@ -465,6 +469,7 @@ impl JetStreamSource {
             consumer: None,
             buffer: BTreeMap::new(),
             acked_through: 0,
+            next_delivery: None,
         }
     }
 
@@ -559,6 +564,7 @@ impl JetStreamSource {
                 .map_err(|e| self.error("creating the consumer", e))?
         };
         self.acked_through = after;
+        self.next_delivery = None;
         self.consumer = Some(consumer.clone());
         Ok(consumer)
     }
@@ -581,6 +587,7 @@ impl JetStreamSource {
             }
         };
         let deadline = tokio::time::Instant::now() + deadline;
+        let mut lost = false;
         loop {
             let message = match tokio::time::timeout_at(deadline, messages.next()).await {
                 Ok(Some(message)) => message,
@@ -600,13 +607,20 @@ impl JetStreamSource {
                     return Err(self.error("receiving messages", error));
                 }
             };
-            let sequence = match message.info() {
-                Ok(info) => info.stream_sequence,
+            let (sequence, delivery) = match message.info() {
+                Ok(info) => (info.stream_sequence, info.consumer_sequence),
                 Err(error) => {
                     self.consumer = None;
                     return Err(self.error("reading a message's sequence", error));
                 }
             };
+            if self.next_delivery.is_some_and(|next| next != delivery) {
+                // Deliveries lost on the way (a dropped connection): the broker counts them
+                // as delivered and would send them again only after newer ones. Line the
+                // consumer up with the checkpoint again (the rest of this pull is drained).
+                lost = true;
+            }
+            self.next_delivery = Some(delivery + 1);
             if sequence <= after {
                 // Redelivered after its commit: acknowledge, skip.
                 message
@@ -616,6 +630,9 @@ impl JetStreamSource {
             } else {
                 self.buffer.insert(sequence, message);
             }
+        }
+        if lost {
+            self.consumer = None;
         }
         Ok(())
     }
@@ -741,10 +758,14 @@ impl Source for JetStreamSource {
         filter: &'a EventFilter,
     ) -> Result<Batch<u64>, ProjectionError> {
         let after = *after;
-        let consumer = self.aligned(after).await?;
-        self.ack_through(after).await?;
-        let buffered = self.buffer.len();
-        if buffered < limit {
+        // A second round when the first found deliveries lost and lined the consumer up.
+        for _ in 0..2 {
+            let consumer = self.aligned(after).await?;
+            self.ack_through(after).await?;
+            let buffered = self.buffer.len();
+            if buffered >= limit {
+                break;
+            }
             let pull = consumer
                 .fetch()
                 .max_messages(limit - buffered)
@@ -752,6 +773,14 @@ impl Source for JetStreamSource {
                 .await
                 .map_err(|e| self.error("fetching messages", e));
             self.receive(after, pull, PULL_DEADLINE).await?;
+            if self.consumer.is_some() {
+                break;
+            }
+        }
+        if self.consumer.is_none() {
+            return Err(self
+                .error("receiving messages", "deliveries were lost twice in a row")
+                .into());
         }
         let mut batch = Batch::new(Vec::new(), after);
         for (&sequence, message) in self.buffer.range(after + 1..).take(limit) {

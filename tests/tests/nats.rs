@@ -28,6 +28,7 @@ use annals::{
     SqliteTx, StreamRef, Uuid,
 };
 use annals_tests::TempDir;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------------------
@@ -953,5 +954,42 @@ async fn a_consumer_takes_the_subjects_it_filters_on() {
     relay(&origin, &bus).catch_up().await.unwrap();
     assert_eq!(consumer.catch_up().await.unwrap().handled, 1);
     assert_eq!(consumer.status().await.unwrap().position, 11);
+    bus.delete().await;
+}
+
+#[tokio::test]
+async fn deliveries_lost_on_the_way_are_read_again_in_order() {
+    let dir = TempDir::new().unwrap();
+    let origin = SqliteStore::open(dir.path().join("origin.db"))
+        .await
+        .unwrap();
+    let bus = Bus::new(connect(&nats_url()).await).await;
+    for i in 0..12 {
+        append(
+            &origin,
+            &format!("a{}", i % 2),
+            credited(i),
+            &CommitMeta::new(),
+        )
+        .await;
+    }
+    relay(&origin, &bus).catch_up().await.unwrap();
+    let consuming = consuming_store(&dir).await;
+    let mut consumer = consumer(&consuming, bus.source("ledger")).batch_size(3);
+    assert_eq!(consumer.step().await.unwrap(), Some(3));
+    // Two deliveries that never reach the source (as when a connection drops with a pull's
+    // answer on the way): the broker counts them delivered, and would send them again only
+    // after the newer messages.
+    let stream = bus.jetstream.get_stream(&bus.stream).await.unwrap();
+    let thief: jetstream::consumer::PullConsumer = stream.get_consumer("ledger").await.unwrap();
+    let mut stolen = thief.fetch().max_messages(2).messages().await.unwrap();
+    let mut sequences = Vec::new();
+    while let Some(message) = stolen.next().await {
+        sequences.push(message.unwrap().info().unwrap().stream_sequence);
+    }
+    assert_eq!(sequences, [4, 5]);
+    // The source sees the jump in delivery numbers and reads from its checkpoint again.
+    assert_eq!(consumer.catch_up().await.unwrap().handled, 9);
+    assert_eq!(assert_exactly_once_in_order(&origin, &consuming).await, 12);
     bus.delete().await;
 }
