@@ -421,7 +421,8 @@ const PULL_DEADLINE: Duration = Duration::from_secs(5);
 /// On its first read the source lines the durable consumer up with the checkpoint: it is
 /// created to start after the checkpoint when absent, and created anew there when the
 /// broker had delivered messages past the checkpoint that were never committed (their
-/// redelivery would come after newer messages). A message whose headers do not make an
+/// redelivery would come after newer messages). It does the same when the broker's
+/// delivery numbers jump (a pull's answer lost with a dropped connection). A message whose headers do not make an
 /// event (not published by a [`Publisher`]) or whose payload is not UTF-8 is
 /// [unreadable](Batch::unreadable): the runner stops on it or parks it.
 ///
