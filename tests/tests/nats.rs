@@ -196,6 +196,7 @@ struct Bus {
     stream: String,
     prefix: String,
     deleted: bool,
+    url: String,
 }
 
 impl Drop for Bus {
@@ -203,17 +204,21 @@ impl Drop for Bus {
         if self.deleted {
             return;
         }
-        let (jetstream, stream) = (self.jetstream.clone(), self.stream.clone());
-        // Out of the test's runtime, which may be unwinding.
+        let (url, stream) = (self.url.clone(), self.stream.clone());
+        // On a connection of its own, out of the test's runtime, which may be unwinding
+        // and no longer drives the test's connection.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), jetstream.delete_stream(&stream))
-                        .await;
+                let delete = async {
+                    let client = async_nats::connect(url.as_str()).await?;
+                    jetstream::new(client).delete_stream(&stream).await?;
+                    Ok::<_, async_nats::Error>(())
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), delete).await;
             });
         })
         .join();
@@ -221,13 +226,15 @@ impl Drop for Bus {
 }
 
 impl Bus {
-    async fn new(jetstream: jetstream::Context) -> Bus {
+    async fn new(url: &str) -> Bus {
+        let jetstream = connect(url).await;
         let id = Uuid::new_v4().simple().to_string();
         let bus = Bus {
             jetstream,
             stream: format!("ANNALS_{id}"),
             prefix: format!("t{id}"),
             deleted: false,
+            url: url.to_owned(),
         };
         bus.jetstream
             .create_stream(jetstream::stream::Config {
@@ -310,7 +317,7 @@ async fn every_event_is_published_with_its_metadata_and_consumed_exactly_once() 
     let origin = SqliteStore::open(dir.path().join("origin.db"))
         .await
         .unwrap();
-    let bus = Bus::new(connect(&nats_url()).await).await;
+    let bus = Bus::new(&nats_url()).await;
     let correlation = Uuid::now_v7();
     let cause = Uuid::now_v7();
     let meta = CommitMeta::new()
@@ -394,7 +401,7 @@ async fn a_relay_publishing_again_is_deduplicated_by_message_id() {
     let origin = SqliteStore::open(dir.path().join("origin.db"))
         .await
         .unwrap();
-    let bus = Bus::new(connect(&nats_url()).await).await;
+    let bus = Bus::new(&nats_url()).await;
     for i in 0..20 {
         append(
             &origin,
@@ -431,7 +438,7 @@ async fn a_name_that_is_not_a_subject_token_is_refused_clearly() {
     let origin = SqliteStore::open(dir.path().join("origin.db"))
         .await
         .unwrap();
-    let bus = Bus::new(connect(&nats_url()).await).await;
+    let bus = Bus::new(&nats_url()).await;
     append(&origin, "a", credited(1), &CommitMeta::new()).await;
     append(
         &origin,
@@ -503,7 +510,7 @@ async fn messages_redelivered_after_the_commit_change_nothing() {
     let origin = SqliteStore::open(dir.path().join("origin.db"))
         .await
         .unwrap();
-    let bus = Bus::new(connect(&nats_url()).await).await;
+    let bus = Bus::new(&nats_url()).await;
     for i in 0..25 {
         append(
             &origin,
@@ -548,7 +555,7 @@ async fn bad_messages_are_parked_with_their_error_and_the_rest_goes_on() {
     let origin = SqliteStore::open(dir.path().join("origin.db"))
         .await
         .unwrap();
-    let bus = Bus::new(connect(&nats_url()).await).await;
+    let bus = Bus::new(&nats_url()).await;
     let mut relay = relay(&origin, &bus);
     let js = bus.jetstream.clone();
     let subject = format!("{}.account.Credited", bus.prefix);
@@ -727,7 +734,7 @@ async fn a_relay_killed_mid_batch_loses_and_duplicates_nothing() {
         let dir = TempDir::new().unwrap();
         let db = dir.path().join("origin.db");
         let origin = SqliteStore::open(&db).await.unwrap();
-        let bus = Bus::new(connect(&nats_url()).await).await;
+        let bus = Bus::new(&nats_url()).await;
         let stop = Arc::new(AtomicBool::new(false));
         let writer = keep_appending(origin.clone(), 7, stop.clone());
         let mut mid_batch = 0;
@@ -859,7 +866,7 @@ async fn a_nats_server_restart_loses_and_duplicates_nothing() {
             .await
             .unwrap();
         let consuming = consuming_store(&dir).await;
-        let bus = Bus::new(connect(&server.url()).await).await;
+        let bus = Bus::new(&server.url()).await;
         let stop = Arc::new(AtomicBool::new(false));
         let writer = keep_appending(origin.clone(), 5, stop.clone());
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
@@ -928,7 +935,7 @@ async fn a_consumer_takes_the_subjects_it_filters_on() {
     let origin = SqliteStore::open(dir.path().join("origin.db"))
         .await
         .unwrap();
-    let bus = Bus::new(connect(&nats_url()).await).await;
+    let bus = Bus::new(&nats_url()).await;
     for i in 0..10 {
         let event = if i % 2 == 0 {
             credited(i)
@@ -963,7 +970,7 @@ async fn deliveries_lost_on_the_way_are_read_again_in_order() {
     let origin = SqliteStore::open(dir.path().join("origin.db"))
         .await
         .unwrap();
-    let bus = Bus::new(connect(&nats_url()).await).await;
+    let bus = Bus::new(&nats_url()).await;
     for i in 0..12 {
         append(
             &origin,
