@@ -11,6 +11,8 @@ pub mod error;
 mod event;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod projection;
 mod repository;
 mod retry;

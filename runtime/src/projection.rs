@@ -27,6 +27,13 @@ pub trait Projection<Tx>: Send + 'static {
     /// these.
     fn event_types() -> Vec<&'static str>;
 
+    /// Which events the runner hands over: by default those of [`Self::event_types`]. A
+    /// handler that takes every event (a publisher relaying the log) returns
+    /// [`EventFilter::all`].
+    fn event_filter() -> EventFilter {
+        EventFilter::types(Self::event_types())
+    }
+
     /// Feeds one event to its handler.
     fn handle<'a>(
         &'a mut self,
@@ -219,6 +226,15 @@ async fn commit_checkpoint<S: CheckpointStore>(
     Ok(())
 }
 
+/// The error an event the source could not read fails with: not transient, so parking
+/// takes it.
+fn unreadable(reason: &str) -> ProjectionError {
+    ProjectionError::Source {
+        transient: false,
+        source: reason.to_owned().into(),
+    }
+}
+
 /// An error with its causes, as parking records it.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -259,7 +275,7 @@ where
             name: P::NAME,
             batch_size: 500,
             idle_timeout: Duration::from_secs(1),
-            filter: EventFilter::types(P::event_types()),
+            filter: P::event_filter(),
             backoff: DEFAULT_RUN_BACKOFF,
             on_retry: None,
             parking: None,
@@ -378,6 +394,14 @@ where
         self.name
     }
 
+    /// Which events the handler is given (by default the projection's
+    /// [`Projection::event_filter`]): a publisher relaying only some types sets them here.
+    #[must_use]
+    pub fn filter(mut self, filter: EventFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
     /// Events per transaction (at least 1).
     #[must_use]
     pub fn batch_size(mut self, size: usize) -> Self {
@@ -488,7 +512,11 @@ where
         }
         let mut tx = self.store.begin().await?;
         for (index, event) in batch.events.iter().enumerate() {
-            if let Err(error) = self.projection.handle(event, &mut tx).await {
+            let handled = match batch.unreadable(index) {
+                Some(reason) => Err(unreadable(reason)),
+                None => self.projection.handle(event, &mut tx).await,
+            };
+            if let Err(error) = handled {
                 drop(tx);
                 return self.failed(stored, from, index, error).await;
             }
@@ -537,9 +565,12 @@ where
         for failures in 1..parking.attempts {
             tokio::time::sleep(self.backoff.delay(failures - 1)).await;
             let mut tx = self.store.begin().await?;
-            let handled = match self.projection.handle(event, &mut tx).await {
-                Ok(()) => self.projection.finish_batch(&mut tx).await,
-                Err(error) => Err(error),
+            let handled = match single.unreadable(0) {
+                Some(reason) => Err(unreadable(reason)),
+                None => match self.projection.handle(event, &mut tx).await {
+                    Ok(()) => self.projection.finish_batch(&mut tx).await,
+                    Err(error) => Err(error),
+                },
             };
             match handled {
                 Ok(()) => {

@@ -161,6 +161,9 @@ mod guide {
     #[cfg(feature = "lambda")]
     #[doc = include_str!("../../docs/serverless.md")]
     mod serverless {}
+    #[cfg(feature = "nats")]
+    #[doc = include_str!("../../docs/event-bus.md")]
+    mod event_bus {}
     #[doc = include_str!("../../docs/scaling-out.md")]
     mod scaling_out {}
     #[doc = include_str!("../../docs/decisions.md")]

@@ -583,12 +583,26 @@ pub struct Batch<C> {
     /// past the last event (events the filter skipped); equal to the cursor read after when
     /// there was nothing new.
     pub end: C,
+    /// Events the source could not read in full (a broker message without the headers
+    /// that make it an event, or with a payload that is not text), by index in `events`,
+    /// with the reason: the runner treats each as a handler failure, so it stops there or,
+    /// with [`Runner::park_after`](crate::Runner::park_after), parks it with the reason.
+    pub unreadable: BTreeMap<usize, String>,
 }
 
 impl<C> Batch<C> {
     /// A batch of `events` read through `end`.
     pub fn new(events: Vec<RecordedEvent>, end: C) -> Self {
-        Batch { events, end }
+        Batch {
+            events,
+            end,
+            unreadable: BTreeMap::new(),
+        }
+    }
+
+    /// Why the event at `index` could not be read, if it could not.
+    pub fn unreadable(&self, index: usize) -> Option<&str> {
+        self.unreadable.get(&index).map(String::as_str)
     }
 }
 
