@@ -57,3 +57,16 @@ pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
 pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::projection::attribute(args.into(), item.into()).into()
 }
+
+/// Wires a reactor's impl block: `impl annals::workflow::Reactor<S>` dispatching stored
+/// events to the `#[on]` methods, which return the commands to send; the list of event
+/// types to fetch and of command types sent (checked against the dispatcher's routes).
+///
+/// `#[reactor(name = "..", rejected = stop | ignore, crate = "..")]`; handlers look like
+/// `async fn name(&self, event: &Event, meta: &EventMeta) -> Commands` where `meta` and
+/// `async` are optional; one `#[rejected]` method taking `&Rejection` compensates refused
+/// commands.
+#[proc_macro_attribute]
+pub fn reactor(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::reactor::attribute(args.into(), item.into()).into()
+}

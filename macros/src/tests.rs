@@ -346,3 +346,84 @@ fn projection_combined_errors() {
     .expect_err("invalid projection");
     insta::assert_snapshot!(errors(error));
 }
+
+fn reactor(args: TokenStream, item: ItemImpl) -> String {
+    pretty(expand::reactor::expand(args, item).unwrap_or_else(|e| panic!("{}", errors(e))))
+}
+
+#[test]
+fn reactor_with_meta_async_and_options() {
+    insta::assert_snapshot!(reactor(
+        quote!(name = "inventory_on_orders"),
+        parse_quote! {
+            impl InventoryPolicy {
+                #[on]
+                fn placed(&self, e: &OrderPlaced, m: &EventMeta) -> Option<ReserveStock> {
+                    None
+                }
+                #[on]
+                async fn cancelled(&self, e: &OrderCancelled) -> Result<Vec<InventoryCommand>, Error> {
+                    Ok(vec![])
+                }
+                fn helper(&self) {}
+            }
+        },
+    ));
+}
+
+#[test]
+fn reactor_ignoring_refusals() {
+    insta::assert_snapshot!(reactor(
+        quote!(name = "notify", rejected = ignore),
+        parse_quote! {
+            impl Notify {
+                #[on]
+                fn out_of_stock(&self, e: &OutOfStock) -> (RejectOrder, Notify) {
+                    todo!()
+                }
+            }
+        },
+    ));
+}
+
+#[test]
+fn reactor_compensating() {
+    insta::assert_snapshot!(reactor(
+        quote!(name = "payments"),
+        parse_quote! {
+            impl Payments {
+                #[on]
+                fn placed(&self, e: &OrderPlaced) -> Charge {
+                    todo!()
+                }
+                #[rejected]
+                async fn refused(&self, r: &Rejection, m: &EventMeta) -> CancelOrder {
+                    todo!()
+                }
+            }
+        },
+    ));
+}
+
+#[test]
+fn reactor_combined_errors() {
+    let error = expand::reactor::expand(
+        quote!(rejected = retry, unknown = 1),
+        parse_quote! {
+            impl Broken {
+                #[on]
+                fn by_value(&self, e: Deposited) {}
+                #[on]
+                fn mutable(&mut self, e: &Opened) {}
+                #[on]
+                fn again(&self, e: &Opened) {}
+                #[on]
+                fn extra(&self, e: &Closed, tx: &mut Tx) {}
+                #[on(x)]
+                fn with_args(&self, e: &Moved) {}
+            }
+        },
+    )
+    .expect_err("invalid reactor");
+    insta::assert_snapshot!(errors(error));
+}

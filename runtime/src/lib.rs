@@ -15,10 +15,11 @@ mod retry;
 pub mod source;
 pub mod store;
 pub mod testing;
+pub mod workflow;
 
 pub use aggregate::{Aggregate, Command, Handle, StreamPolicy};
 pub use consistency::wait_for_checkpoint;
-pub use error::{Error, ExecuteError, ProjectionError, StoreError};
+pub use error::{DispatchError, Error, ExecuteError, ProjectionError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};
 pub use projection::{Progress, Projection, ProjectionRunner, Runner, Status, DEFAULT_RUN_BACKOFF};
 pub use repository::{
@@ -36,7 +37,7 @@ pub use store::{PgStore, PgStoreOptions, PgTx};
 pub use store::{SqliteStore, SqliteStoreOptions, SqliteTx};
 
 #[cfg(feature = "derive")]
-pub use annals_macros::{aggregate, projection, Command, Event, Events};
+pub use annals_macros::{aggregate, projection, reactor, Command, Event, Events};
 
 // Linked rather than inlined: inlined, their pages would carry the `time` and `uuid`
 // crates' own feature badges as if they were annals features.

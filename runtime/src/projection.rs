@@ -34,6 +34,20 @@ pub trait Projection<Tx>: Send + 'static {
         tx: &'a mut Tx,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a;
 
+    /// Called with a batch's events before its transaction begins. A handler whose effects
+    /// go through transactions of their own (a reactor's commands, executed by their
+    /// repositories) does that work here, so that the runner's transaction, which may hold
+    /// the store's one write lock, is not open meanwhile; [`Self::handle`] then writes what
+    /// must commit with the checkpoint. An error here is the batch's error. Nothing by
+    /// default.
+    fn prepare<'a>(
+        &'a mut self,
+        events: &'a [RecordedEvent],
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a {
+        let _ = events;
+        async { Ok(()) }
+    }
+
     /// Called after the batch's events were handled, before the checkpoint moves in the
     /// same transaction: a handler that buffers work (a publisher waiting for its broker's
     /// acknowledgements) finishes it here. Nothing by default.
@@ -317,8 +331,16 @@ where
                 runner: self.name,
                 id,
             })?;
+        let prepared = self
+            .projection
+            .prepare(std::slice::from_ref(&entry.event))
+            .await;
         let mut tx = self.store.begin().await?;
-        let handled = match self.projection.handle(&entry.event, &mut tx).await {
+        let handled = match prepared {
+            Ok(()) => self.projection.handle(&entry.event, &mut tx).await,
+            Err(error) => Err(error),
+        };
+        let handled = match handled {
             Ok(()) => self.projection.finish_batch(&mut tx).await,
             Err(error) => Err(error),
         };
@@ -486,6 +508,7 @@ where
                 cursor: from,
             });
         }
+        self.projection.prepare(&batch.events).await?;
         let mut tx = self.store.begin().await?;
         for (index, event) in batch.events.iter().enumerate() {
             if let Err(error) = self.projection.handle(event, &mut tx).await {
@@ -536,8 +559,13 @@ where
         let mut last = error;
         for failures in 1..parking.attempts {
             tokio::time::sleep(self.backoff.delay(failures - 1)).await;
+            let prepared = self.projection.prepare(std::slice::from_ref(event)).await;
             let mut tx = self.store.begin().await?;
-            let handled = match self.projection.handle(event, &mut tx).await {
+            let handled = match prepared {
+                Ok(()) => self.projection.handle(event, &mut tx).await,
+                Err(error) => Err(error),
+            };
+            let handled = match handled {
                 Ok(()) => self.projection.finish_batch(&mut tx).await,
                 Err(error) => Err(error),
             };

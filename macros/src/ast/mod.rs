@@ -5,3 +5,4 @@ pub mod command;
 pub mod event;
 pub mod events;
 pub mod projection;
+pub mod reactor;

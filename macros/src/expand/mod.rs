@@ -6,6 +6,7 @@ pub mod command;
 pub mod event;
 pub mod events;
 pub mod projection;
+pub mod reactor;
 
 use proc_macro2::TokenStream;
 use syn::DeriveInput;

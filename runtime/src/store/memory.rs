@@ -469,6 +469,14 @@ impl ParkingStore for MemoryStore {
         id: u64,
         resolution: Resolution,
     ) -> Result<bool, StoreError> {
+        // Parked in this same transaction (a reactor recording an ignored refusal).
+        if let Some(pending) = tx.parked.iter_mut().find(|p| p.id == id) {
+            if pending.resolution.is_some() {
+                return Ok(false);
+            }
+            pending.resolution = Some(resolution);
+            return Ok(true);
+        }
         let open =
             parked_entry(&mut self.lock().parked, id).is_some_and(|p| p.resolution.is_none());
         if !open || tx.resolved.iter().any(|(r, _)| *r == id) {

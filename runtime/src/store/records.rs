@@ -458,14 +458,18 @@ pub enum Resolution {
     Retried,
     /// Skipped by an operator: never handled.
     Skipped,
+    /// Recorded by a reactor whose command was refused and whose policy is to ignore
+    /// refusals ([`crate::workflow::OnRejected::Ignore`]): listed, never parked.
+    Ignored,
 }
 
 impl Resolution {
-    /// The stored name: `retried` or `skipped`.
+    /// The stored name: `retried`, `skipped` or `ignored`.
     pub fn as_str(self) -> &'static str {
         match self {
             Resolution::Retried => "retried",
             Resolution::Skipped => "skipped",
+            Resolution::Ignored => "ignored",
         }
     }
 
@@ -474,6 +478,7 @@ impl Resolution {
         match name {
             "retried" => Some(Resolution::Retried),
             "skipped" => Some(Resolution::Skipped),
+            "ignored" => Some(Resolution::Ignored),
             _ => None,
         }
     }

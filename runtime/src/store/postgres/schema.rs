@@ -36,6 +36,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "log_order",
         sql: include_str!("../../../migrations/postgres/0005_log_order.sql"),
     },
+    Migration {
+        version: 6,
+        name: "workflows",
+        sql: include_str!("../../../migrations/postgres/0006_workflows.sql"),
+    },
 ];
 
 /// The longest schema name accepted: PostgreSQL names hold 63 bytes, and the notification

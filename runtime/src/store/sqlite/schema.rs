@@ -32,6 +32,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "parked",
         sql: include_str!("../../../migrations/sqlite/0004_parked.sql"),
     },
+    Migration {
+        version: 6,
+        name: "workflows",
+        sql: include_str!("../../../migrations/sqlite/0006_workflows.sql"),
+    },
 ];
 
 impl MigrationTarget for SqliteConnection {
