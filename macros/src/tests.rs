@@ -427,3 +427,63 @@ fn reactor_combined_errors() {
     .expect_err("invalid reactor");
     insta::assert_snapshot!(errors(error));
 }
+
+fn process(args: TokenStream, item: ItemImpl) -> String {
+    pretty(expand::process::expand(args, item).unwrap_or_else(|e| panic!("{}", errors(e))))
+}
+
+#[test]
+fn process_with_field_key_and_deadline() {
+    insta::assert_snapshot!(process(
+        quote!(name = "order_payment", key = order),
+        parse_quote! {
+            impl OrderPayment {
+                #[on]
+                fn placed(&mut self, e: &OrderPlaced, m: &EventMeta, ctx: &mut Ctx) {
+                    ctx.schedule_in("payment_due", PAY_WINDOW);
+                }
+                #[on]
+                async fn paid(&mut self, e: &OrderPaid, ctx: &mut Ctx) -> Option<ShipOrder> {
+                    ctx.complete();
+                    None
+                }
+                #[deadline]
+                fn payment_due(&mut self) -> CancelOrder {
+                    todo!()
+                }
+            }
+        },
+    ));
+}
+
+#[test]
+fn process_keyed_by_stream() {
+    insta::assert_snapshot!(process(
+        quote!(name = "follow", key = stream_id),
+        parse_quote! {
+            impl Follow {
+                #[on]
+                fn placed(&mut self, e: &OrderPlaced) {}
+            }
+        },
+    ));
+}
+
+#[test]
+fn process_combined_errors() {
+    let error = expand::process::expand(
+        quote!(unknown = 1),
+        parse_quote! {
+            impl Broken {
+                #[on]
+                fn shared(&self, e: &Opened) {}
+                #[on]
+                fn by_value(&mut self, e: Closed) {}
+                #[deadline]
+                fn due(&mut self, e: &Opened) {}
+            }
+        },
+    )
+    .expect_err("invalid process");
+    insta::assert_snapshot!(errors(error));
+}

@@ -276,6 +276,10 @@ pub enum Operation {
     Park,
     /// Listing streams.
     ListStreams,
+    /// Reading or writing a process manager's state.
+    ProcessState,
+    /// Scheduling, listing or taking deadlines.
+    Deadline,
 }
 
 impl std::fmt::Display for Operation {
@@ -298,6 +302,8 @@ impl std::fmt::Display for Operation {
             Operation::AdvanceCheckpoint => "checkpoint write",
             Operation::Lease => "lease",
             Operation::WaitForEvents => "wait for events",
+            Operation::ProcessState => "process state",
+            Operation::Deadline => "deadline",
             Operation::Park => "park events",
             Operation::ListStreams => "stream list",
         })

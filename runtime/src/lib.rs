@@ -37,7 +37,7 @@ pub use store::{PgStore, PgStoreOptions, PgTx};
 pub use store::{SqliteStore, SqliteStoreOptions, SqliteTx};
 
 #[cfg(feature = "derive")]
-pub use annals_macros::{aggregate, projection, reactor, Command, Event, Events};
+pub use annals_macros::{aggregate, process, projection, reactor, Command, Event, Events};
 
 // Linked rather than inlined: inlined, their pages would carry the `time` and `uuid`
 // crates' own feature badges as if they were annals features.

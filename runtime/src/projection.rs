@@ -48,6 +48,14 @@ pub trait Projection<Tx>: Send + 'static {
         async { Ok(()) }
     }
 
+    /// Called when a turn finds no new events: work that comes due with time rather than
+    /// with events (a process manager's deadlines) is done here, in transactions of its own.
+    /// Returns how many pieces of work it did (the runner then takes another turn at once).
+    /// Nothing by default.
+    fn idle(&mut self) -> impl Future<Output = Result<u64, ProjectionError>> + Send + '_ {
+        async { Ok(0) }
+    }
+
     /// Called after the batch's events were handled, before the checkpoint moves in the
     /// same transaction: a handler that buffers work (a publisher waiting for its broker's
     /// acknowledgements) finishes it here. Nothing by default.
@@ -502,8 +510,9 @@ where
                 .record("annals.lag", head.saturating_sub(to.position));
         }
         if batch.events.is_empty() && batch.end == from {
+            let done = self.projection.idle().await?;
             return Ok(Advanced {
-                handled: None,
+                handled: (done > 0).then_some(0),
                 position: stored.position,
                 cursor: from,
             });

@@ -14,14 +14,21 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Command, Handle};
 use crate::error::{BoxError, DispatchError, ExecuteError, ProjectionError};
 use crate::projection::Projection;
 use crate::repository::{Repository, SnapshotPolicy};
-use crate::store::{CommitMeta, EventMeta, EventStore, ParkingStore, RecordedEvent, Resolution};
+use crate::store::{
+    CommitMeta, Deadline, EventMeta, EventStore, ParkingStore, ProcessStore, RecordedEvent,
+    Resolution,
+};
 
 /// What a reactor does when the aggregate refuses a command it sent (the handler's error,
 /// or the stream policy not met).
@@ -588,5 +595,512 @@ where
                 .await?;
         }
         Ok(())
+    }
+}
+
+// ---- process managers ----
+
+/// What a process manager's handler does besides returning commands: schedule and cancel
+/// its deadlines, end the process.
+#[derive(Debug)]
+pub struct Ctx {
+    now: OffsetDateTime,
+    ops: Vec<DeadlineOp>,
+    complete: bool,
+}
+
+#[derive(Debug, Clone)]
+enum DeadlineOp {
+    Schedule(String, OffsetDateTime),
+    Cancel(String),
+}
+
+impl Ctx {
+    fn new(now: OffsetDateTime) -> Self {
+        Ctx {
+            now,
+            ops: Vec::new(),
+            complete: false,
+        }
+    }
+
+    /// The handler's clock: when the triggering event was recorded, or when the deadline
+    /// was due. Taken from the store, not the wall clock, so a redelivered event schedules
+    /// the same deadline.
+    pub fn now(&self) -> OffsetDateTime {
+        self.now
+    }
+
+    /// Runs the `#[deadline]` handler `name` for this key `after` from [`Self::now`],
+    /// replacing a pending deadline of that name.
+    pub fn schedule_in(&mut self, name: &str, after: Duration) {
+        let at = self.now + after;
+        self.schedule_at(name, at);
+    }
+
+    /// Runs the `#[deadline]` handler `name` for this key at `at`.
+    pub fn schedule_at(&mut self, name: &str, at: OffsetDateTime) {
+        self.ops.push(DeadlineOp::Schedule(name.to_owned(), at));
+    }
+
+    /// Cancels the pending deadline `name` of this key, if any.
+    pub fn cancel(&mut self, name: &str) {
+        self.ops.push(DeadlineOp::Cancel(name.to_owned()));
+    }
+
+    /// Ends the process for this key: its state is kept as ended, its pending deadlines
+    /// are cancelled and later events for the key are ignored.
+    pub fn complete(&mut self) {
+        self.complete = true;
+    }
+
+    /// Whether [`Self::complete`] was called.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+}
+
+/// A long-running process keyed by a correlation value; implemented by
+/// `#[process(name = "..", key = field)]` on the state's impl block.
+pub trait Process<S: EventStore>:
+    Default + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// The process manager's stable name (checkpoint, state rows, command ids).
+    const NAME: &'static str;
+    /// The names of its `#[deadline]` handlers.
+    const DEADLINES: &'static [&'static str];
+
+    /// The stored event types the handlers take.
+    fn event_types() -> Vec<&'static str>;
+
+    /// Every command type the handlers may send.
+    fn routes() -> Vec<Route>;
+
+    /// The correlation key of an event a handler takes; `None` for other events.
+    fn key(event: &RecordedEvent) -> Result<Option<String>, ProjectionError>;
+
+    /// Runs the event's handler on this key's state.
+    fn react<'a>(
+        &'a mut self,
+        event: &'a RecordedEvent,
+        ctx: &'a mut Ctx,
+        out: &'a mut Vec<Outgoing<S>>,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a;
+
+    /// Runs the `#[deadline]` handler `name`.
+    fn deadline<'a>(
+        &'a mut self,
+        name: &'a str,
+        ctx: &'a mut Ctx,
+        out: &'a mut Vec<Outgoing<S>>,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a;
+}
+
+/// One event's step, prepared before the runner's transaction.
+#[derive(Debug)]
+enum Step {
+    /// Not this process's event, or its process ended.
+    Skip,
+    /// The event failed (raised in the transaction, so the runner stops or parks).
+    Failed(ProjectionError),
+    /// The new state and deadline changes, written with the checkpoint.
+    Save {
+        key: String,
+        state: String,
+        expected: u64,
+        ended: bool,
+        ops: Vec<DeadlineOp>,
+    },
+}
+
+/// A process manager as the handler of a [`Runner`](crate::Runner): built with
+/// [`Processes::new`] (which checks every command has a route), then
+/// `Runner::new(store, processes)`. Each event's state change, deadlines and the checkpoint
+/// commit in one transaction; its commands are sent before, under ids derived from the
+/// event, so a redelivery sends nothing twice. Due deadlines fire when a turn finds no new
+/// events (in [`Runner::run`](crate::Runner::run) at least every idle timeout, and at the
+/// end of every [`Runner::catch_up`](crate::Runner::catch_up)).
+pub struct Processes<P, S> {
+    dispatcher: Dispatcher<S>,
+    store: S,
+    prepared: HashMap<Uuid, Step>,
+    _process: std::marker::PhantomData<fn() -> P>,
+}
+
+impl<P, S> std::fmt::Debug for Processes<P, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processes")
+            .field("prepared", &self.prepared.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many due deadlines one idle turn fires at most.
+const DEADLINES_PER_TURN: usize = 100;
+
+impl<P, S> Processes<P, S>
+where
+    S: ProcessStore,
+    P: Process<S>,
+{
+    /// Process manager `P` keeping its state in `store` and sending through `dispatcher`,
+    /// which must route every command type its handlers return.
+    pub fn new(store: S, dispatcher: Dispatcher<S>) -> Result<Self, ProjectionError> {
+        if let Some(missing) = P::routes().into_iter().find(|r| !dispatcher.routes(r)) {
+            return Err(ProjectionError::Unrouted {
+                runner: P::NAME,
+                command: missing.command,
+                aggregate: missing.aggregate_name,
+            });
+        }
+        Ok(Processes {
+            dispatcher,
+            store,
+            prepared: HashMap::new(),
+            _process: std::marker::PhantomData,
+        })
+    }
+
+    /// The committed state of `key`, and whether its process ended.
+    pub async fn state(&self, key: &str) -> Result<Option<(P, bool)>, ProjectionError> {
+        match self.store.load_process(P::NAME, key).await? {
+            None => Ok(None),
+            Some(stored) => Ok(Some((decode_state::<P>(&stored.state)?, stored.ended))),
+        }
+    }
+
+    /// The pending deadlines, earliest first.
+    pub async fn deadlines(&self) -> Result<Vec<Deadline>, ProjectionError> {
+        Ok(self.store.deadlines(P::NAME).await?)
+    }
+
+    /// Sends `out` in order; `Ok(Some(error))` for a failure the event is to raise.
+    async fn send(
+        &self,
+        out: Vec<Outgoing<S>>,
+        base: Uuid,
+        correlation: Option<Uuid>,
+        causation: Option<Uuid>,
+        event_type: &str,
+        position: u64,
+    ) -> Result<Option<ProjectionError>, ProjectionError> {
+        for (index, outgoing) in out.into_iter().enumerate() {
+            let mut meta =
+                CommitMeta::new().command_id(command_id(P::NAME, base, &index.to_string()));
+            meta.correlation_id = correlation;
+            meta.causation_id = causation;
+            let command = outgoing.command;
+            if let Err(error) = (outgoing.send)(self.dispatcher.clone(), meta).await {
+                let transient = error.is_transient();
+                let error = ProjectionError::Command {
+                    runner: P::NAME,
+                    command,
+                    event_type: event_type.to_owned(),
+                    position,
+                    transient,
+                    source: error,
+                };
+                if transient {
+                    return Err(error);
+                }
+                return Ok(Some(error));
+            }
+        }
+        Ok(None)
+    }
+
+    fn check_ops(ctx: &Ctx, meta: &EventMeta) -> Option<ProjectionError> {
+        ctx.ops.iter().find_map(|op| match op {
+            DeadlineOp::Schedule(name, _) | DeadlineOp::Cancel(name)
+                if !P::DEADLINES.contains(&name.as_str()) =>
+            {
+                Some(crate::projection::handler_error(
+                    P::NAME,
+                    meta,
+                    format!("no `#[deadline]` handler named `{name}`"),
+                ))
+            }
+            _ => None,
+        })
+    }
+
+    async fn step(
+        &self,
+        event: &RecordedEvent,
+        states: &mut HashMap<String, (P, u64, bool)>,
+    ) -> Result<Step, ProjectionError> {
+        let meta = &event.meta;
+        let key = match P::key(event) {
+            Ok(Some(key)) => key,
+            Ok(None) => return Ok(Step::Skip),
+            Err(error) => return Ok(Step::Failed(error)),
+        };
+        if !states.contains_key(&key) {
+            let loaded = match self.store.load_process(P::NAME, &key).await? {
+                None => (P::default(), 0, false),
+                Some(stored) => match decode_state::<P>(&stored.state) {
+                    Ok(state) => (state, stored.version, stored.ended),
+                    Err(error) => return Ok(Step::Failed(error)),
+                },
+            };
+            states.insert(key.clone(), loaded);
+        }
+        let Some((state, version, ended)) = states.get_mut(&key) else {
+            return Ok(Step::Skip);
+        };
+        if *ended {
+            return Ok(Step::Skip);
+        }
+        let mut ctx = Ctx::new(meta.recorded_at);
+        let mut out = Vec::new();
+        if let Err(error) = state.react(event, &mut ctx, &mut out).await {
+            if error.is_transient() {
+                return Err(error);
+            }
+            return Ok(Step::Failed(error));
+        }
+        if let Some(error) = Self::check_ops(&ctx, meta) {
+            return Ok(Step::Failed(error));
+        }
+        let correlation = meta.correlation_id.or(Some(meta.event_id));
+        let sent = self
+            .send(
+                out,
+                meta.event_id,
+                correlation,
+                Some(meta.event_id),
+                &meta.event_type,
+                meta.position,
+            )
+            .await?;
+        if let Some(error) = sent {
+            return Ok(Step::Failed(error));
+        }
+        let encoded = match encode_state(state, meta) {
+            Ok(encoded) => encoded,
+            Err(error) => return Ok(Step::Failed(error)),
+        };
+        let expected = *version;
+        *version += 1;
+        *ended = ctx.complete;
+        Ok(Step::Save {
+            key,
+            state: encoded,
+            expected,
+            ended: ctx.complete,
+            ops: ctx.ops,
+        })
+    }
+
+    /// Writes a step's deadline changes in `tx`.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_ops(
+        &self,
+        tx: &mut S::Tx,
+        key: &str,
+        ops: &[DeadlineOp],
+        ended: bool,
+        base: Uuid,
+        correlation: Option<Uuid>,
+        causation: Option<Uuid>,
+    ) -> Result<(), ProjectionError> {
+        for op in ops {
+            match op {
+                DeadlineOp::Schedule(name, at) => {
+                    let id = command_id(P::NAME, base, &format!("deadline/{key}/{name}"));
+                    let deadline = Deadline::new(P::NAME, key, name.as_str(), id, *at)
+                        .caused_by(correlation, causation);
+                    self.store.schedule_deadline(tx, &deadline).await?;
+                }
+                DeadlineOp::Cancel(name) => {
+                    self.store
+                        .cancel_deadline(tx, P::NAME, key, Some(name))
+                        .await?;
+                }
+            }
+        }
+        if ended {
+            self.store.cancel_deadline(tx, P::NAME, key, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Fires one due deadline: its handler's commands (ids derived from the deadline's),
+    /// then, in one transaction, the deadline taken, the state saved and its own deadline
+    /// changes. Returns whether it fired.
+    async fn fire(&self, deadline: &Deadline) -> Result<bool, ProjectionError> {
+        let stored = self.store.load_process(P::NAME, &deadline.key).await?;
+        let Some(stored) = stored.filter(|s| !s.ended) else {
+            // Its process ended or never saved a state: nothing to run.
+            let mut tx = self.store.begin().await?;
+            let taken = self.store.take_deadline(&mut tx, deadline.id).await?;
+            self.store.commit(tx).await?;
+            return Ok(taken);
+        };
+        let mut state = decode_state::<P>(&stored.state)?;
+        let mut ctx = Ctx::new(deadline.due_at);
+        let mut out = Vec::new();
+        state.deadline(&deadline.name, &mut ctx, &mut out).await?;
+        let label = format!("deadline {}", deadline.name);
+        if let Some(error) = self
+            .send(
+                out,
+                deadline.id,
+                deadline.correlation_id,
+                deadline.causation_id,
+                &label,
+                0,
+            )
+            .await?
+        {
+            return Err(error);
+        }
+        let encoded = serde_json::to_string(&state).map_err(|e| ProjectionError::Handler {
+            projection: P::NAME,
+            event_type: label.clone(),
+            position: 0,
+            source: Box::new(e),
+        })?;
+        let mut tx = self.store.begin().await?;
+        if !self.store.take_deadline(&mut tx, deadline.id).await? {
+            return Ok(false);
+        }
+        if !self
+            .store
+            .save_process(
+                &mut tx,
+                P::NAME,
+                &deadline.key,
+                &encoded,
+                stored.version,
+                ctx.complete,
+            )
+            .await?
+        {
+            return Err(ProjectionError::Superseded {
+                projection: P::NAME,
+                expected: stored.version,
+            });
+        }
+        self.write_ops(
+            &mut tx,
+            &deadline.key,
+            &ctx.ops,
+            ctx.complete,
+            deadline.id,
+            deadline.correlation_id,
+            deadline.causation_id,
+        )
+        .await?;
+        self.store.commit(tx).await?;
+        Ok(true)
+    }
+}
+
+fn decode_state<P: DeserializeOwned>(json: &str) -> Result<P, ProjectionError> {
+    serde_json::from_str(json).map_err(|e| {
+        ProjectionError::Store(crate::StoreError::Corrupt {
+            position: None,
+            reason: format!("process state does not decode: {e}"),
+        })
+    })
+}
+
+fn encode_state<P: Serialize>(state: &P, meta: &EventMeta) -> Result<String, ProjectionError> {
+    serde_json::to_string(state).map_err(|e| ProjectionError::Handler {
+        projection: "process",
+        event_type: meta.event_type.clone(),
+        position: meta.position,
+        source: Box::new(e),
+    })
+}
+
+impl<P, S> Projection<S::Tx> for Processes<P, S>
+where
+    S: ProcessStore,
+    P: Process<S>,
+{
+    const NAME: &'static str = P::NAME;
+
+    fn event_types() -> Vec<&'static str> {
+        P::event_types()
+    }
+
+    async fn prepare<'a>(&'a mut self, events: &'a [RecordedEvent]) -> Result<(), ProjectionError> {
+        self.prepared.clear();
+        let mut states = HashMap::new();
+        for event in events {
+            let step = self.step(event, &mut states).await?;
+            let failed = matches!(step, Step::Failed(_));
+            self.prepared.insert(event.meta.event_id, step);
+            if failed {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle<'a>(
+        &'a mut self,
+        event: &'a RecordedEvent,
+        tx: &'a mut S::Tx,
+    ) -> Result<(), ProjectionError> {
+        let meta = &event.meta;
+        match self.prepared.remove(&meta.event_id) {
+            None => Err(ProjectionError::Handler {
+                projection: P::NAME,
+                event_type: meta.event_type.clone(),
+                position: meta.position,
+                source: "a process manager handles events a runner prepared (not an inline \
+                         projection)"
+                    .into(),
+            }),
+            Some(Step::Skip) => Ok(()),
+            Some(Step::Failed(error)) => Err(error),
+            Some(Step::Save {
+                key,
+                state,
+                expected,
+                ended,
+                ops,
+            }) => {
+                if !self
+                    .store
+                    .save_process(tx, P::NAME, &key, &state, expected, ended)
+                    .await?
+                {
+                    return Err(ProjectionError::Superseded {
+                        projection: P::NAME,
+                        expected,
+                    });
+                }
+                let correlation = meta.correlation_id.or(Some(meta.event_id));
+                self.write_ops(
+                    tx,
+                    &key,
+                    &ops,
+                    ended,
+                    meta.event_id,
+                    correlation,
+                    Some(meta.event_id),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn idle(&mut self) -> Result<u64, ProjectionError> {
+        let now = OffsetDateTime::now_utc();
+        let due = self
+            .store
+            .due_deadlines(P::NAME, now, DEADLINES_PER_TURN)
+            .await?;
+        let mut fired = 0;
+        for deadline in &due {
+            if self.fire(deadline).await? {
+                fired += 1;
+            }
+        }
+        Ok(fired)
     }
 }

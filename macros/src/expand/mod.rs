@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod command;
 pub mod event;
 pub mod events;
+pub mod process;
 pub mod projection;
 pub mod reactor;
 

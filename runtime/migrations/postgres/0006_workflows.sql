@@ -23,6 +23,8 @@ CREATE TABLE annals_deadlines (
     name    text        NOT NULL,
     id      uuid        NOT NULL UNIQUE,
     due_at  timestamptz NOT NULL,
+    correlation_id uuid,
+    causation_id   uuid,
     CONSTRAINT annals_deadlines_pkey PRIMARY KEY (process, key, name)
 );
 

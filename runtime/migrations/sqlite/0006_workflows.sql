@@ -38,6 +38,8 @@ CREATE TABLE annals_deadlines (
     name    TEXT    NOT NULL,
     id      TEXT    NOT NULL UNIQUE,
     due_at  INTEGER NOT NULL,
+    correlation_id TEXT,
+    causation_id   TEXT,
     PRIMARY KEY (process, key, name)
 ) STRICT;
 
