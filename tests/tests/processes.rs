@@ -26,6 +26,7 @@ struct OrderCancelled {
 }
 
 #[derive(Debug, Clone, PartialEq, Events)]
+#[allow(clippy::enum_variant_names)]
 enum OrderEvent {
     OrderPlaced(OrderPlaced),
     OrderPaid(OrderPaid),

@@ -114,6 +114,7 @@ struct OrderRejected {
 }
 
 #[derive(Debug, Clone, PartialEq, Events)]
+#[allow(clippy::enum_variant_names)]
 enum OrderEvent {
     OrderPlaced(OrderPlaced),
     OrderConfirmed(OrderConfirmed),
