@@ -57,3 +57,31 @@ pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
 pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::projection::attribute(args.into(), item.into()).into()
 }
+
+/// Wires a reactor's impl block: `impl annals::workflow::Reactor<S>` dispatching stored
+/// events to the `#[on]` methods, which return the commands to send; the list of event
+/// types to fetch and of command types sent (checked against the dispatcher's routes).
+///
+/// `#[reactor(name = "..", rejected = stop | ignore, crate = "..")]`; handlers look like
+/// `async fn name(&self, event: &Event, meta: &EventMeta) -> Commands` where `meta` and
+/// `async` are optional; one `#[rejected]` method taking `&Rejection` compensates refused
+/// commands.
+#[proc_macro_attribute]
+pub fn reactor(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::reactor::attribute(args.into(), item.into()).into()
+}
+
+/// Wires a process manager's impl block (the state of one correlation key, `Default +
+/// Serialize + Deserialize`): `impl annals::workflow::Process<S>` dispatching stored events
+/// to the `#[on]` methods and deadlines to the `#[deadline]` methods, which return the
+/// commands to send.
+///
+/// `#[process(name = "..", key = field, crate = "..")]`: `key` names the field of every
+/// handled event holding the correlation key (`key = stream_id`: the event's stream id).
+/// Handlers look like `async fn name(&mut self, event: &Event, meta: &EventMeta, ctx: &mut
+/// Ctx) -> Commands`, deadlines like `async fn name(&mut self, ctx: &mut Ctx) -> Commands`;
+/// `meta`, `ctx` and `async` are optional.
+#[proc_macro_attribute]
+pub fn process(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::process::attribute(args.into(), item.into()).into()
+}

@@ -346,3 +346,144 @@ fn projection_combined_errors() {
     .expect_err("invalid projection");
     insta::assert_snapshot!(errors(error));
 }
+
+fn reactor(args: TokenStream, item: ItemImpl) -> String {
+    pretty(expand::reactor::expand(args, item).unwrap_or_else(|e| panic!("{}", errors(e))))
+}
+
+#[test]
+fn reactor_with_meta_async_and_options() {
+    insta::assert_snapshot!(reactor(
+        quote!(name = "inventory_on_orders"),
+        parse_quote! {
+            impl InventoryPolicy {
+                #[on]
+                fn placed(&self, e: &OrderPlaced, m: &EventMeta) -> Option<ReserveStock> {
+                    None
+                }
+                #[on]
+                async fn cancelled(&self, e: &OrderCancelled) -> Result<Vec<InventoryCommand>, Error> {
+                    Ok(vec![])
+                }
+                fn helper(&self) {}
+            }
+        },
+    ));
+}
+
+#[test]
+fn reactor_ignoring_refusals() {
+    insta::assert_snapshot!(reactor(
+        quote!(name = "notify", rejected = ignore),
+        parse_quote! {
+            impl Notify {
+                #[on]
+                fn out_of_stock(&self, e: &OutOfStock) -> (RejectOrder, Notify) {
+                    todo!()
+                }
+            }
+        },
+    ));
+}
+
+#[test]
+fn reactor_compensating() {
+    insta::assert_snapshot!(reactor(
+        quote!(name = "payments"),
+        parse_quote! {
+            impl Payments {
+                #[on]
+                fn placed(&self, e: &OrderPlaced) -> Charge {
+                    todo!()
+                }
+                #[rejected]
+                async fn refused(&self, r: &Rejection, m: &EventMeta) -> CancelOrder {
+                    todo!()
+                }
+            }
+        },
+    ));
+}
+
+#[test]
+fn reactor_combined_errors() {
+    let error = expand::reactor::expand(
+        quote!(rejected = retry, unknown = 1),
+        parse_quote! {
+            impl Broken {
+                #[on]
+                fn by_value(&self, e: Deposited) {}
+                #[on]
+                fn mutable(&mut self, e: &Opened) {}
+                #[on]
+                fn again(&self, e: &Opened) {}
+                #[on]
+                fn extra(&self, e: &Closed, tx: &mut Tx) {}
+                #[on(x)]
+                fn with_args(&self, e: &Moved) {}
+            }
+        },
+    )
+    .expect_err("invalid reactor");
+    insta::assert_snapshot!(errors(error));
+}
+
+fn process(args: TokenStream, item: ItemImpl) -> String {
+    pretty(expand::process::expand(args, item).unwrap_or_else(|e| panic!("{}", errors(e))))
+}
+
+#[test]
+fn process_with_field_key_and_deadline() {
+    insta::assert_snapshot!(process(
+        quote!(name = "order_payment", key = order),
+        parse_quote! {
+            impl OrderPayment {
+                #[on]
+                fn placed(&mut self, e: &OrderPlaced, m: &EventMeta, ctx: &mut Ctx) {
+                    ctx.schedule_in("payment_due", PAY_WINDOW);
+                }
+                #[on]
+                async fn paid(&mut self, e: &OrderPaid, ctx: &mut Ctx) -> Option<ShipOrder> {
+                    ctx.complete();
+                    None
+                }
+                #[deadline]
+                fn payment_due(&mut self) -> CancelOrder {
+                    todo!()
+                }
+            }
+        },
+    ));
+}
+
+#[test]
+fn process_keyed_by_stream() {
+    insta::assert_snapshot!(process(
+        quote!(name = "follow", key = stream_id),
+        parse_quote! {
+            impl Follow {
+                #[on]
+                fn placed(&mut self, e: &OrderPlaced) {}
+            }
+        },
+    ));
+}
+
+#[test]
+fn process_combined_errors() {
+    let error = expand::process::expand(
+        quote!(unknown = 1),
+        parse_quote! {
+            impl Broken {
+                #[on]
+                fn shared(&self, e: &Opened) {}
+                #[on]
+                fn by_value(&mut self, e: Closed) {}
+                #[deadline]
+                fn due(&mut self, e: &Opened) {}
+            }
+        },
+    )
+    .expect_err("invalid process");
+    insta::assert_snapshot!(errors(error));
+}

@@ -299,6 +299,10 @@ pub enum Operation {
     Park,
     /// Listing streams.
     ListStreams,
+    /// Reading or writing a process manager's state.
+    ProcessState,
+    /// Scheduling, listing or taking deadlines.
+    Deadline,
 }
 
 impl std::fmt::Display for Operation {
@@ -321,6 +325,8 @@ impl std::fmt::Display for Operation {
             Operation::AdvanceCheckpoint => "checkpoint write",
             Operation::Lease => "lease",
             Operation::WaitForEvents => "wait for events",
+            Operation::ProcessState => "process state",
+            Operation::Deadline => "deadline",
             Operation::Park => "park events",
             Operation::ListStreams => "stream list",
         })
@@ -492,6 +498,36 @@ pub enum ProjectionError {
         /// The parked entry's id.
         id: u64,
     },
+    /// A command a reactor sent for an event failed; the checkpoint stays before the
+    /// event, so it is sent again (under the same command id) when the event is retried.
+    #[error("`{runner}`: command `{command}` sent for event `{event_type}` at position {position} failed")]
+    Command {
+        /// The reactor's name.
+        runner: &'static str,
+        /// The command's type.
+        command: &'static str,
+        /// The triggering event's type.
+        event_type: String,
+        /// The triggering event's position.
+        position: u64,
+        /// Whether sending it again later may succeed (a version conflict past the
+        /// repository's retries, the store unavailable).
+        transient: bool,
+        /// The dispatcher's error.
+        #[source]
+        source: DispatchError,
+    },
+    /// A reactor sends commands the dispatcher has no repository for; found when the
+    /// reactor is set up, before any event.
+    #[error("`{runner}` sends `{command}` to aggregate `{aggregate}`, which has no route in the dispatcher")]
+    Unrouted {
+        /// The reactor's name.
+        runner: &'static str,
+        /// The command's type.
+        command: &'static str,
+        /// The aggregate the command targets.
+        aggregate: &'static str,
+    },
     /// Another runner moved the checkpoint; this batch was rolled back.
     #[error("projection `{projection}`: checkpoint moved by another runner (expected {expected})")]
     Superseded {
@@ -512,9 +548,61 @@ impl ProjectionError {
                 error.is_transient()
             }
             ProjectionError::Handler { source, .. } => is_transient_cause(source.as_ref()),
-            ProjectionError::Source { transient, .. } => *transient,
+            ProjectionError::Source { transient, .. }
+            | ProjectionError::Command { transient, .. } => *transient,
             _ => false,
         }
+    }
+}
+
+/// Why a [`crate::workflow::Dispatcher`] did not apply a command.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// No repository is routed for the command's aggregate.
+    #[error("no route for command `{command}` (aggregate `{aggregate}`)")]
+    NoRoute {
+        /// The command's type.
+        command: &'static str,
+        /// The aggregate it targets.
+        aggregate: &'static str,
+    },
+    /// The aggregate refused the command: its handler's error, or the stream policy not
+    /// met (creating a stream that exists, changing one that does not).
+    #[error("command `{command}` rejected")]
+    Rejected {
+        /// The command's type.
+        command: &'static str,
+        /// The refusal.
+        #[source]
+        source: BoxError,
+    },
+    /// The command failed in a way that trying again later may fix: concurrent writers
+    /// past the repository's retries, the store unavailable.
+    #[error("command `{command}` failed, for now")]
+    Transient {
+        /// The command's type.
+        command: &'static str,
+        /// The error.
+        #[source]
+        source: BoxError,
+    },
+    /// The command failed for good (a corrupt stream, an inline projection's error, a
+    /// command id reused on another stream).
+    #[error("command `{command}` failed")]
+    Failed {
+        /// The command's type.
+        command: &'static str,
+        /// The error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl DispatchError {
+    /// Whether sending the command again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DispatchError::Transient { .. })
     }
 }
 

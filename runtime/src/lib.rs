@@ -19,10 +19,11 @@ mod retry;
 pub mod source;
 pub mod store;
 pub mod testing;
+pub mod workflow;
 
 pub use aggregate::{fingerprint, Aggregate, Command, Handle, StreamPolicy, TaggedCommand};
 pub use consistency::{wait_for_checkpoint, wait_for_checkpoints};
-pub use error::{Error, ExecuteError, ProjectionError, StoreError};
+pub use error::{DispatchError, Error, ExecuteError, ProjectionError, StoreError};
 pub use event::{DecodeError, Event, Events, IntoEvents};
 pub use projection::{Progress, Projection, ProjectionRunner, Runner, Status, DEFAULT_RUN_BACKOFF};
 pub use repository::{
@@ -42,7 +43,7 @@ pub use store::{PgStore, PgStoreOptions, PgTx};
 pub use store::{SqliteStore, SqliteStoreOptions, SqliteTx};
 
 #[cfg(feature = "derive")]
-pub use annals_macros::{aggregate, projection, Command, Event, Events};
+pub use annals_macros::{aggregate, process, projection, reactor, Command, Event, Events};
 
 // Linked rather than inlined: inlined, their pages would carry the `time` and `uuid`
 // crates' own feature badges as if they were annals features.

@@ -41,6 +41,28 @@ pub trait Projection<Tx>: Send + 'static {
         tx: &'a mut Tx,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a;
 
+    /// Called with a batch's events before its transaction begins. A handler whose effects
+    /// go through transactions of their own (a reactor's commands, executed by their
+    /// repositories) does that work here, so that the runner's transaction, which may hold
+    /// the store's one write lock, is not open meanwhile; [`Self::handle`] then writes what
+    /// must commit with the checkpoint. An error here is the batch's error. Nothing by
+    /// default.
+    fn prepare<'a>(
+        &'a mut self,
+        events: &'a [RecordedEvent],
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a {
+        let _ = events;
+        async { Ok(()) }
+    }
+
+    /// Called when a turn finds no new events: work that comes due with time rather than
+    /// with events (a process manager's deadlines) is done here, in transactions of its own.
+    /// Returns how many pieces of work it did (the runner then takes another turn at once).
+    /// Nothing by default.
+    fn idle(&mut self) -> impl Future<Output = Result<u64, ProjectionError>> + Send + '_ {
+        async { Ok(0) }
+    }
+
     /// Called after the batch's events were handled, before the checkpoint moves in the
     /// same transaction: a handler that buffers work (a publisher waiting for its broker's
     /// acknowledgements) finishes it here. Nothing by default.
@@ -333,8 +355,16 @@ where
                 runner: self.name,
                 id,
             })?;
+        let prepared = self
+            .projection
+            .prepare(std::slice::from_ref(&entry.event))
+            .await;
         let mut tx = self.store.begin().await?;
-        let handled = match self.projection.handle(&entry.event, &mut tx).await {
+        let handled = match prepared {
+            Ok(()) => self.projection.handle(&entry.event, &mut tx).await,
+            Err(error) => Err(error),
+        };
+        let handled = match handled {
             Ok(()) => self.projection.finish_batch(&mut tx).await,
             Err(error) => Err(error),
         };
@@ -504,12 +534,14 @@ where
                 .record("annals.lag", head.saturating_sub(to.position));
         }
         if batch.events.is_empty() && batch.end == from {
+            let done = self.projection.idle().await?;
             return Ok(Advanced {
-                handled: None,
+                handled: (done > 0).then_some(0),
                 position: stored.position,
                 cursor: from,
             });
         }
+        self.projection.prepare(&batch.events).await?;
         let mut tx = self.store.begin().await?;
         for (index, event) in batch.events.iter().enumerate() {
             let handled = match batch.unreadable(index) {
@@ -564,10 +596,12 @@ where
         let mut last = error;
         for failures in 1..parking.attempts {
             tokio::time::sleep(self.backoff.delay(failures - 1)).await;
+            let prepared = self.projection.prepare(std::slice::from_ref(event)).await;
             let mut tx = self.store.begin().await?;
-            let handled = match single.unreadable(0) {
-                Some(reason) => Err(unreadable(reason)),
-                None => match self.projection.handle(event, &mut tx).await {
+            let handled = match (single.unreadable(0), prepared) {
+                (Some(reason), _) => Err(unreadable(reason)),
+                (None, Err(error)) => Err(error),
+                (None, Ok(())) => match self.projection.handle(event, &mut tx).await {
                     Ok(()) => self.projection.finish_batch(&mut tx).await,
                     Err(error) => Err(error),
                 },

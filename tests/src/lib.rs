@@ -149,6 +149,8 @@ mod guide {
     mod dynamodb {}
     #[doc = include_str!("../../docs/projections.md")]
     mod projections {}
+    #[doc = include_str!("../../docs/workflows.md")]
+    mod workflows {}
     #[doc = include_str!("../../docs/versioning.md")]
     mod versioning {}
     #[doc = include_str!("../../docs/testing.md")]

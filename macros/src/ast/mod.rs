@@ -4,4 +4,6 @@ pub mod aggregate;
 pub mod command;
 pub mod event;
 pub mod events;
+pub mod process;
 pub mod projection;
+pub mod reactor;

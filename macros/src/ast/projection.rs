@@ -252,7 +252,7 @@ fn parse_extras<'a>(
     (takes_meta, takes_tx)
 }
 
-fn check_receiver(sig: &syn::Signature, shape: &str, errors: &mut Errors) {
+pub(crate) fn check_receiver(sig: &syn::Signature, shape: &str, errors: &mut Errors) {
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.spanned(&sig.generics, "projection methods cannot be generic");
     }
@@ -286,14 +286,14 @@ fn check_output(sig: &syn::Signature, errors: &mut Errors) {
     }
 }
 
-fn output_span(sig: &syn::Signature) -> Span {
+pub(crate) fn output_span(sig: &syn::Signature) -> Span {
     match &sig.output {
         ReturnType::Type(_, ty) => syn::spanned::Spanned::span(&**ty),
         ReturnType::Default => sig.ident.span(),
     }
 }
 
-fn typed_arg(arg: &FnArg) -> Option<&Type> {
+pub(crate) fn typed_arg(arg: &FnArg) -> Option<&Type> {
     match arg {
         FnArg::Typed(pat) => Some(&pat.ty),
         FnArg::Receiver(_) => None,

@@ -5,7 +5,9 @@ pub mod aggregate;
 pub mod command;
 pub mod event;
 pub mod events;
+pub mod process;
 pub mod projection;
+pub mod reactor;
 
 use proc_macro2::TokenStream;
 use syn::DeriveInput;

@@ -8,6 +8,7 @@
 //! | [`TxStore`] | transactions, appends inside one | inline projections, exactly-once read models |
 //! | [`CheckpointStore`] | checkpoints moved inside a transaction | projection runners |
 //! | [`ParkingStore`] | events set aside after failing | runners with [`Runner::park_after`](crate::Runner::park_after) |
+//! | [`ProcessStore`] | process managers' state and deadlines | [`Processes`](crate::workflow::Processes) |
 //! | [`LeaseStore`] | one active runner per name | [`ProjectionRunner::run`](crate::ProjectionRunner::run) |
 //! | [`WakeUps`] | waiting for new events | [`ProjectionRunner::run`](crate::ProjectionRunner::run) |
 //! | [`StreamCatalog`](super::StreamCatalog) | listing streams, a page at a time | operators' tools (the admin CLI) |
@@ -19,11 +20,13 @@
 use std::future::Future;
 use std::time::Duration;
 
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AppendOutcome, Batch, Checkpoint, CommitMeta, Cursor, EventFilter, ExpectedVersion, NewEvent,
-    ParkedEvent, RecordedEvent, Resolution, Snapshot, StreamEvent, StreamRange, StreamRef,
+    AppendOutcome, Batch, Checkpoint, CommitMeta, Cursor, Deadline, EventFilter, ExpectedVersion,
+    NewEvent, ParkedEvent, ProcessState, RecordedEvent, Resolution, Snapshot, StreamEvent,
+    StreamRange, StreamRef,
 };
 use crate::error::StoreError;
 
@@ -281,6 +284,68 @@ pub trait ParkingStore: TxStore {
         error: &'a str,
         attempts: u32,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+}
+
+/// Process managers' state per correlation key and their deadlines, written in the runner's
+/// transaction with its checkpoint (exactly-once state transitions).
+pub trait ProcessStore: TxStore {
+    /// The committed state of `process` for `key`, if any.
+    fn load_process<'a>(
+        &'a self,
+        process: &'a str,
+        key: &'a str,
+    ) -> impl Future<Output = Result<Option<ProcessState>, StoreError>> + Send + 'a;
+
+    /// Saves the state inside `tx` as version `expected + 1`; false (and nothing changed)
+    /// when the stored version is not `expected` (0: no state yet).
+    #[allow(clippy::too_many_arguments)]
+    fn save_process<'a>(
+        &'a self,
+        tx: &'a mut Self::Tx,
+        process: &'a str,
+        key: &'a str,
+        state: &'a str,
+        expected: u64,
+        ended: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a;
+
+    /// Schedules `deadline` inside `tx`, replacing one of the same process, key and name.
+    fn schedule_deadline<'a>(
+        &'a self,
+        tx: &'a mut Self::Tx,
+        deadline: &'a Deadline,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+
+    /// Cancels the deadline `name` of `process` for `key` inside `tx` (all of the key's
+    /// deadlines when `name` is `None`); nothing when there is none.
+    fn cancel_deadline<'a>(
+        &'a self,
+        tx: &'a mut Self::Tx,
+        process: &'a str,
+        key: &'a str,
+        name: Option<&'a str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+
+    /// Up to `limit` committed deadlines of `process` due at `now`, earliest first.
+    fn due_deadlines<'a>(
+        &'a self,
+        process: &'a str,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Deadline>, StoreError>> + Send + 'a;
+
+    /// Every committed deadline of `process`, earliest first (for status and tests).
+    fn deadlines<'a>(
+        &'a self,
+        process: &'a str,
+    ) -> impl Future<Output = Result<Vec<Deadline>, StoreError>> + Send + 'a;
+
+    /// Removes deadline `id` inside `tx`; false when it is gone (fired or cancelled).
+    fn take_deadline<'a>(
+        &'a self,
+        tx: &'a mut Self::Tx,
+        id: Uuid,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a;
 }
 
 /// Leases that make one runner per name the active one.

@@ -9,10 +9,11 @@ use uuid::Uuid;
 
 use super::{
     now_micros, read_log_by_position, validate_events, validate_runner_name, validate_stream,
-    wait_for_append, AppendOutcome, Batch, Checkpoint, CheckpointStore, CommitMeta, EventFilter,
-    EventLog, EventMeta, EventStore, ExpectedVersion, LeaseStore, LocalLease, LocalLeases,
-    NewEvent, ParkedEvent, ParkingStore, RecordedEvent, Resolution, Snapshot, SnapshotStore,
-    StreamCatalog, StreamEvent, StreamInfo, StreamQuery, StreamRange, StreamRef, TxStore, WakeUps,
+    wait_for_append, AppendOutcome, Batch, Checkpoint, CheckpointStore, CommitMeta, Deadline,
+    EventFilter, EventLog, EventMeta, EventStore, ExpectedVersion, LeaseStore, LocalLease,
+    LocalLeases, NewEvent, ParkedEvent, ParkingStore, ProcessState, ProcessStore, RecordedEvent,
+    Resolution, Snapshot, SnapshotStore, StreamCatalog, StreamEvent, StreamInfo, StreamQuery,
+    StreamRange, StreamRef, TxStore, WakeUps,
 };
 use crate::error::StoreError;
 
@@ -46,6 +47,10 @@ struct Inner {
     checkpoints: HashMap<String, Checkpoint>,
     /// Parked events, in id order (id `n` at index `n - 1`).
     parked: Vec<ParkedEvent>,
+    /// Process managers' states by (process, key).
+    processes: HashMap<(String, String), ProcessState>,
+    /// Deadlines by (process, key, name).
+    deadlines: HashMap<(String, String, String), Deadline>,
 }
 
 /// The events of a stream within `range`, in version order.
@@ -264,6 +269,7 @@ impl TxStore for MemoryStore {
             commands: Vec::new(),
             parked: Vec::new(),
             resolved: Vec::new(),
+            workflow: Vec::new(),
         })
     }
 
@@ -289,6 +295,25 @@ impl TxStore for MemoryStore {
         for (id, resolution) in tx.resolved {
             if let Some(parked) = parked_entry(&mut inner.parked, id) {
                 parked.resolution = Some(resolution);
+            }
+        }
+        for write in tx.workflow {
+            match write {
+                WorkflowWrite::Save(process, key, state) => {
+                    inner.processes.insert((process, key), state);
+                }
+                WorkflowWrite::Schedule(deadline) => {
+                    let k = (
+                        deadline.process.clone(),
+                        deadline.key.clone(),
+                        deadline.name.clone(),
+                    );
+                    inner.deadlines.insert(k, deadline);
+                }
+                WorkflowWrite::Cancel(process, key, name) => inner.deadlines.retain(|k, _| {
+                    !(k.0 == process && k.1 == key && name.as_ref().is_none_or(|n| *n == k.2))
+                }),
+                WorkflowWrite::Take(id) => inner.deadlines.retain(|_, d| d.id != id),
             }
         }
         drop(inner);
@@ -467,6 +492,14 @@ impl ParkingStore for MemoryStore {
         id: u64,
         resolution: Resolution,
     ) -> Result<bool, StoreError> {
+        // Parked in this same transaction (a reactor recording an ignored refusal).
+        if let Some(pending) = tx.parked.iter_mut().find(|p| p.id == id) {
+            if pending.resolution.is_some() {
+                return Ok(false);
+            }
+            pending.resolution = Some(resolution);
+            return Ok(true);
+        }
         let open =
             parked_entry(&mut self.lock().parked, id).is_some_and(|p| p.resolution.is_none());
         if !open || tx.resolved.iter().any(|(r, _)| *r == id) {
@@ -549,6 +582,17 @@ pub struct MemoryTx {
     /// Events parked in this transaction (ids given at commit).
     parked: Vec<ParkedEvent>,
     resolved: Vec<(u64, Resolution)>,
+    /// Process states and deadlines written in this transaction, applied in order.
+    workflow: Vec<WorkflowWrite>,
+}
+
+/// A process manager's write, staged until commit.
+#[derive(Debug)]
+enum WorkflowWrite {
+    Save(String, String, ProcessState),
+    Schedule(Deadline),
+    Cancel(String, String, Option<String>),
+    Take(Uuid),
 }
 
 impl MemoryTx {
@@ -569,5 +613,120 @@ impl MemoryTx {
             .get(&id)
             .or_else(|| self.commands.iter().find(|(c, _)| *c == id).map(|(_, o)| o))
             .cloned()
+    }
+}
+
+impl ProcessStore for MemoryStore {
+    async fn load_process<'a>(
+        &'a self,
+        process: &'a str,
+        key: &'a str,
+    ) -> Result<Option<ProcessState>, StoreError> {
+        Ok(self
+            .lock()
+            .processes
+            .get(&(process.to_owned(), key.to_owned()))
+            .cloned())
+    }
+
+    async fn save_process<'a>(
+        &'a self,
+        tx: &'a mut MemoryTx,
+        process: &'a str,
+        key: &'a str,
+        state: &'a str,
+        expected: u64,
+        ended: bool,
+    ) -> Result<bool, StoreError> {
+        validate_runner_name(process)?;
+        let staged = tx.workflow.iter().rev().find_map(|w| match w {
+            WorkflowWrite::Save(p, k, s) if p == process && k == key => Some(s.version),
+            _ => None,
+        });
+        let current = match staged {
+            Some(version) => version,
+            None => self
+                .lock()
+                .processes
+                .get(&(process.to_owned(), key.to_owned()))
+                .map_or(0, |s| s.version),
+        };
+        if current != expected {
+            return Ok(false);
+        }
+        tx.workflow.push(WorkflowWrite::Save(
+            process.to_owned(),
+            key.to_owned(),
+            ProcessState::new(state.to_owned(), expected + 1, ended),
+        ));
+        Ok(true)
+    }
+
+    async fn schedule_deadline<'a>(
+        &'a self,
+        tx: &'a mut MemoryTx,
+        deadline: &'a Deadline,
+    ) -> Result<(), StoreError> {
+        validate_runner_name(&deadline.process)?;
+        tx.workflow.push(WorkflowWrite::Schedule(deadline.clone()));
+        Ok(())
+    }
+
+    async fn cancel_deadline<'a>(
+        &'a self,
+        tx: &'a mut MemoryTx,
+        process: &'a str,
+        key: &'a str,
+        name: Option<&'a str>,
+    ) -> Result<(), StoreError> {
+        tx.workflow.push(WorkflowWrite::Cancel(
+            process.to_owned(),
+            key.to_owned(),
+            name.map(str::to_owned),
+        ));
+        Ok(())
+    }
+
+    async fn due_deadlines<'a>(
+        &'a self,
+        process: &'a str,
+        now: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Deadline>, StoreError> {
+        let mut due = self.deadlines(process).await?;
+        due.retain(|d| d.due_at <= now);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn deadlines<'a>(&'a self, process: &'a str) -> Result<Vec<Deadline>, StoreError> {
+        let mut all: Vec<Deadline> = self
+            .lock()
+            .deadlines
+            .values()
+            .filter(|d| d.process == process)
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.due_at.cmp(&b.due_at).then(a.id.cmp(&b.id)));
+        Ok(all)
+    }
+
+    async fn take_deadline<'a>(
+        &'a self,
+        tx: &'a mut MemoryTx,
+        id: Uuid,
+    ) -> Result<bool, StoreError> {
+        let mut present = self.lock().deadlines.values().any(|d| d.id == id);
+        for write in &tx.workflow {
+            match write {
+                WorkflowWrite::Schedule(d) if d.id == id => present = true,
+                WorkflowWrite::Take(taken) if *taken == id => present = false,
+                _ => {}
+            }
+        }
+        if present {
+            tx.workflow.push(WorkflowWrite::Take(id));
+        }
+        Ok(present)
     }
 }

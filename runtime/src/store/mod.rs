@@ -19,8 +19,8 @@ pub(crate) mod sql;
 pub(crate) use capabilities::load_through_read_stream;
 pub(crate) use capabilities::read_log_by_position;
 pub use capabilities::{
-    CheckpointStore, EventLog, EventStore, LeaseStore, ParkingStore, SnapshotStore, TxStore,
-    WakeUps,
+    CheckpointStore, EventLog, EventStore, LeaseStore, ParkingStore, ProcessStore, SnapshotStore,
+    TxStore, WakeUps,
 };
 pub use catalog::{StreamCatalog, StreamInfo, StreamQuery};
 pub use checks::{
@@ -31,9 +31,9 @@ pub use local::LocalLease;
 pub(crate) use local::{wait_for_append, LocalLeases};
 pub use memory::{MemoryStore, MemoryTx};
 pub use records::{
-    AppendOutcome, Batch, Checkpoint, CommitMeta, Cursor, EventFilter, EventMeta, ExpectedVersion,
-    Headers, NewEvent, ParkedEvent, RecordedEvent, Resolution, Snapshot, StreamEvent, StreamRange,
-    StreamRef,
+    AppendOutcome, Batch, Checkpoint, CommitMeta, Cursor, Deadline, EventFilter, EventMeta,
+    ExpectedVersion, Headers, NewEvent, ParkedEvent, ProcessState, RecordedEvent, Resolution,
+    Snapshot, StreamEvent, StreamRange, StreamRef,
 };
 
 #[cfg(feature = "sqlite")]

@@ -517,14 +517,18 @@ pub enum Resolution {
     Retried,
     /// Skipped by an operator: never handled.
     Skipped,
+    /// Recorded by a reactor whose command was refused and whose policy is to ignore
+    /// refusals ([`crate::workflow::OnRejected::Ignore`]): listed, never parked.
+    Ignored,
 }
 
 impl Resolution {
-    /// The stored name: `retried` or `skipped`.
+    /// The stored name: `retried`, `skipped` or `ignored`.
     pub fn as_str(self) -> &'static str {
         match self {
             Resolution::Retried => "retried",
             Resolution::Skipped => "skipped",
+            Resolution::Ignored => "ignored",
         }
     }
 
@@ -533,6 +537,7 @@ impl Resolution {
         match name {
             "retried" => Some(Resolution::Retried),
             "skipped" => Some(Resolution::Skipped),
+            "ignored" => Some(Resolution::Ignored),
             _ => None,
         }
     }
@@ -660,5 +665,78 @@ impl Snapshot {
             snapshot_version,
             state,
         }
+    }
+}
+
+/// A process manager's stored state for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProcessState {
+    /// The state, as JSON.
+    pub state: String,
+    /// How many times it was saved (1 after the first save).
+    pub version: u64,
+    /// Whether the process ended: later events for its key are ignored.
+    pub ended: bool,
+}
+
+impl ProcessState {
+    /// A stored state (for store implementations).
+    pub fn new(state: String, version: u64, ended: bool) -> Self {
+        ProcessState {
+            state,
+            version,
+            ended,
+        }
+    }
+}
+
+/// A deadline a process manager scheduled: when `due_at` passes, its `#[deadline]` handler
+/// named `name` runs for `key`, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Deadline {
+    /// The process manager's name.
+    pub process: String,
+    /// The correlation key.
+    pub key: String,
+    /// The deadline handler's name; one deadline per (process, key, name).
+    pub name: String,
+    /// The deadline's id, from which the ids of the commands it sends derive.
+    pub id: Uuid,
+    /// When it fires.
+    pub due_at: OffsetDateTime,
+    /// The correlation id of the flow that scheduled it.
+    pub correlation_id: Option<Uuid>,
+    /// The event whose handler scheduled it.
+    pub causation_id: Option<Uuid>,
+}
+
+impl Deadline {
+    /// A deadline (for store implementations and handlers' contexts).
+    pub fn new(
+        process: impl Into<String>,
+        key: impl Into<String>,
+        name: impl Into<String>,
+        id: Uuid,
+        due_at: OffsetDateTime,
+    ) -> Self {
+        Deadline {
+            process: process.into(),
+            key: key.into(),
+            name: name.into(),
+            id,
+            due_at,
+            correlation_id: None,
+            causation_id: None,
+        }
+    }
+
+    /// With the flow's correlation id and the scheduling event's id.
+    #[must_use]
+    pub fn caused_by(mut self, correlation_id: Option<Uuid>, causation_id: Option<Uuid>) -> Self {
+        self.correlation_id = correlation_id;
+        self.causation_id = causation_id;
+        self
     }
 }

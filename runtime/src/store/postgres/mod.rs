@@ -60,6 +60,7 @@ mod log;
 pub use leases::PgLease;
 mod notifications;
 mod parking;
+mod processes;
 mod reads;
 mod schema;
 mod snapshots;

@@ -41,6 +41,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "command_fingerprints",
         sql: include_str!("../../../migrations/postgres/0006_command_fingerprints.sql"),
     },
+    Migration {
+        version: 7,
+        name: "workflows",
+        sql: include_str!("../../../migrations/postgres/0007_workflows.sql"),
+    },
 ];
 
 /// The longest schema name accepted: PostgreSQL names hold 63 bytes, and the notification

@@ -23,6 +23,7 @@ mod checkpoints;
 mod leases;
 mod notifications;
 mod parking;
+mod processes;
 mod reads;
 mod schema;
 mod snapshots;

@@ -37,6 +37,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "fingerprints_and_version_checks",
         sql: include_str!("../../../migrations/sqlite/0005_fingerprints_and_version_checks.sql"),
     },
+    Migration {
+        version: 6,
+        name: "workflows",
+        sql: include_str!("../../../migrations/sqlite/0006_workflows.sql"),
+    },
 ];
 
 impl MigrationTarget for SqliteConnection {
