@@ -1,40 +1,27 @@
 //! `#[process(..)]`: `impl Process<S>` dispatching each stored event type to its `#[on]`
 //! handler on the key's state, and each deadline name to its `#[deadline]` handler.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::ItemImpl;
 
 use crate::ast::process::{Handler, Process};
-use crate::attr::Errors;
 
 pub fn attribute(args: TokenStream, item: TokenStream) -> TokenStream {
-    let Ok(item_impl) = syn::parse2::<ItemImpl>(item.clone()) else {
-        let mut tokens = syn::Error::new(
-            Span::call_site(),
-            "`#[process]` goes on the process state's impl block: `impl OrderPayment { .. }`",
-        )
-        .to_compile_error();
-        tokens.extend(item);
-        return tokens;
-    };
-    let mut errors = Errors::new();
-    let process = Process::parse(args, item_impl, &mut errors);
-    match errors.finish() {
-        Ok(()) => generate(&process),
-        Err(error) => {
-            let mut tokens = error.to_compile_error();
-            tokens.extend(process.item.to_token_stream());
-            tokens
-        }
-    }
+    super::impl_attribute(
+        args,
+        item,
+        "`#[process]` goes on the process state's impl block: `impl OrderPayment { .. }`",
+        Process::parse,
+        |process| &process.item,
+        generate,
+    )
 }
 
 /// The expansion, or every error (for the snapshot tests).
 #[cfg(test)]
-pub fn expand(args: TokenStream, item: ItemImpl) -> syn::Result<TokenStream> {
-    let mut errors = Errors::new();
+pub fn expand(args: TokenStream, item: syn::ItemImpl) -> syn::Result<TokenStream> {
+    let mut errors = crate::attr::Errors::new();
     let process = Process::parse(args, item, &mut errors);
     errors.finish()?;
     Ok(generate(&process))

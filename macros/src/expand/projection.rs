@@ -1,42 +1,27 @@
 //! `#[projection(..)]`: `impl Projection<Tx>` dispatching each stored event type to its
 //! `#[on]` handler, with the list of event types the runner fetches.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::ItemImpl;
 
 use crate::ast::projection::{Method, Projection};
-use crate::attr::Errors;
 
 pub fn attribute(args: TokenStream, item: TokenStream) -> TokenStream {
-    let Ok(item_impl) = syn::parse2::<ItemImpl>(item.clone()) else {
-        let mut tokens = syn::Error::new(
-            Span::call_site(),
-            "`#[projection]` goes on the read model's impl block: `impl Balances { .. }`",
-        )
-        .to_compile_error();
-        tokens.extend(item);
-        return tokens;
-    };
-    let mut errors = Errors::new();
-    let projection = Projection::parse(args, item_impl, &mut errors);
-    match errors.finish() {
-        Ok(()) => generate(&projection),
-        Err(error) => {
-            // The impl block alone: a wrong handler gives one error, and the type still
-            // has its methods.
-            let mut tokens = error.to_compile_error();
-            tokens.extend(projection.item.to_token_stream());
-            tokens
-        }
-    }
+    super::impl_attribute(
+        args,
+        item,
+        "`#[projection]` goes on the read model's impl block: `impl Balances { .. }`",
+        Projection::parse,
+        |projection| &projection.item,
+        generate,
+    )
 }
 
 /// The expansion, or every error (for the snapshot tests).
 #[cfg(test)]
-pub fn expand(args: TokenStream, item: ItemImpl) -> syn::Result<TokenStream> {
-    let mut errors = Errors::new();
+pub fn expand(args: TokenStream, item: syn::ItemImpl) -> syn::Result<TokenStream> {
+    let mut errors = crate::attr::Errors::new();
     let projection = Projection::parse(args, item, &mut errors);
     errors.finish()?;
     Ok(generate(&projection))

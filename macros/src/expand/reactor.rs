@@ -1,40 +1,27 @@
 //! `#[reactor(..)]`: `impl Reactor<S>` dispatching each stored event type to its `#[on]`
 //! handler, with the event types to fetch and every command type the handlers may send.
 
-use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned, ToTokens};
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::ItemImpl;
 
 use crate::ast::reactor::{Handler, Reactor};
-use crate::attr::Errors;
 
 pub fn attribute(args: TokenStream, item: TokenStream) -> TokenStream {
-    let Ok(item_impl) = syn::parse2::<ItemImpl>(item.clone()) else {
-        let mut tokens = syn::Error::new(
-            Span::call_site(),
-            "`#[reactor]` goes on the reactor's impl block: `impl InventoryPolicy { .. }`",
-        )
-        .to_compile_error();
-        tokens.extend(item);
-        return tokens;
-    };
-    let mut errors = Errors::new();
-    let reactor = Reactor::parse(args, item_impl, &mut errors);
-    match errors.finish() {
-        Ok(()) => generate(&reactor),
-        Err(error) => {
-            let mut tokens = error.to_compile_error();
-            tokens.extend(reactor.item.to_token_stream());
-            tokens
-        }
-    }
+    super::impl_attribute(
+        args,
+        item,
+        "`#[reactor]` goes on the reactor's impl block: `impl InventoryPolicy { .. }`",
+        Reactor::parse,
+        |reactor| &reactor.item,
+        generate,
+    )
 }
 
 /// The expansion, or every error (for the snapshot tests).
 #[cfg(test)]
-pub fn expand(args: TokenStream, item: ItemImpl) -> syn::Result<TokenStream> {
-    let mut errors = Errors::new();
+pub fn expand(args: TokenStream, item: syn::ItemImpl) -> syn::Result<TokenStream> {
+    let mut errors = crate::attr::Errors::new();
     let reactor = Reactor::parse(args, item, &mut errors);
     errors.finish()?;
     Ok(generate(&reactor))
