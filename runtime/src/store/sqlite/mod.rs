@@ -123,7 +123,7 @@ impl SqliteStoreOptions {
                 },
             )
         };
-        let pool = SqlitePoolOptions::new()
+        let pool = crate::store::sql::ping_when_idle(SqlitePoolOptions::new())
             .max_connections(self.max_connections)
             .connect_with(options)
             .await
