@@ -18,7 +18,7 @@ use super::{micros, to_i64, SqliteStore, SqliteTx};
 /// Looks up, in one statement, the stream's version and the outcome recorded for the
 /// command id (`NULL` when the append carries none).
 pub(super) const APPEND_LOOKUP: &str = "\
-    SELECT (SELECT version FROM annals_streams WHERE stream_type = ?1 AND stream_id = ?2), \
+    SELECT (SELECT MAX(version) FROM annals_events WHERE stream_type = ?1 AND stream_id = ?2), \
            c.first_version, c.last_version, c.last_position, c.fingerprint \
     FROM (SELECT 1) LEFT JOIN annals_commands c ON c.command_id = ?3";
 
@@ -41,30 +41,23 @@ macro_rules! insert_event {
 }
 
 /// Inserts the first event of an append only if the stream is at version `?14` (0: no
-/// stream) and the command id is new; otherwise inserts nothing.
+/// stream) and the command id is new; otherwise inserts nothing. The stream's version is
+/// its last event's, one seek in the `(stream_type, stream_id, version)` index: no
+/// separate stream row to keep (migration 7).
 macro_rules! insert_checked_event {
     () => {
         concat!(
             insert_event_into!(),
             "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 \
-             WHERE COALESCE((SELECT version FROM annals_streams \
+             WHERE COALESCE((SELECT MAX(version) FROM annals_events \
                               WHERE stream_type = ?1 AND stream_id = ?2), 0) = ?14 \
                AND NOT EXISTS (SELECT 1 FROM annals_commands WHERE command_id = ?7);"
         )
     };
 }
 
-/// After the last event's insert (if it inserted a row): the stream is at version `?3`.
-macro_rules! then_stream_version {
-    () => {
-        "INSERT INTO annals_streams (stream_type, stream_id, version) \
-         SELECT ?1, ?2, ?3 WHERE changes() = 1 \
-         ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version;"
-    };
-}
-
-/// After that (if it changed a row): the command's outcome. `annals_streams` is a
-/// `WITHOUT ROWID` table, so `last_insert_rowid()` is still the event's position.
+/// After the last event's insert (if it inserted a row): the command's outcome, with the
+/// event's position (`last_insert_rowid()`).
 macro_rules! then_command_outcome {
     () => {
         "INSERT INTO annals_commands (command_id, stream_type, stream_id, first_version, \
@@ -76,20 +69,10 @@ macro_rules! then_command_outcome {
 /// The statements for one event, by (is it the first, the last, is there a command id).
 fn insert_statement(first: bool, last: bool, command: bool) -> &'static str {
     match (first, last, command) {
-        (true, false, _) => insert_checked_event!(),
-        (true, true, false) => concat!(insert_checked_event!(), then_stream_version!()),
-        (true, true, true) => concat!(
-            insert_checked_event!(),
-            then_stream_version!(),
-            then_command_outcome!()
-        ),
-        (false, false, _) => insert_event!(),
-        (false, true, false) => concat!(insert_event!(), then_stream_version!()),
-        (false, true, true) => concat!(
-            insert_event!(),
-            then_stream_version!(),
-            then_command_outcome!()
-        ),
+        (true, _, false) | (true, false, true) => insert_checked_event!(),
+        (true, true, true) => concat!(insert_checked_event!(), then_command_outcome!()),
+        (false, true, true) => concat!(insert_event!(), then_command_outcome!()),
+        (false, _, _) => insert_event!(),
     }
 }
 
@@ -280,8 +263,8 @@ pub(super) async fn write(
                 });
             }
             Err(e) if is_version_conflict(&e) => {
-                // Only a writer bypassing `annals_streams` gets here: the check ran
-                // under the write lock.
+                // Only a writer outside the write lock (raw SQL) gets here: the check
+                // ran under it.
                 let actual = match check(tx, stream, expected, None).await? {
                     Checked::Conflict(actual) => actual,
                     Checked::Accepted(current) => Some(current),

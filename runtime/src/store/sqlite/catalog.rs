@@ -1,5 +1,6 @@
-//! Listing streams: a page of `annals_streams` in primary-key order, with each stream's
-//! event count and last recording time from the events' (stream, version) index.
+//! Listing streams: the events' `(stream_type, stream_id, version)` index grouped by
+//! stream, a page in key order: each stream's version (its last event's), event count and
+//! last recording time. The scan stops once the page is full.
 
 use std::cmp::Ordering;
 
@@ -17,15 +18,12 @@ use super::SqliteStore;
 macro_rules! list_streams {
     ($where:literal) => {
         concat!(
-            "SELECT s.stream_type, s.stream_id, s.version, \
-                 (SELECT count(*) FROM annals_events e \
-                   WHERE e.stream_type = s.stream_type AND e.stream_id = s.stream_id), \
-                 (SELECT e.recorded_at FROM annals_events e \
-                   WHERE e.stream_type = s.stream_type AND e.stream_id = s.stream_id \
-                   ORDER BY e.version DESC LIMIT 1) \
-             FROM annals_streams s ",
+            // With one max() in the query, SQLite takes the bare `recorded_at` from the
+            // row holding the maximum: the last event's.
+            "SELECT s.stream_type, s.stream_id, max(s.version), count(*), s.recorded_at \
+             FROM annals_events s ",
             $where,
-            " ORDER BY s.stream_type, s.stream_id LIMIT ?4"
+            " GROUP BY s.stream_type, s.stream_id ORDER BY s.stream_type, s.stream_id LIMIT ?4"
         )
     };
 }
@@ -76,10 +74,10 @@ impl StreamCatalog for SqliteStore {
 }
 
 fn stream_info(row: &SqliteRow) -> Result<StreamInfo, StoreError> {
-    let stream_type: String = column(row, 0, "annals_streams.stream_type", None)?;
-    let stream_id: String = column(row, 1, "annals_streams.stream_id", None)?;
+    let stream_type: String = column(row, 0, "annals_events.stream_type", None)?;
+    let stream_id: String = column(row, 1, "annals_events.stream_id", None)?;
     let version = stored_u64(
-        column(row, 2, "annals_streams.version", None)?,
+        column(row, 2, "stream version", None)?,
         "stream version",
         None,
     )?;

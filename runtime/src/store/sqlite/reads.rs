@@ -182,12 +182,13 @@ impl EventStore for SqliteStore {
             stream_id,
         } = stream;
         validate_stream(stream)?;
+        // The last event's version: one seek in the (stream, version) index.
         let version: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM annals_streams WHERE stream_type = ?1 AND stream_id = ?2",
+            "SELECT MAX(version) FROM annals_events WHERE stream_type = ?1 AND stream_id = ?2",
         )
         .bind(stream_type)
         .bind(stream_id)
-        .fetch_optional(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .map_err(|e| StoreError::database(Operation::StreamVersion, e))?;
         version

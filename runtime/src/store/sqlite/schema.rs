@@ -42,6 +42,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "workflows",
         sql: include_str!("../../../migrations/sqlite/0006_workflows.sql"),
     },
+    Migration {
+        version: 7,
+        name: "stream_versions_from_events",
+        sql: include_str!("../../../migrations/sqlite/0007_stream_versions_from_events.sql"),
+    },
 ];
 
 impl MigrationTarget for SqliteConnection {
