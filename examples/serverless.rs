@@ -18,7 +18,7 @@
 //! ```
 //!
 //! Over a local DynamoDB (events in the table `bank-events`, created when missing; the read
-//! model and the projection's checkpoint in `serverless-dynamodb.db`, fed by the table's
+//! model and the projection's checkpoint in `serverless-bank-events.db`, fed by the table's
 //! stream). Start the server first, from the repository's root (`pip install
 //! 'moto[server]'` once):
 //!
@@ -46,6 +46,7 @@
 use std::error::Error;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use annals::http::axum::Router;
 use annals::{Progress, ProjectionError, SqliteStore};
@@ -60,7 +61,7 @@ struct Args {
     store: Store,
     /// The SQLite file: the events and the read model with `--store sqlite` (default
     /// `serverless.db`), the read model alone with `--store dynamodb` (default
-    /// `serverless-dynamodb.db`).
+    /// `serverless-TABLE.db`: one read model per table). On Lambda the default is in `/tmp`.
     #[arg(long, global = true, env = "SERVERLESS_DB")]
     db: Option<PathBuf>,
     /// The DynamoDB server (a local one: `http://127.0.0.1:8000`), with `--store dynamodb`.
@@ -105,7 +106,28 @@ enum Function {
 type BoxError = Box<dyn Error + Send + Sync>;
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("serverless: {}", with_causes(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes: a store error says what failed, its sources why.
+fn with_causes(error: &(dyn Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    message
+}
+
+async fn run() -> Result<(), BoxError> {
     let args = match std::env::var("SERVERLESS_FUNCTION") {
         Ok(function) if std::env::args_os().len() == 1 => {
             Args::parse_from(["serverless", &function])
@@ -144,13 +166,21 @@ async fn main() -> Result<(), BoxError> {
 /// The SQLite file (`--db`), with the read model's table: opened once per cold start, and
 /// shared by every invocation of this process.
 async fn read_model(args: &Args) -> Result<SqliteStore, BoxError> {
-    let path = args.db.clone().unwrap_or_else(|| match args.store {
-        Store::Sqlite => "serverless.db".into(),
-        Store::Dynamodb => "serverless-dynamodb.db".into(),
+    let path = args.db.clone().unwrap_or_else(|| {
+        let name = match args.store {
+            Store::Sqlite => "serverless.db".to_owned(),
+            Store::Dynamodb => format!("serverless-{}.db", args.table),
+        };
+        // On Lambda only /tmp is writable.
+        if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+            PathBuf::from("/tmp").join(name)
+        } else {
+            name.into()
+        }
     });
     let store = SqliteStore::open(&path)
         .await
-        .map_err(|e| format!("opening the SQLite file {}: {e}", path.display()))?;
+        .map_err(|e| format!("opening the SQLite file {}: {}", path.display(), with_causes(&e)))?;
     create_balances(&store).await?;
     Ok(store)
 }
@@ -195,6 +225,7 @@ mod dynamodb {
             .await
             .map_err(|e| {
                 let at = endpoint.unwrap_or("AWS (no --endpoint or DYNAMODB_ENDPOINT)");
+                let e = super::with_causes(&e);
                 format!("opening the DynamoDB table `{}` at {at}: {e}", args.table)
             })?;
         eprintln!(
