@@ -6,6 +6,7 @@
 //! Over SQLite (events and read model in `serverless.db`):
 //!
 //! ```text
+//! cargo build --example serverless                 # once: the first build takes minutes
 //! cargo run --example serverless -- commands &      # command function on 127.0.0.1:3000
 //! curl -si localhost:3000/accounts/commands -H 'content-type: application/json' \
 //!      -H 'idempotency-key: open-ada' -d '{"command":"OpenAccount","account":"ada","owner":"Ada"}'
@@ -25,9 +26,12 @@
 //! ```text
 //! python3 .ci/moto-server 8000 &                    # or: moto_server -p 8000 &
 //! export SERVERLESS_STORE=dynamodb DYNAMODB_ENDPOINT=http://127.0.0.1:8000
+//! cargo build --example serverless --features dynamodb
 //! cargo run --example serverless --features dynamodb -- commands &
 //! curl -si localhost:3000/accounts/commands -H 'content-type: application/json' \
 //!      -H 'idempotency-key: open-ada' -d '{"command":"OpenAccount","account":"ada","owner":"Ada"}'
+//! curl -si localhost:3000/accounts/commands -H 'content-type: application/json' \
+//!      -d '{"command":"Deposit","account":"ada","amount":100}'
 //! cargo run --example serverless --features dynamodb -- project
 //! cargo run --example serverless --features dynamodb -- queries &
 //! curl -s localhost:3001/balances/ada
@@ -70,7 +74,12 @@ struct Args {
     endpoint: Option<String>,
     /// The DynamoDB table holding the events, with `--store dynamodb` (created when missing
     /// on a local server).
-    #[arg(long, global = true, env = "SERVERLESS_TABLE", default_value = "bank-events")]
+    #[arg(
+        long,
+        global = true,
+        env = "SERVERLESS_TABLE",
+        default_value = "bank-events"
+    )]
     table: String,
     #[command(subcommand)]
     function: Function,
@@ -178,9 +187,13 @@ async fn read_model(args: &Args) -> Result<SqliteStore, BoxError> {
             name.into()
         }
     });
-    let store = SqliteStore::open(&path)
-        .await
-        .map_err(|e| format!("opening the SQLite file {}: {}", path.display(), with_causes(&e)))?;
+    let store = SqliteStore::open(&path).await.map_err(|e| {
+        format!(
+            "opening the SQLite file {}: {}",
+            path.display(),
+            with_causes(&e)
+        )
+    })?;
     create_balances(&store).await?;
     Ok(store)
 }
@@ -216,7 +229,9 @@ mod dynamodb {
 
     /// The command function on the DynamoDB table.
     pub(super) async fn command_router(args: &Args) -> Result<Router, BoxError> {
-        Ok(annals_examples::serverless::command_router(open(args).await?))
+        Ok(annals_examples::serverless::command_router(
+            open(args).await?,
+        ))
     }
 
     async fn open(args: &Args) -> Result<DynamoDbStore, BoxError> {

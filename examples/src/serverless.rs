@@ -72,7 +72,13 @@ pub async fn open_events_table(
 ) -> Result<DynamoDbStore, StoreError> {
     let options = DynamoDbStore::options();
     match endpoint {
-        Some(endpoint) => options.endpoint(endpoint).create_table(true).open(table).await,
+        Some(endpoint) => {
+            options
+                .endpoint(endpoint)
+                .create_table(true)
+                .open(table)
+                .await
+        }
         None => options.open(table).await,
     }
 }

@@ -945,8 +945,11 @@ async fn serverless_example_functions_on_dynamodb() {
     let post = |key: Option<&'static str>, command: Value| {
         let commands = &commands;
         async move {
-            let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
-            commands.post("/accounts/commands", &headers, &command).await
+            let headers: Vec<(&str, &str)> =
+                key.map(|k| ("idempotency-key", k)).into_iter().collect();
+            commands
+                .post("/accounts/commands", &headers, &command)
+                .await
         }
     };
     let balance = |account: &'static str| {
@@ -957,13 +960,25 @@ async fn serverless_example_functions_on_dynamodb() {
     let open_ada = json!({"command": "OpenAccount", "account": "ada", "owner": "Ada"});
     let opened = post(Some("open-ada"), open_ada.clone()).await;
     assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
-    let ada_100 = post(None, json!({"command": "Deposit", "account": "ada", "amount": 100})).await;
+    let ada_100 = post(
+        None,
+        json!({"command": "Deposit", "account": "ada", "amount": 100}),
+    )
+    .await;
     assert_eq!(ada_100.status, StatusCode::OK, "{}", ada_100.body);
     let open_bob = json!({"command": "OpenAccount", "account": "bob", "owner": "Bob"});
     assert_eq!(post(None, open_bob).await.status, StatusCode::CREATED);
-    let bob_30 = post(None, json!({"command": "Deposit", "account": "bob", "amount": 30})).await;
+    let bob_30 = post(
+        None,
+        json!({"command": "Deposit", "account": "bob", "amount": 30}),
+    )
+    .await;
     assert_eq!(bob_30.status, StatusCode::OK, "{}", bob_30.body);
-    let overdraft = post(None, json!({"command": "Withdraw", "account": "bob", "amount": 31})).await;
+    let overdraft = post(
+        None,
+        json!({"command": "Withdraw", "account": "bob", "amount": 31}),
+    )
+    .await;
     assert_error(&overdraft, StatusCode::UNPROCESSABLE_ENTITY, "rejected");
 
     // Before the projection function runs, the read model has not seen the accounts.
@@ -984,9 +999,17 @@ async fn serverless_example_functions_on_dynamodb() {
     let replayed = post(Some("open-ada"), open_ada).await;
     assert_eq!(replayed.status, StatusCode::CREATED, "{}", replayed.body);
     assert_eq!(replayed.body["replayed"], true);
-    let ada_40 = post(None, json!({"command": "Withdraw", "account": "ada", "amount": 40})).await;
+    let ada_40 = post(
+        None,
+        json!({"command": "Withdraw", "account": "ada", "amount": 40}),
+    )
+    .await;
     assert_eq!(ada_40.status, StatusCode::OK, "{}", ada_40.body);
-    let bob_5 = post(None, json!({"command": "Deposit", "account": "bob", "amount": 5})).await;
+    let bob_5 = post(
+        None,
+        json!({"command": "Deposit", "account": "bob", "amount": 5}),
+    )
+    .await;
     assert_eq!(bob_5.status, StatusCode::OK, "{}", bob_5.body);
     let open_cy = json!({"command": "OpenAccount", "account": "cy", "owner": "Cy"});
     let cy = post(None, open_cy).await;
@@ -1022,7 +1045,10 @@ async fn serverless_example_functions_on_dynamodb() {
 fn assert_unavailable(answer: &Answer) {
     assert_error(answer, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     assert_eq!(
-        answer.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+        answer
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
         Some(annals::http::UNAVAILABLE_RETRY_AFTER.to_string().as_str()),
         "{:?}",
         answer.headers
@@ -1054,7 +1080,11 @@ async fn unreachable_postgres_answers_503() {
         .unwrap();
     let server = Server::start(app(store)).await;
     let refused = server
-        .post("/tallies/commands", &[("idempotency-key", "k-1")], &open("t1"))
+        .post(
+            "/tallies/commands",
+            &[("idempotency-key", "k-1")],
+            &open("t1"),
+        )
         .await;
     assert_unavailable(&refused);
     assert_unavailable(&server.get("/tallies/streams/t1/events").await);
@@ -1129,7 +1159,9 @@ async fn unreachable_dynamodb_answers_503() {
     // The server goes away: the command route and the stream route answer 503.
     let addr = forwarder.cut().await;
     let add_5 = [("idempotency-key", "add-5")];
-    let refused = server.post("/tallies/commands", &add_5, &add("t1", 5)).await;
+    let refused = server
+        .post("/tallies/commands", &add_5, &add("t1", 5))
+        .await;
     assert_unavailable(&refused);
     assert_unavailable(&server.get("/tallies/streams/t1/events").await);
     // A DynamoDB endpoint nobody listens on, from the start, is transient too.
@@ -1150,11 +1182,15 @@ async fn unreachable_dynamodb_answers_503() {
 
     // Back again: the request sent again with its key appends once.
     let forwarder = Forwarder::start(addr, target).await;
-    let retried = server.post("/tallies/commands", &add_5, &add("t1", 5)).await;
+    let retried = server
+        .post("/tallies/commands", &add_5, &add("t1", 5))
+        .await;
     assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
     assert_eq!(retried.body["version"], 2);
     assert_eq!(retried.body["replayed"], false);
-    let again = server.post("/tallies/commands", &add_5, &add("t1", 5)).await;
+    let again = server
+        .post("/tallies/commands", &add_5, &add("t1", 5))
+        .await;
     assert_eq!(again.body["replayed"], true, "{}", again.body);
     assert_eq!(again.body["version"], 2);
     store.delete_table().await.unwrap();
