@@ -1041,6 +1041,7 @@ async fn serverless_example_functions_on_dynamodb() {
 // ---------------------------------------------------------------------------------------
 // 503: the store cannot be reached.
 
+#[cfg(any(feature = "postgres", feature = "dynamodb"))]
 #[track_caller]
 fn assert_unavailable(answer: &Answer) {
     assert_error(answer, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
@@ -1056,6 +1057,7 @@ fn assert_unavailable(answer: &Answer) {
 }
 
 /// A port nothing listens on (just released).
+#[cfg(any(feature = "postgres", feature = "dynamodb"))]
 fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
