@@ -3,10 +3,13 @@
 //! (or any function platform) invokes.
 //!
 //! - The command function executes `AccountCommand`s posted as JSON (`annals::http`). It
-//!   is generic over the event store, so the same function runs on SQLite here and on
-//!   another store (DynamoDB) in the cloud.
+//!   is generic over the event store: the same function runs on a SQLite file and, with
+//!   the feature `dynamodb`, on a DynamoDB table ([`open_events_table`]).
 //! - The projection function catches the `balances` read model up once per invocation
-//!   (a schedule, or a trigger on new events) and returns.
+//!   (a schedule, or a trigger on new events) and returns: from the SQLite store's log
+//!   ([`catch_up`]), or from the DynamoDB table's stream ([`catch_up_from_stream`]). The
+//!   read model and the projection's checkpoint live in a SQLite file, written in one
+//!   transaction.
 //! - The query function answers `GET /balances` and `GET /balances/{id}` from the read
 //!   model.
 
@@ -15,7 +18,11 @@ use annals::http::axum::routing::get;
 use annals::http::axum::{Json, Router};
 use annals::http::{CommandRoutes, HttpError};
 use annals::store::EventStore;
-use annals::{projection, EventMeta, Repository, SqliteStore, SqliteTx};
+use annals::{
+    projection, EventMeta, Progress, ProjectionError, Repository, Runner, SqliteStore, SqliteTx,
+};
+#[cfg(feature = "dynamodb")]
+use annals::{source::DynamoDbStreamSource, DynamoDbStore, StoreError};
 use serde::Serialize;
 
 use crate::bank::{Account, AccountCommand, AccountOpened, Deposited, Withdrawn};
@@ -30,8 +37,9 @@ pub fn command_router<S: EventStore>(store: S) -> Router {
     )
 }
 
-/// Balances by account, in a table of the SQLite file, written in the same transaction as
-/// the projection's checkpoint.
+/// Balances by account, in a table of a SQLite file, written in the same transaction as
+/// the projection's checkpoint (whichever the source: the SQLite store's log or a DynamoDB
+/// table's stream).
 #[derive(Debug, Default)]
 pub struct Balances;
 
@@ -45,6 +53,47 @@ pub async fn create_balances(store: &SqliteStore) -> Result<(), sqlx::Error> {
     .execute(store.pool())
     .await?;
     Ok(())
+}
+
+/// The projection function over a SQLite event store: one pass of [`Balances`] over the
+/// store's log (the events new since its checkpoint), then it returns.
+pub async fn catch_up(store: &SqliteStore) -> Result<Progress, ProjectionError> {
+    Runner::new(store.clone(), Balances).catch_up().await
+}
+
+/// Opens the DynamoDB table `table` that holds the events: at `endpoint` (a local server,
+/// such as `.ci/moto-server` or `moto_server`), creating the table when it is missing; on
+/// AWS without an endpoint (region and credentials from the environment), where the table
+/// must exist (it is part of the infrastructure: see the table definition in the guide).
+#[cfg(feature = "dynamodb")]
+pub async fn open_events_table(
+    endpoint: Option<&str>,
+    table: &str,
+) -> Result<DynamoDbStore, StoreError> {
+    let options = DynamoDbStore::options();
+    match endpoint {
+        Some(endpoint) => {
+            options
+                .endpoint(endpoint)
+                .create_table(true)
+                .open(table)
+                .await
+        }
+        None => options.open(table).await,
+    }
+}
+
+/// The projection function over a DynamoDB event store: one pass of [`Balances`] over the
+/// table's stream (`events.stream_source()`), the read model and the stream's cursor (a
+/// sequence number per shard) committed together in the SQLite file `read`.
+#[cfg(feature = "dynamodb")]
+pub async fn catch_up_from_stream(
+    read: &SqliteStore,
+    source: DynamoDbStreamSource,
+) -> Result<Progress, ProjectionError> {
+    Runner::with_source(read.clone(), source, Balances)
+        .catch_up()
+        .await
 }
 
 #[projection(name = "balances")]

@@ -1,8 +1,11 @@
 //! The HTTP functions (`annals::http`, feature `http`) through a real HTTP client on
 //! loopback, against SQLite (a file per test) and PostgreSQL (a schema per test): every
 //! status the command route answers, idempotency keys, correlation ids, paging a stream,
-//! 32 concurrent requests on one stream; and the Lambda handler (feature `lambda`) fed
-//! function URL and API Gateway events through lambda_http's conversion.
+//! 32 concurrent requests on one stream; 503 `unavailable` with `Retry-After` when
+//! PostgreSQL or DynamoDB cannot be reached; the serverless example's functions over
+//! SQLite and over the local DynamoDB (feature `dynamodb`); and the Lambda handler
+//! (feature `lambda`) fed function URL and API Gateway events through lambda_http's
+//! conversion.
 #![cfg(feature = "http")]
 
 use std::net::SocketAddr;
@@ -865,8 +868,7 @@ mod lambda {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serverless_example_functions() {
-    use annals::Runner;
-    use annals_examples::serverless::{command_router, create_balances, query_router, Balances};
+    use annals_examples::serverless::{catch_up, command_router, create_balances, query_router};
 
     let dir = TempDir::new().unwrap();
     let store = SqliteStore::open(dir.path().join("serverless.db"))
@@ -900,15 +902,9 @@ async fn serverless_example_functions() {
     assert_error(&unseen, StatusCode::NOT_FOUND, "not_found");
 
     // One invocation of the projection function; a second one finds nothing new.
-    let progress = Runner::new(store.clone(), Balances)
-        .catch_up()
-        .await
-        .unwrap();
+    let progress = catch_up(&store).await.unwrap();
     assert_eq!(progress.handled, 2);
-    let again = Runner::new(store.clone(), Balances)
-        .catch_up()
-        .await
-        .unwrap();
+    let again = catch_up(&store).await.unwrap();
     assert_eq!(again.handled, 0);
 
     let balance = queries.get("/balances/ada").await;
@@ -920,4 +916,285 @@ async fn serverless_example_functions() {
     );
     let all = queries.get("/balances").await;
     assert_eq!(all.body.as_array().unwrap().len(), 1);
+}
+
+/// The serverless example over the local DynamoDB, as `cargo run --example serverless
+/// --features dynamodb -- --store dynamodb ..` runs it: the command function on a table of
+/// its own, the projection function catching the SQLite read model up from the table's
+/// stream once per invocation, the query function reading the read model.
+#[cfg(feature = "dynamodb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serverless_example_functions_on_dynamodb() {
+    use annals_examples::serverless::{
+        catch_up_from_stream, command_router, create_balances, open_events_table, query_router,
+    };
+
+    let endpoint = annals_tests::dynamodb_endpoint();
+    let table = format!("serverless-{}", annals::Uuid::new_v4().simple());
+    let events = open_events_table(Some(&endpoint), &table).await.unwrap();
+    let dir = TempDir::new().unwrap();
+    let read = SqliteStore::open(dir.path().join("read.db")).await.unwrap();
+    create_balances(&read).await.unwrap();
+    let commands = Server::start(command_router(events.clone())).await;
+    let queries = Server::start(query_router(read.clone())).await;
+    // One invocation of the projection function: a new process, so a new source.
+    let project = || async {
+        let source = events.stream_source().await.unwrap();
+        catch_up_from_stream(&read, source).await.unwrap()
+    };
+    let post = |key: Option<&'static str>, command: Value| {
+        let commands = &commands;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                key.map(|k| ("idempotency-key", k)).into_iter().collect();
+            commands
+                .post("/accounts/commands", &headers, &command)
+                .await
+        }
+    };
+    let balance = |account: &'static str| {
+        let queries = &queries;
+        async move { queries.get(&format!("/balances/{account}")).await }
+    };
+
+    let open_ada = json!({"command": "OpenAccount", "account": "ada", "owner": "Ada"});
+    let opened = post(Some("open-ada"), open_ada.clone()).await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.body);
+    let ada_100 = post(
+        None,
+        json!({"command": "Deposit", "account": "ada", "amount": 100}),
+    )
+    .await;
+    assert_eq!(ada_100.status, StatusCode::OK, "{}", ada_100.body);
+    let open_bob = json!({"command": "OpenAccount", "account": "bob", "owner": "Bob"});
+    assert_eq!(post(None, open_bob).await.status, StatusCode::CREATED);
+    let bob_30 = post(
+        None,
+        json!({"command": "Deposit", "account": "bob", "amount": 30}),
+    )
+    .await;
+    assert_eq!(bob_30.status, StatusCode::OK, "{}", bob_30.body);
+    let overdraft = post(
+        None,
+        json!({"command": "Withdraw", "account": "bob", "amount": 31}),
+    )
+    .await;
+    assert_error(&overdraft, StatusCode::UNPROCESSABLE_ENTITY, "rejected");
+
+    // Before the projection function runs, the read model has not seen the accounts.
+    assert_error(&balance("ada").await, StatusCode::NOT_FOUND, "not_found");
+
+    let first = project().await;
+    assert_eq!(first.handled, 4, "{first:?}");
+    let ada = balance("ada").await;
+    assert_eq!(ada.status, StatusCode::OK, "{}", ada.body);
+    assert_eq!(
+        ada.body,
+        json!({"account": "ada", "owner": "Ada", "balance": 100,
+               "position": ada_100.body["position"]})
+    );
+    assert_eq!(balance("bob").await.body["balance"], 30);
+
+    // New commands between two invocations, and a retried one that appends nothing.
+    let replayed = post(Some("open-ada"), open_ada).await;
+    assert_eq!(replayed.status, StatusCode::CREATED, "{}", replayed.body);
+    assert_eq!(replayed.body["replayed"], true);
+    let ada_40 = post(
+        None,
+        json!({"command": "Withdraw", "account": "ada", "amount": 40}),
+    )
+    .await;
+    assert_eq!(ada_40.status, StatusCode::OK, "{}", ada_40.body);
+    let bob_5 = post(
+        None,
+        json!({"command": "Deposit", "account": "bob", "amount": 5}),
+    )
+    .await;
+    assert_eq!(bob_5.status, StatusCode::OK, "{}", bob_5.body);
+    let open_cy = json!({"command": "OpenAccount", "account": "cy", "owner": "Cy"});
+    let cy = post(None, open_cy).await;
+    assert_eq!(cy.status, StatusCode::CREATED, "{}", cy.body);
+
+    let second = project().await;
+    assert_eq!(second.handled, 3, "{second:?}");
+    let expected = json!([
+        {"account": "ada", "owner": "Ada", "balance": 60, "position": ada_40.body["position"]},
+        {"account": "bob", "owner": "Bob", "balance": 35, "position": bob_5.body["position"]},
+        {"account": "cy", "owner": "Cy", "balance": 0, "position": cy.body["position"]},
+    ]);
+    let all = queries.get("/balances").await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert_eq!(all.body, expected);
+
+    // The same invocation again: nothing new, nothing changed.
+    let third = project().await;
+    assert_eq!(third.handled, 0, "{third:?}");
+    assert_eq!(third.position, second.position);
+    assert_eq!(queries.get("/balances").await.body, expected);
+    // The command function's own view of a stream agrees.
+    let page = commands.get("/accounts/streams/ada/events").await;
+    assert_eq!(page.body["version"], 3, "{}", page.body);
+
+    events.delete_table().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// 503: the store cannot be reached.
+
+#[cfg(any(feature = "postgres", feature = "dynamodb"))]
+#[track_caller]
+fn assert_unavailable(answer: &Answer) {
+    assert_error(answer, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_eq!(
+        answer
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some(annals::http::UNAVAILABLE_RETRY_AFTER.to_string().as_str()),
+        "{:?}",
+        answer.headers
+    );
+}
+
+/// A port nothing listens on (just released).
+#[cfg(any(feature = "postgres", feature = "dynamodb"))]
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_postgres_answers_503() {
+    let url = format!("postgres://postgres@127.0.0.1:{}/test", closed_port());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .connect_lazy(&url)
+        .unwrap();
+    let store = annals::PgStoreOptions::new()
+        .schema("http_unreachable")
+        .migrate(false)
+        .with_pool(pool)
+        .await
+        .unwrap();
+    let server = Server::start(app(store)).await;
+    let refused = server
+        .post(
+            "/tallies/commands",
+            &[("idempotency-key", "k-1")],
+            &open("t1"),
+        )
+        .await;
+    assert_unavailable(&refused);
+    assert_unavailable(&server.get("/tallies/streams/t1/events").await);
+}
+
+/// A TCP forwarder on loopback to a server, which the test cuts (its listener closed and
+/// every connection through it dropped) and restores on the same port: an outage of the
+/// server as its clients see it.
+#[cfg(feature = "dynamodb")]
+struct Forwarder {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[cfg(feature = "dynamodb")]
+impl Forwarder {
+    async fn start(listen: SocketAddr, target: String) -> Forwarder {
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    accepted = listener.accept() => {
+                        let Ok((mut inbound, _)) = accepted else { break };
+                        let target = target.clone();
+                        connections.spawn(async move {
+                            if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            }
+                        });
+                    }
+                }
+            }
+            drop(listener);
+            connections.shutdown().await;
+        });
+        Forwarder { addr, stop, task }
+    }
+
+    /// Closes the listener and every connection, and waits until they are closed.
+    async fn cut(self) -> SocketAddr {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+        self.addr
+    }
+}
+
+#[cfg(feature = "dynamodb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_dynamodb_answers_503() {
+    let endpoint = annals_tests::dynamodb_endpoint();
+    let target = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let forwarder = Forwarder::start("127.0.0.1:0".parse().unwrap(), target.clone()).await;
+    let table = format!("http-503-{}", annals::Uuid::new_v4().simple());
+    let store = annals::DynamoDbStore::options()
+        .endpoint(format!("http://{}", forwarder.addr))
+        .create_table(true)
+        .open(&table)
+        .await
+        .unwrap();
+    let server = Server::start(app(store.clone())).await;
+    let created = server.post("/tallies/commands", &[], &open("t1")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+
+    // The server goes away: the command route and the stream route answer 503.
+    let addr = forwarder.cut().await;
+    let add_5 = [("idempotency-key", "add-5")];
+    let refused = server
+        .post("/tallies/commands", &add_5, &add("t1", 5))
+        .await;
+    assert_unavailable(&refused);
+    assert_unavailable(&server.get("/tallies/streams/t1/events").await);
+    // A DynamoDB endpoint nobody listens on, from the start, is transient too.
+    let nobody = format!("http://127.0.0.1:{}", closed_port());
+    let error = annals::DynamoDbStore::options()
+        .endpoint(&nobody)
+        .open(&table)
+        .await
+        .expect_err("nobody listens there");
+    assert!(error.is_transient(), "{error:?}");
+    let answer = annals::http::HttpError::from(error);
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer.code(), "unavailable");
+    assert_eq!(
+        answer.retry_after_seconds(),
+        Some(annals::http::UNAVAILABLE_RETRY_AFTER)
+    );
+
+    // Back again: the request sent again with its key appends once.
+    let forwarder = Forwarder::start(addr, target).await;
+    let retried = server
+        .post("/tallies/commands", &add_5, &add("t1", 5))
+        .await;
+    assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
+    assert_eq!(retried.body["version"], 2);
+    assert_eq!(retried.body["replayed"], false);
+    let again = server
+        .post("/tallies/commands", &add_5, &add("t1", 5))
+        .await;
+    assert_eq!(again.body["replayed"], true, "{}", again.body);
+    assert_eq!(again.body["version"], 2);
+    store.delete_table().await.unwrap();
+    forwarder.cut().await;
 }

@@ -27,7 +27,7 @@
 //! | 422 | `rejected` | the aggregate refused the command: the domain error's message |
 //! | 422 | `idempotency_key_reused` | the key was used before for another command |
 //! | 500 | `internal` | a stored event cannot be decoded, an inline projection failed, ... |
-//! | 503 | `unavailable` | the database cannot be reached for now: retry later |
+//! | 503 | `unavailable` | the database cannot be reached for now: retry later (after the `Retry-After` header's seconds) |
 //!
 //! Every error body has the same shape: `{"code": "..", "message": ".."}`, with more fields
 //! for some codes (`path`, and `line` and `column` for a syntax error, for `malformed_json`, `idempotency_key` for
@@ -131,6 +131,10 @@ pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id
 /// The response header set on an answer replayed for a repeated `Idempotency-Key`.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
+/// The seconds a 503 `unavailable` answer asks the client to wait before it sends the
+/// request again (its `Retry-After` header).
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 1;
+
 /// The event header holding the `Idempotency-Key` as sent, when it was not a UUID.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "http.idempotency-key";
 
@@ -184,12 +188,13 @@ where
 /// An error answer: a status and the JSON body `{"code": .., "message": .., ..details}`.
 ///
 /// Query handlers return it to answer in the same shape as the command routes;
-/// `From` conversions turn [`Error`] and [`StoreError`] into 500 (503 when the database is
-/// unreachable for now, 400 for an invalid stream id).
+/// `From` conversions turn [`Error`] and [`StoreError`] into 500 (503 with a `Retry-After`
+/// header when the database is unreachable for now, 400 for an invalid stream id).
 #[derive(Debug, Clone)]
 pub struct HttpError {
     status: StatusCode,
     body: Map<String, Value>,
+    retry_after: Option<u64>,
 }
 
 impl HttpError {
@@ -198,7 +203,11 @@ impl HttpError {
         let mut body = Map::new();
         body.insert("code".to_owned(), Value::from(code));
         body.insert("message".to_owned(), Value::from(message.into()));
-        HttpError { status, body }
+        HttpError {
+            status,
+            body,
+            retry_after: None,
+        }
     }
 
     /// 404 `not_found`.
@@ -216,6 +225,19 @@ impl HttpError {
     pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.body.insert(key.to_owned(), value.into());
         self
+    }
+
+    /// With a `Retry-After` header: the seconds the client should wait before it sends the
+    /// request again (for 503 and 429 answers).
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The seconds of the `Retry-After` header, if the answer has one.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// The status.
@@ -253,7 +275,13 @@ impl std::error::Error for HttpError {}
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        (self.status, Json(Value::Object(self.body))).into_response()
+        let mut response = (self.status, Json(Value::Object(self.body))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -294,6 +322,7 @@ fn unavailable(error: &dyn std::error::Error) -> HttpError {
         "unavailable",
         error.to_string(),
     )
+    .retry_after(UNAVAILABLE_RETRY_AFTER)
 }
 
 /// `POST /commands`.
@@ -570,6 +599,11 @@ fn execute_error<E: std::error::Error>(error: ExecuteError<E>, key: Option<&str>
             key_reused(key.unwrap_or_default(), "with another command")
         }
         ExecuteError::Failed(error) => error.into(),
+        // An inline projection's transaction that the database dropped rolled the command
+        // back with it: the request may be sent again.
+        ExecuteError::Projection(ref projection) if projection.is_transient() => {
+            unavailable(&error)
+        }
         other => internal(&other),
     }
 }
