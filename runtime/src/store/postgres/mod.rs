@@ -210,7 +210,7 @@ impl PgStoreOptions {
     /// Connects a new pool to `url` and opens the store on it.
     pub async fn open(self, url: &str) -> Result<PgStore, StoreError> {
         validate_schema(&self.schema)?;
-        let pool = crate::store::sql::ping_when_idle(PgPoolOptions::new())
+        let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
             .connect(url)

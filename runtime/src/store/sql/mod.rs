@@ -12,29 +12,6 @@ use crate::error::StoreError;
 pub(crate) mod migrate;
 pub(crate) mod parked;
 
-/// Connections idle longer than this are pinged before the pool hands them out.
-pub(crate) const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The pool checks a connection before handing it out only when it sat idle for more than
-/// [`PING_AFTER_IDLE`]: sqlx's default pings every time, a round trip to the server (or to
-/// SQLite's worker thread) before every statement. A connection in steady use proves itself
-/// alive with each statement; one that sat idle may have lost its server (a restart, an
-/// idle timeout), and is pinged and replaced if dead, as before.
-pub(crate) fn ping_when_idle<DB: sqlx::Database>(
-    options: sqlx::pool::PoolOptions<DB>,
-) -> sqlx::pool::PoolOptions<DB> {
-    options
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for > PING_AFTER_IDLE {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
-}
-
 /// A statement assembled at run time from constant text and quoted identifiers (never from
 /// values, which are bound): the only dynamic SQL the stores hand to sqlx.
 #[derive(Debug, Clone)]

@@ -123,7 +123,11 @@ impl SqliteStoreOptions {
                 },
             )
         };
-        let pool = crate::store::sql::ping_when_idle(SqlitePoolOptions::new())
+        // No ping before each statement (sqlx's default): a connection to a local file
+        // has no server to lose, and the ping is a round trip to the connection's worker
+        // thread before every statement.
+        let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(self.max_connections)
             .connect_with(options)
             .await
