@@ -534,8 +534,12 @@ const PULL_DEADLINE: Duration = Duration::from_secs(5);
 /// broker had delivered messages past the checkpoint that were never committed (their
 /// redelivery would come after newer messages). It does the same when the broker's
 /// delivery numbers jump (a pull's answer lost with a dropped connection). A message whose headers do not make an
-/// event (not published by a [`Publisher`]) or whose payload is not UTF-8 is
-/// [unreadable](Batch::unreadable): the runner stops on it or parks it.
+/// event (not published by a [`Publisher`], unless [`JetStreamSource::decode_with`] makes
+/// one of it) or whose payload is not UTF-8 is [unreadable](Batch::unreadable): the runner
+/// stops on it or parks it. It is handed over as a placeholder that keeps the whole message
+/// (marked with [`UNREADABLE_MARK`]), so that retrying it
+/// ([`Runner::retry_parked`](crate::Runner::retry_parked)) reads it again rather than
+/// handing the placeholder to the handler.
 ///
 /// ```no_run
 /// # async fn consume<P: annals::Projection<annals::SqliteTx>>(projection: P) -> Result<(), Box<dyn std::error::Error>> {

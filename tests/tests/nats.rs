@@ -772,9 +772,15 @@ async fn a_parked_message_is_read_again_when_retried() {
     let parked = consumer.parked().await.unwrap();
     assert_eq!(parked.len(), 3);
     let (frozen, other, bad) = (parked[0].id, parked[1].id, parked[2].id);
-    assert!(parked[1].error.contains("has no headers"), "{}", parked[1].error);
     assert!(
-        parked[2].error.contains("header `Annals-Stream-Version` is not valid: `x`"),
+        parked[1].error.contains("has no headers"),
+        "{}",
+        parked[1].error
+    );
+    assert!(
+        parked[2]
+            .error
+            .contains("header `Annals-Stream-Version` is not valid: `x`"),
         "{}",
         parked[2].error
     );
@@ -794,7 +800,11 @@ async fn a_parked_message_is_read_again_when_retried() {
     let parked = consumer.parked().await.unwrap();
     assert_eq!(parked.len(), 3);
     assert!(parked[1].attempts == 2 && parked[2].attempts == 2);
-    assert!(parked[1].error.contains("still unreadable"), "{}", parked[1].error);
+    assert!(
+        parked[1].error.contains("still unreadable"),
+        "{}",
+        parked[1].error
+    );
     drop(consumer);
 
     // Deployed: a decoder for the other producer's messages and the `Frozen` type. Retry
@@ -821,7 +831,13 @@ async fn a_parked_message_is_read_again_when_retried() {
             ("b".to_owned(), 1)
         ]
     );
-    let left: Vec<u64> = deployed.parked().await.unwrap().iter().map(|p| p.id).collect();
+    let left: Vec<u64> = deployed
+        .parked()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.id)
+        .collect();
     assert_eq!(left, [bad]);
     let resolved = consuming.parked(Some("ledger"), true).await.unwrap();
     let retried = resolved
@@ -1043,7 +1059,11 @@ impl Source for ReportingSource {
 }
 
 impl annals::source::LiveSource for ReportingSource {
-    async fn wait<'a>(&'a mut self, after: &'a u64, timeout: Duration) -> Result<(), ProjectionError> {
+    async fn wait<'a>(
+        &'a mut self,
+        after: &'a u64,
+        timeout: Duration,
+    ) -> Result<(), ProjectionError> {
         let waited = self.inner.wait(after, timeout).await;
         self.report();
         waited
@@ -1062,8 +1082,8 @@ async fn consumer_child_process() {
         return;
     };
     let store = SqliteStore::open(db).await.unwrap();
-    let source = JetStreamSource::new(connect(&nats_url()).await, stream, "ledger")
-        .ack_wait(KILL_ACK_WAIT);
+    let source =
+        JetStreamSource::new(connect(&nats_url()).await, stream, "ledger").ack_wait(KILL_ACK_WAIT);
     let source = ReportingSource {
         inner: source,
         reported: 0,
@@ -1197,7 +1217,10 @@ async fn a_consumer_killed_between_commit_and_ack_applies_nothing_twice() {
             while Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 if after_commit.is_none() {
-                    assert!(child.running(), "run {run}: the consumer process ended on its own");
+                    assert!(
+                        child.running(),
+                        "run {run}: the consumer process ended on its own"
+                    );
                 }
             }
             if after_commit.is_some() {
@@ -1218,12 +1241,19 @@ async fn a_consumer_killed_between_commit_and_ack_applies_nothing_twice() {
         let head = origin.head().await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         while origin.checkpoint("annals_nats_relay").await.unwrap() < head {
-            assert!(Instant::now() < deadline, "run {run}: the relay did not catch up");
+            assert!(
+                Instant::now() < deadline,
+                "run {run}: the relay did not catch up"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         done_tx.send(true).unwrap();
         relay_task.await.unwrap().unwrap();
-        assert_eq!(bus.messages().await, head, "run {run}: one message per event");
+        assert_eq!(
+            bus.messages().await,
+            head,
+            "run {run}: one message per event"
+        );
 
         // The last consumer (in this process) reads the rest, and skips what the killed
         // ones committed and never acknowledged as the broker delivers it again.
