@@ -20,7 +20,7 @@ use crate::store::{EventFilter, EventLog, RecordedEvent, WakeUps};
 /// Where a runner's events come from, read in batches from a cursor.
 ///
 /// Implement it to feed projections and reactors from another system (a broker, a change
-/// feed): decode each message into a [`RecordedEvent`](crate::store::RecordedEvent) (the stored type name, version and
+/// feed): decode each message into a [`RecordedEvent`] (the stored type name, version and
 /// JSON payload, and what metadata the message carries), so handlers decode it through
 /// their `Events` enums and upcasters as usual.
 pub trait Source: Send + 'static {
