@@ -1167,6 +1167,21 @@ mod tests {
     }
 
     #[test]
+    fn a_line_break_in_a_header_value_is_refused() {
+        let mut meta = meta("Order", "Placed");
+        meta.stream_id = "4\n2".to_owned();
+        let error = headers(&meta).unwrap_err();
+        assert!(matches!(
+            error,
+            NatsError::InvalidHeader {
+                header: header::STREAM_ID,
+                ..
+            }
+        ));
+        assert!(!error.is_transient());
+    }
+
+    #[test]
     fn headers_carry_the_metadata() {
         let meta = meta("Order", "Placed");
         let headers = headers(&meta).unwrap();

@@ -221,3 +221,51 @@ impl<S: WakeUps> LiveSource for LogSource<S> {
         Ok(self.store.wait_for_events(after, timeout).await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CommitMeta, EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamRef};
+
+    async fn append(store: &MemoryStore, n: usize) {
+        for _ in 0..n {
+            store
+                .append(
+                    StreamRef::new("a", "1"),
+                    ExpectedVersion::Any,
+                    vec![NewEvent::new("E", 1, "{}".to_owned())],
+                    &CommitMeta::new(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    fn positions(batch: &Batch<u64>) -> Vec<u64> {
+        batch.events.iter().map(|e| e.meta.position).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_read_ahead_is_the_read_that_follows_and_nothing_is_skipped() {
+        let store = MemoryStore::new();
+        append(&store, 6).await;
+        let all = EventFilter::all();
+        let mut source = LogSource::new(store.clone()).read_ahead(true);
+        let first = source.read(&0, 3, &all).await.unwrap();
+        assert_eq!(positions(&first), [1, 2, 3]);
+        // Read ahead from 3 (a full batch); events appended meanwhile come in a later read.
+        append(&store, 2).await;
+        let second = source.read(&3, 3, &all).await.unwrap();
+        assert_eq!(positions(&second), [4, 5, 6]);
+        // Another read than the one read ahead (a smaller limit) reads afresh.
+        let other = source.read(&6, 1, &all).await.unwrap();
+        assert_eq!(positions(&other), [7]);
+        let rest = source.read(&7, 3, &all).await.unwrap();
+        assert_eq!(positions(&rest), [8]);
+        // A short batch reads nothing ahead: the next read sees what came since.
+        append(&store, 1).await;
+        let last = source.read(&8, 3, &all).await.unwrap();
+        assert_eq!(positions(&last), [9]);
+        assert!(source.read(&9, 3, &all).await.unwrap().events.is_empty());
+    }
+}
