@@ -88,6 +88,14 @@ pub enum NatsError {
         /// The event it was made for.
         event_id: Uuid,
     },
+    /// A header value would hold a line break, which NATS headers cannot carry.
+    #[error("header `{header}` of event {event_id} would hold a line break")]
+    InvalidHeader {
+        /// The header.
+        header: &'static str,
+        /// The event.
+        event_id: Uuid,
+    },
     /// The user headers could not be encoded.
     #[error("cannot encode the headers of event {event_id}")]
     Headers {
@@ -246,39 +254,73 @@ impl fmt::Debug for Subjects {
     }
 }
 
+/// The header names as the client takes them, built once.
+mod names {
+    use async_nats::HeaderName;
+
+    use super::header;
+
+    pub const MSG_ID: HeaderName = HeaderName::from_static(header::MSG_ID);
+    pub const EVENT_TYPE: HeaderName = HeaderName::from_static(header::EVENT_TYPE);
+    pub const EVENT_VERSION: HeaderName = HeaderName::from_static(header::EVENT_VERSION);
+    pub const STREAM_TYPE: HeaderName = HeaderName::from_static(header::STREAM_TYPE);
+    pub const STREAM_ID: HeaderName = HeaderName::from_static(header::STREAM_ID);
+    pub const STREAM_VERSION: HeaderName = HeaderName::from_static(header::STREAM_VERSION);
+    pub const POSITION: HeaderName = HeaderName::from_static(header::POSITION);
+    pub const COMMAND_ID: HeaderName = HeaderName::from_static(header::COMMAND_ID);
+    pub const CORRELATION_ID: HeaderName = HeaderName::from_static(header::CORRELATION_ID);
+    pub const CAUSATION_ID: HeaderName = HeaderName::from_static(header::CAUSATION_ID);
+    pub const RECORDED_AT: HeaderName = HeaderName::from_static(header::RECORDED_AT);
+    pub const HEADERS: HeaderName = HeaderName::from_static(header::HEADERS);
+}
+
 /// The headers a [`Publisher`] sends with `meta`'s event.
+///
+/// A header value cannot hold a line break: a stream id or type name with one is refused
+/// with [`NatsError::InvalidHeader`] (the user headers travel as JSON, which escapes them).
 pub fn headers(meta: &EventMeta) -> Result<HeaderMap, NatsError> {
+    let text = |name: &'static str, value: &str| -> Result<String, NatsError> {
+        if value.contains(['\r', '\n']) {
+            return Err(NatsError::InvalidHeader {
+                header: name,
+                event_id: meta.event_id,
+            });
+        }
+        Ok(value.to_owned())
+    };
     let mut headers = HeaderMap::new();
-    let id = meta.event_id.to_string();
-    headers.insert(header::MSG_ID, id.as_str());
-    headers.insert(header::EVENT_TYPE, meta.event_type.as_str());
+    headers.insert(names::MSG_ID, meta.event_id.to_string());
     headers.insert(
-        header::EVENT_VERSION,
-        meta.event_version.to_string().as_str(),
+        names::EVENT_TYPE,
+        text(header::EVENT_TYPE, &meta.event_type)?,
     );
-    headers.insert(header::STREAM_TYPE, meta.stream_type.as_str());
-    headers.insert(header::STREAM_ID, meta.stream_id.as_str());
-    headers.insert(header::STREAM_VERSION, meta.version.to_string().as_str());
-    headers.insert(header::POSITION, meta.position.to_string().as_str());
+    headers.insert(names::EVENT_VERSION, meta.event_version.to_string());
+    headers.insert(
+        names::STREAM_TYPE,
+        text(header::STREAM_TYPE, &meta.stream_type)?,
+    );
+    headers.insert(names::STREAM_ID, text(header::STREAM_ID, &meta.stream_id)?);
+    headers.insert(names::STREAM_VERSION, meta.version.to_string());
+    headers.insert(names::POSITION, meta.position.to_string());
     for (name, id) in [
-        (header::COMMAND_ID, meta.command_id),
-        (header::CORRELATION_ID, meta.correlation_id),
-        (header::CAUSATION_ID, meta.causation_id),
+        (names::COMMAND_ID, meta.command_id),
+        (names::CORRELATION_ID, meta.correlation_id),
+        (names::CAUSATION_ID, meta.causation_id),
     ] {
         if let Some(id) = id {
-            headers.insert(name, id.to_string().as_str());
+            headers.insert(name, id.to_string());
         }
     }
     // RFC 3339 of a stored time always formats.
     if let Ok(at) = meta.recorded_at.format(&Rfc3339) {
-        headers.insert(header::RECORDED_AT, at.as_str());
+        headers.insert(names::RECORDED_AT, at);
     }
     if !meta.headers.is_empty() {
         let json = serde_json::to_string(&meta.headers).map_err(|source| NatsError::Headers {
             event_id: meta.event_id,
             source,
         })?;
-        headers.insert(header::HEADERS, json.as_str());
+        headers.insert(names::HEADERS, json);
     }
     Ok(headers)
 }
@@ -289,12 +331,19 @@ pub fn headers(meta: &EventMeta) -> Result<HeaderMap, NatsError> {
 /// the types set with [`Runner::filter`](crate::Runner::filter)): each event becomes one message
 /// on its [`Subjects`] subject, the stored JSON as payload, the event id as `Nats-Msg-Id`
 /// and the metadata in [`header`]s. A batch's messages are published without waiting
-/// (pipelined); [`Projection::finish_batch`] waits for every acknowledgement before the
-/// checkpoint moves, so an event is acknowledged by the broker before the relay moves
-/// past it. After a crash the relay publishes again from its checkpoint, and JetStream
-/// drops the messages it already stored (same `Nats-Msg-Id`, inside the stream's
-/// duplicate window). With [`Runner::run`](crate::Runner::run), one relay per name
-/// works at a time (the store's lease), and an unreachable broker is retried with backoff.
+/// (pipelined), before the runner's transaction begins ([`Projection::prepare`]), and every
+/// acknowledgement is awaited before the checkpoint moves, so an event is acknowledged by
+/// the broker before the relay moves past it; the store's write lock is not held while the
+/// broker answers. The runner reads the next batch from the store meanwhile
+/// ([`Projection::READ_AHEAD`]). After a crash the relay publishes again from its
+/// checkpoint, and JetStream drops the messages it already stored (same `Nats-Msg-Id`,
+/// inside the stream's duplicate window). With [`Runner::run`](crate::Runner::run), one
+/// relay per name works at a time (the store's lease), and an unreachable broker is
+/// retried with backoff.
+///
+/// An event that cannot be a message (a name that is not a subject token, a line break in
+/// a header value) fails as the handler's error on that event: the events before it are
+/// published, and the runner stops there or parks it ([`Runner::park_after`](crate::Runner::park_after)).
 ///
 /// ```no_run
 /// # async fn relay() -> Result<(), Box<dyn std::error::Error>> {
@@ -315,7 +364,15 @@ pub fn headers(meta: &EventMeta) -> Result<HeaderMap, NatsError> {
 pub struct Publisher {
     jetstream: Context,
     subjects: Subjects,
+    /// Acknowledgements to wait for: of events handed to [`Projection::handle`] without
+    /// [`Projection::prepare`] first.
     pending: Vec<(Uuid, String, PublishAckFuture)>,
+    /// The ids of the events the last `prepare` published and acknowledged, in order.
+    prepared: Vec<Uuid>,
+    /// How many of `prepared` `handle` has seen.
+    handled: usize,
+    /// The event `prepare` stopped at, with why it cannot be published.
+    refused: Option<(Uuid, NatsError)>,
 }
 
 impl Publisher {
@@ -325,32 +382,49 @@ impl Publisher {
             jetstream,
             subjects,
             pending: Vec::new(),
+            prepared: Vec::new(),
+            handled: 0,
+            refused: None,
         }
     }
 
-    /// Publishes one event and keeps its acknowledgement to wait for.
-    async fn publish(&mut self, event: &RecordedEvent) -> Result<(), NatsError> {
-        let meta = &event.meta;
-        let subject = self.subjects.subject(meta)?;
-        let headers = headers(meta)?;
+    /// The subject and message of `event`.
+    fn message(&self, event: &RecordedEvent) -> Result<(String, PublishMessage), NatsError> {
+        let subject = self.subjects.subject(&event.meta)?;
         let message = PublishMessage::build()
-            .payload(event.payload.clone().into())
-            .headers(headers);
-        let failed = |source: BoxError| NatsError::Publish {
-            subject: subject.clone(),
-            event_id: meta.event_id,
-            source,
-        };
-        let ack = match self.jetstream.send_publish(subject.clone(), message).await {
-            Ok(ack) => ack,
-            Err(error) => {
-                // The batch fails and is published again: its earlier acknowledgements
-                // need no wait.
-                self.pending.clear();
-                return Err(failed(Box::new(error)));
-            }
-        };
-        self.pending.push((meta.event_id, subject, ack));
+            .payload(bytes::Bytes::from(event.payload.clone()))
+            .headers(headers(&event.meta)?);
+        Ok((subject, message))
+    }
+
+    /// Sends one message; its acknowledgement is awaited by the caller.
+    async fn send(
+        &self,
+        event_id: Uuid,
+        subject: String,
+        message: PublishMessage,
+    ) -> Result<(Uuid, String, PublishAckFuture), NatsError> {
+        match self.jetstream.send_publish(subject.clone(), message).await {
+            Ok(ack) => Ok((event_id, subject, ack)),
+            Err(error) => Err(NatsError::Publish {
+                subject,
+                event_id,
+                source: Box::new(error),
+            }),
+        }
+    }
+
+    /// Waits for `acks` in order; the first one missing fails them all at once (the broker
+    /// restarted, say: the others would time out one after the other), and the rest are
+    /// dropped: the batch is published again from the checkpoint.
+    async fn acknowledged(acks: Vec<(Uuid, String, PublishAckFuture)>) -> Result<(), NatsError> {
+        for (event_id, subject, ack) in acks {
+            ack.await.map_err(|error| NatsError::Publish {
+                subject,
+                event_id,
+                source: Box::new(error),
+            })?;
+        }
         Ok(())
     }
 }
@@ -360,12 +434,16 @@ impl fmt::Debug for Publisher {
         f.debug_struct("Publisher")
             .field("subjects", &self.subjects)
             .field("pending", &self.pending.len())
+            .field("prepared", &self.prepared.len())
             .finish_non_exhaustive()
     }
 }
 
 impl<Tx: Send + 'static> Projection<Tx> for Publisher {
     const NAME: &'static str = "annals_nats_relay";
+
+    /// The broker's answers take most of a batch's time: the next batch is read meanwhile.
+    const READ_AHEAD: bool = true;
 
     /// None by name: a publisher takes every event ([`Self::event_filter`]).
     fn event_types() -> Vec<&'static str> {
@@ -377,26 +455,59 @@ impl<Tx: Send + 'static> Projection<Tx> for Publisher {
         EventFilter::all()
     }
 
+    /// Publishes the batch, pipelined, and waits for every acknowledgement, outside the
+    /// runner's transaction. Stops at the first event that cannot be a message: that one
+    /// fails in [`Self::handle`], so the runner commits the ones before it first.
+    async fn prepare<'a>(&'a mut self, events: &'a [RecordedEvent]) -> Result<(), ProjectionError> {
+        self.prepared.clear();
+        self.handled = 0;
+        self.refused = None;
+        self.pending.clear();
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            let event_id = event.meta.event_id;
+            let (subject, message) = match self.message(event) {
+                Ok(message) => message,
+                Err(error) => {
+                    self.refused = Some((event_id, error));
+                    break;
+                }
+            };
+            acks.push(self.send(event_id, subject, message).await?);
+        }
+        let published: Vec<Uuid> = acks.iter().map(|(id, _, _)| *id).collect();
+        Self::acknowledged(acks).await?;
+        self.prepared = published;
+        Ok(())
+    }
+
     async fn handle<'a>(
         &'a mut self,
         event: &'a RecordedEvent,
         _tx: &'a mut Tx,
     ) -> Result<(), ProjectionError> {
-        Ok(self.publish(event).await?)
+        let event_id = event.meta.event_id;
+        if self.prepared.get(self.handled) == Some(&event_id) {
+            self.handled += 1;
+            return Ok(());
+        }
+        if let Some((refused, _)) = &self.refused {
+            if *refused == event_id {
+                let (_, error) = self.refused.take().expect("checked above");
+                return Err(error.into());
+            }
+        }
+        // Not prepared: published now, acknowledged in `finish_batch`.
+        let (subject, message) = self.message(event)?;
+        let ack = self.send(event_id, subject, message).await?;
+        self.pending.push(ack);
+        Ok(())
     }
 
     async fn finish_batch<'a>(&'a mut self, _tx: &'a mut Tx) -> Result<(), ProjectionError> {
-        // In order; the first missing acknowledgement fails the batch at once (the broker
-        // restarted, say: the others would time out one after the other), and the rest
-        // are dropped: the batch is published again from the checkpoint.
-        for (event_id, subject, ack) in std::mem::take(&mut self.pending) {
-            ack.await.map_err(|error| NatsError::Publish {
-                subject,
-                event_id,
-                source: Box::new(error),
-            })?;
-        }
-        Ok(())
+        self.prepared.clear();
+        self.handled = 0;
+        Ok(Self::acknowledged(std::mem::take(&mut self.pending)).await?)
     }
 }
 
@@ -423,8 +534,12 @@ const PULL_DEADLINE: Duration = Duration::from_secs(5);
 /// broker had delivered messages past the checkpoint that were never committed (their
 /// redelivery would come after newer messages). It does the same when the broker's
 /// delivery numbers jump (a pull's answer lost with a dropped connection). A message whose headers do not make an
-/// event (not published by a [`Publisher`]) or whose payload is not UTF-8 is
-/// [unreadable](Batch::unreadable): the runner stops on it or parks it.
+/// event (not published by a [`Publisher`], unless [`JetStreamSource::decode_with`] makes
+/// one of it) or whose payload is not UTF-8 is [unreadable](Batch::unreadable): the runner
+/// stops on it or parks it. It is handed over as a placeholder that keeps the whole message
+/// (marked with [`UNREADABLE_MARK`]), so that retrying it
+/// ([`Runner::retry_parked`](crate::Runner::retry_parked)) reads it again rather than
+/// handing the placeholder to the handler.
 ///
 /// ```no_run
 /// # async fn consume<P: annals::Projection<annals::SqliteTx>>(projection: P) -> Result<(), Box<dyn std::error::Error>> {
@@ -455,6 +570,48 @@ pub struct JetStreamSource {
     /// The consumer sequence the next delivery must carry: the broker numbers every
     /// delivery (redeliveries too), so a jump means deliveries were lost on the way.
     next_delivery: Option<u64>,
+    /// Messages delivered again at or below the checkpoint, acknowledged and skipped.
+    redeliveries_skipped: u64,
+    /// Makes events of the messages the headers do not make one of.
+    decoder: Option<Arc<Decoder>>,
+}
+
+type Decoder = dyn Fn(&Received<'_>) -> Result<RecordedEvent, String> + Send + Sync;
+
+/// A message as the source received it: for a decoder of messages that a [`Publisher`] did
+/// not publish ([`JetStreamSource::decode_with`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Received<'a> {
+    /// The JetStream stream sequence.
+    pub sequence: u64,
+    /// The subject it was published to.
+    pub subject: &'a str,
+    /// Its headers, if it has any.
+    pub headers: Option<&'a HeaderMap>,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// The key of an unreadable message's placeholder event's user headers that marks it as
+/// one (its value is the JetStream stream's name); the placeholder's payload is then the
+/// message as received ([`JetStreamSource`]'s docs).
+pub const UNREADABLE_MARK: &str = "annals-nats-unreadable";
+
+/// An unreadable message as kept in its placeholder's payload: what is needed to read it
+/// again.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptMessage {
+    sequence: u64,
+    subject: String,
+    /// Every header value, in order; `None` for a message without headers.
+    headers: Option<Vec<(String, String)>>,
+    /// The payload, when it is text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payload: Option<String>,
+    /// The payload's bytes, when it is not text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payload_bytes: Option<Vec<u8>>,
 }
 
 impl JetStreamSource {
@@ -471,6 +628,44 @@ impl JetStreamSource {
             buffer: BTreeMap::new(),
             acked_through: 0,
             next_delivery: None,
+            redeliveries_skipped: 0,
+            decoder: None,
+        }
+    }
+
+    /// Makes events of the messages whose headers do not make one (messages another
+    /// producer published, or that an older or newer relay wrote differently): `decoder`
+    /// gets each such message and returns its event, or why it cannot. Without one, or
+    /// when it fails, the message is unreadable (stop or park). Set on a source that
+    /// retries parked messages ([`Runner::retry_parked`](crate::Runner::retry_parked)), it
+    /// reads them again.
+    #[must_use]
+    pub fn decode_with(
+        mut self,
+        decoder: impl Fn(&Received<'_>) -> Result<RecordedEvent, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.decoder = Some(Arc::new(decoder));
+        self
+    }
+
+    /// How many messages this source was delivered again after their commit (the consumer
+    /// died, or its acknowledgement was lost, between the commit and the broker's receipt
+    /// of the acknowledgement), and acknowledged and skipped as already applied.
+    pub fn redeliveries_skipped(&self) -> u64 {
+        self.redeliveries_skipped
+    }
+
+    /// The event `message` carries, or why it is not one.
+    fn decode(&self, message: &Received<'_>) -> Result<RecordedEvent, String> {
+        let reason = match decode(message) {
+            Ok(event) => return Ok(event),
+            Err(reason) => reason,
+        };
+        match &self.decoder {
+            None => Err(reason),
+            Some(decoder) => {
+                decoder(message).map_err(|e| format!("{reason}; the source's decoder: {e}"))
+            }
         }
     }
 
@@ -628,6 +823,7 @@ impl JetStreamSource {
                     .ack()
                     .await
                     .map_err(|e| self.error("acknowledging a redelivery", e))?;
+                self.redeliveries_skipped += 1;
             } else {
                 self.buffer.insert(sequence, message);
             }
@@ -664,11 +860,21 @@ impl fmt::Debug for JetStreamSource {
     }
 }
 
+/// The message as the source received it.
+fn received(sequence: u64, message: &jetstream::Message) -> Received<'_> {
+    Received {
+        sequence,
+        subject: message.subject.as_str(),
+        headers: message.headers.as_ref(),
+        payload: &message.payload,
+    }
+}
+
 /// The event a publisher's message carries, or why it is not one.
-fn decode(sequence: u64, message: &jetstream::Message) -> Result<RecordedEvent, String> {
+fn decode(message: &Received<'_>) -> Result<RecordedEvent, String> {
+    let sequence = message.sequence;
     let headers = message
         .headers
-        .as_ref()
         .ok_or_else(|| format!("message {sequence} on `{}` has no headers", message.subject))?;
     let text = |name: &str| -> Result<&str, String> {
         headers
@@ -721,19 +927,21 @@ fn decode(sequence: u64, message: &jetstream::Message) -> Result<RecordedEvent, 
     Ok(RecordedEvent::new(meta, payload))
 }
 
-/// What an unreadable message is handed over as: what its headers tell, the payload as
-/// far as it is text.
-fn unreadable_event(sequence: u64, message: &jetstream::Message) -> RecordedEvent {
+/// What an unreadable message is handed over as (and parked as): what its headers tell
+/// for listing, [`UNREADABLE_MARK`] in the user headers, and the whole message as payload,
+/// so that [`Source::reread`] reads it again.
+fn unreadable_event(stream: &str, message: &Received<'_>) -> RecordedEvent {
     let header = |name: &str| {
         message
             .headers
-            .as_ref()
             .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default()
     };
+    let mut headers = crate::store::Headers::default();
+    headers.insert(UNREADABLE_MARK.to_owned(), stream.to_owned());
     let meta = EventMeta {
-        position: sequence,
+        position: message.sequence,
         stream_type: header(header::STREAM_TYPE),
         stream_id: header(header::STREAM_ID),
         version: 0,
@@ -744,9 +952,33 @@ fn unreadable_event(sequence: u64, message: &jetstream::Message) -> RecordedEven
         correlation_id: None,
         causation_id: None,
         recorded_at: OffsetDateTime::UNIX_EPOCH,
-        headers: Default::default(),
+        headers,
     };
-    RecordedEvent::new(meta, String::from_utf8_lossy(&message.payload).into_owned())
+    let (payload, payload_bytes) = match std::str::from_utf8(message.payload) {
+        Ok(text) => (Some(text.to_owned()), None),
+        Err(_) => (None, Some(message.payload.to_vec())),
+    };
+    let kept = KeptMessage {
+        sequence: message.sequence,
+        subject: message.subject.to_owned(),
+        headers: message.headers.map(|h| {
+            let mut all: Vec<(String, String)> = h
+                .iter()
+                .flat_map(|(name, values)| {
+                    values
+                        .iter()
+                        .map(move |v| (name.to_string(), v.as_str().to_owned()))
+                })
+                .collect();
+            all.sort();
+            all
+        }),
+        payload,
+        payload_bytes,
+    };
+    // Strings, numbers and byte lists always serialize.
+    let json = serde_json::to_string(&kept).unwrap_or_default();
+    RecordedEvent::new(meta, json)
 }
 
 impl Source for JetStreamSource {
@@ -786,11 +1018,12 @@ impl Source for JetStreamSource {
         let mut batch = Batch::new(Vec::new(), after);
         for (&sequence, message) in self.buffer.range(after + 1..).take(limit) {
             batch.end = sequence;
-            match decode(sequence, message) {
+            let message = received(sequence, message);
+            match self.decode(&message) {
                 Ok(event) if filter.matches(&event.meta.event_type) => batch.events.push(event),
                 Ok(_) => {}
                 Err(reason) => {
-                    let event = unreadable_event(sequence, message);
+                    let event = unreadable_event(&self.stream, &message);
                     // A message of a type the handler does not take is skipped even when
                     // the rest of it is broken.
                     if event.meta.event_type.is_empty() || filter.matches(&event.meta.event_type) {
@@ -819,6 +1052,36 @@ impl Source for JetStreamSource {
 
     async fn committed<'a>(&'a mut self, through: &'a u64) -> Result<(), ProjectionError> {
         Ok(self.ack_through(*through).await?)
+    }
+
+    /// An unreadable message's placeholder ([`UNREADABLE_MARK`]) is decoded again from the
+    /// message it keeps, with this source's decoder ([`Self::decode_with`]).
+    fn reread(&self, parked: &RecordedEvent) -> Option<Result<RecordedEvent, String>> {
+        if parked.meta.headers.get(UNREADABLE_MARK)? != &self.stream {
+            return None;
+        }
+        let kept: KeptMessage = match serde_json::from_str(&parked.payload) {
+            Ok(kept) => kept,
+            Err(e) => return Some(Err(format!("the parked message does not read back: {e}"))),
+        };
+        let headers = kept.headers.map(|all| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in all {
+                headers.append(name.as_str(), value);
+            }
+            headers
+        });
+        let payload = match (kept.payload, kept.payload_bytes) {
+            (Some(text), _) => text.into_bytes(),
+            (None, Some(bytes)) => bytes,
+            (None, None) => Vec::new(),
+        };
+        Some(self.decode(&Received {
+            sequence: kept.sequence,
+            subject: &kept.subject,
+            headers: headers.as_ref(),
+            payload: &payload,
+        }))
     }
 }
 
@@ -901,6 +1164,21 @@ mod tests {
             wild.subject(&meta("Order", "Placed")),
             Err(NatsError::InvalidSubject { .. })
         ));
+    }
+
+    #[test]
+    fn a_line_break_in_a_header_value_is_refused() {
+        let mut meta = meta("Order", "Placed");
+        meta.stream_id = "4\n2".to_owned();
+        let error = headers(&meta).unwrap_err();
+        assert!(matches!(
+            error,
+            NatsError::InvalidHeader {
+                header: header::STREAM_ID,
+                ..
+            }
+        ));
+        assert!(!error.is_transient());
     }
 
     #[test]

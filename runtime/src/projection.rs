@@ -34,6 +34,12 @@ pub trait Projection<Tx>: Send + 'static {
         EventFilter::types(Self::event_types())
     }
 
+    /// Whether a runner on the store's log ([`Runner::new`]) reads the next batch while
+    /// this one is handled ([`LogSource::read_ahead`]): for handlers that spend their time
+    /// waiting on something else, such as a relay waiting for its broker's
+    /// acknowledgements. Off by default.
+    const READ_AHEAD: bool = false;
+
     /// Feeds one event to its handler.
     fn handle<'a>(
         &'a mut self,
@@ -276,7 +282,7 @@ where
 {
     /// A runner on `store`'s global log, with batches of 500 events.
     pub fn new(store: S, projection: P) -> Self {
-        let source = LogSource::new(store.clone());
+        let source = LogSource::new(store.clone()).read_ahead(P::READ_AHEAD);
         Runner::with_source(store, source, projection)
     }
 }
@@ -341,6 +347,11 @@ where
     /// Hands parked event `id` to the handler again; on success the event leaves the
     /// parking in the handler's transaction. On failure it stays parked with the new error
     /// and one more attempt, and the error is returned.
+    ///
+    /// An event the source could not read (a broker message that made no event) is read
+    /// again first ([`Source::reread`]): once it reads (a decoder deployed since), the
+    /// handler gets the event; while it still cannot, the handler gets nothing, the error
+    /// says so (`still unreadable`) and the event stays parked.
     pub async fn retry_parked(&mut self, id: u64) -> Result<(), ProjectionError>
     where
         S: ParkingStore,
@@ -355,13 +366,34 @@ where
                 runner: self.name,
                 id,
             })?;
-        let prepared = self
-            .projection
-            .prepare(std::slice::from_ref(&entry.event))
-            .await;
+        // An event its source could not read is read again from what the source kept.
+        let reread = match self.source.reread(&entry.event) {
+            None => None,
+            Some(Ok(event)) => Some(event),
+            Some(Err(reason)) => {
+                let error = ProjectionError::Source {
+                    transient: false,
+                    source: format!("parked event {id} is still unreadable: {reason}").into(),
+                };
+                self.store
+                    .update_parked(id, &error_chain(&error), entry.attempts.saturating_add(1))
+                    .await?;
+                return Err(error);
+            }
+        };
+        let event = reread.as_ref().unwrap_or(&entry.event);
+        // Read now as an event of a type the handler does not take: nothing to hand over,
+        // as when the runner reads past such an event.
+        let takes = reread.is_none() || self.filter.matches(&event.meta.event_type);
+        let prepared = if takes {
+            self.projection.prepare(std::slice::from_ref(event)).await
+        } else {
+            Ok(())
+        };
         let mut tx = self.store.begin().await?;
         let handled = match prepared {
-            Ok(()) => self.projection.handle(&entry.event, &mut tx).await,
+            Ok(()) if takes => self.projection.handle(event, &mut tx).await,
+            Ok(()) => Ok(()),
             Err(error) => Err(error),
         };
         let handled = match handled {
