@@ -14,7 +14,7 @@
 //!
 //! The guide's page `docs/event-bus.md` states the delivery guarantees and failure modes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -463,7 +463,14 @@ impl<Tx: Send + 'static> Projection<Tx> for Publisher {
         self.handled = 0;
         self.refused = None;
         self.pending.clear();
-        let mut acks = Vec::with_capacity(events.len());
+        // The batch goes out in waves: a stream's n-th event of the batch in wave n, each
+        // wave pipelined, and the next sent once the broker acknowledged the whole wave.
+        // So a stream never has two messages in flight: a broker that dies mid-batch may
+        // lose one and store the ones after it (the client resends its buffer once
+        // reconnected), and the republished one would then land after its successors.
+        let mut waves: Vec<Vec<(Uuid, String, PublishMessage)>> = Vec::new();
+        let mut sent: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut published = Vec::with_capacity(events.len());
         for event in events {
             let event_id = event.meta.event_id;
             let (subject, message) = match self.message(event) {
@@ -473,10 +480,25 @@ impl<Tx: Send + 'static> Projection<Tx> for Publisher {
                     break;
                 }
             };
-            acks.push(self.send(event_id, subject, message).await?);
+            let stream = (
+                event.meta.stream_type.as_str(),
+                event.meta.stream_id.as_str(),
+            );
+            let wave = sent.entry(stream).or_insert(0);
+            if *wave == waves.len() {
+                waves.push(Vec::new());
+            }
+            waves[*wave].push((event_id, subject, message));
+            *wave += 1;
+            published.push(event_id);
         }
-        let published: Vec<Uuid> = acks.iter().map(|(id, _, _)| *id).collect();
-        Self::acknowledged(acks).await?;
+        for wave in waves {
+            let mut acks = Vec::with_capacity(wave.len());
+            for (event_id, subject, message) in wave {
+                acks.push(self.send(event_id, subject, message).await?);
+            }
+            Self::acknowledged(acks).await?;
+        }
         self.prepared = published;
         Ok(())
     }
@@ -497,8 +519,10 @@ impl<Tx: Send + 'static> Projection<Tx> for Publisher {
                 return Err(error.into());
             }
         }
-        // Not prepared: published now, acknowledged in `finish_batch`.
+        // Not prepared: published now, acknowledged in `finish_batch`, with one message in
+        // flight at a time (as in `prepare`'s waves, a stream's messages never overtake).
         let (subject, message) = self.message(event)?;
+        Self::acknowledged(std::mem::take(&mut self.pending)).await?;
         let ack = self.send(event_id, subject, message).await?;
         self.pending.push(ack);
         Ok(())
