@@ -503,7 +503,12 @@ fn process_with_services_and_compensation() {
 #[test]
 fn process_declared_services_ignoring_refusals() {
     insta::assert_snapshot!(process(
-        quote!(name = "follow", key = stream_id, services = Clock, rejected = ignore),
+        quote!(
+            name = "follow",
+            key = stream_id,
+            services = Clock,
+            rejected = ignore
+        ),
         parse_quote! {
             impl Follow {
                 #[on]

@@ -977,10 +977,7 @@ where
         }
         let mut ctx = Ctx::new(meta.recorded_at);
         let mut out = Vec::new();
-        if let Err(error) = state
-            .react(event, &self.services, &mut ctx, &mut out)
-            .await
-        {
+        if let Err(error) = state.react(event, &self.services, &mut ctx, &mut out).await {
             if error.is_transient() {
                 return Err(error);
             }

@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use annals::store::{
-    CheckpointStore, EventLog, EventStore, ProcessStore, Resolution, StreamRange,
-};
+use annals::store::{CheckpointStore, EventLog, EventStore, ProcessStore, Resolution, StreamRange};
 use annals::workflow::{command_id, Ctx, Dispatcher, Processes, Rejection};
 use annals::{
     aggregate, process, Command, CommitMeta, Event, EventMeta, Events, MemoryStore,
@@ -366,7 +364,11 @@ fn charges(events: &[annals::RecordedEvent]) -> Vec<u32> {
     events
         .iter()
         .filter(|e| e.meta.event_type == "OrderCharged")
-        .map(|e| serde_json::from_str::<OrderCharged>(&e.payload).unwrap().amount)
+        .map(|e| {
+            serde_json::from_str::<OrderCharged>(&e.payload)
+                .unwrap()
+                .amount
+        })
         .collect()
 }
 
@@ -569,7 +571,12 @@ where
     let closed = types(&store, "closed").await;
     assert_eq!(
         kinds(&closed),
-        ["OrderPlaced", "OrderCancelled", "OrderRefunded", "OrderRefunded"]
+        [
+            "OrderPlaced",
+            "OrderCancelled",
+            "OrderRefunded",
+            "OrderRefunded"
+        ]
     );
     let placed = &closed[0].meta;
     let deadline = command_id("auto_pay", placed.event_id, "deadline/closed/retry");
@@ -632,7 +639,10 @@ where
         .map(|p| {
             assert_eq!(p.resolution, Some(Resolution::Ignored));
             assert!(p.error.contains("order is closed"), "{}", p.error);
-            (p.event.meta.event_type.as_str(), p.event.meta.stream_id.as_str())
+            (
+                p.event.meta.event_type.as_str(),
+                p.event.meta.stream_id.as_str(),
+            )
         })
         .collect();
     // The deadlines fire earliest first, both after the events.
@@ -655,7 +665,11 @@ where
         .meta;
     assert_eq!(
         deadline.event_id,
-        command_id("auto_pay_ignoring", placed.event_id, "deadline/closed/retry")
+        command_id(
+            "auto_pay_ignoring",
+            placed.event_id,
+            "deadline/closed/retry"
+        )
     );
     assert_eq!(deadline.position, 0);
     assert_eq!(deadline.causation_id, Some(placed.event_id));

@@ -76,11 +76,11 @@ fn generate(process: &Process) -> TokenStream {
         .chain(&process.deadlines)
         .chain(&process.rejected)
         .map(|h| {
-        let output = &h.output;
-        quote_spanned! {h.output_span=>
-            <#output as #workflow::IntoCommands<__AnnalsStore>>::routes(&mut routes);
-        }
-    });
+            let output = &h.output;
+            quote_spanned! {h.output_span=>
+                <#output as #workflow::IntoCommands<__AnnalsStore>>::routes(&mut routes);
+            }
+        });
     let keys = events.iter().map(|event| {
         let value = if key == "stream_id" {
             quote!(::std::string::ToString::to_string(&event.meta.stream_id))
