@@ -1,12 +1,14 @@
-//! The workloads through annals: `Repository` for W1-W3, `ProjectionRunner` for W4. Generic
-//! over the store, so every backend runs the same code.
+//! The workloads through annals: `Repository` for W1-W3, `ProjectionRunner` for W4, a
+//! `#[reactor]` on the runner for W7. Generic over the store, so every backend runs the same
+//! code.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use annals::store::{CheckpointStore, EventLog, EventStore, NewEvent, SnapshotStore};
+use annals::store::{CheckpointStore, EventLog, EventStore, NewEvent, ParkingStore, SnapshotStore};
+use annals::workflow::{Dispatcher, Reactions};
 use annals::{
-    projection, Aggregate, CommitMeta, EventMeta, Events, ExecuteError, ExpectedVersion,
+    projection, reactor, Aggregate, CommitMeta, EventMeta, Events, ExecuteError, ExpectedVersion,
     Projection, ProjectionRunner, Repository, StreamRef,
 };
 use annals_examples::bank::{
@@ -249,6 +251,16 @@ pub async fn seed_accounts<S: EventStore>(
     store: &S,
     streams: &[Vec<AccountEvent>],
 ) -> Result<(), BenchError> {
+    seed_streams(store, streams, plan::account_id).await
+}
+
+/// Writes streams (untimed) in chunks of ten events, the streams taking turns; stream
+/// `index` is named `name(index)`.
+pub async fn seed_streams<S: EventStore>(
+    store: &S,
+    streams: &[Vec<AccountEvent>],
+    name: fn(usize) -> String,
+) -> Result<(), BenchError> {
     const CHUNK: usize = SEED_CHUNK;
     let rounds = streams
         .iter()
@@ -263,14 +275,7 @@ pub async fn seed_accounts<S: EventStore>(
                 continue;
             }
             let to = (from + CHUNK).min(events.len());
-            seed(
-                store,
-                &plan::account_id(index),
-                &events[from..to],
-                CHUNK,
-                from as u64,
-            )
-            .await?;
+            seed(store, &name(index), &events[from..to], CHUNK, from as u64).await?;
         }
     }
     Ok(())
@@ -322,4 +327,69 @@ impl MemoryBalances {
             *account = (meta.version, account.1.saturating_sub(e.amount));
         }
     }
+}
+
+/// W7's reactor: every withdrawal from an account is swept into its savings account, one
+/// `Deposit` per `Withdrawn` event.
+#[derive(Debug)]
+pub struct Sweep;
+
+#[reactor(name = "w7_sweep")]
+impl Sweep {
+    #[on]
+    fn withdrawn(&self, e: &Withdrawn, meta: &EventMeta) -> Deposit {
+        Deposit {
+            account: plan::savings_of(&meta.stream_id),
+            amount: e.amount,
+        }
+    }
+}
+
+/// W7's data (untimed): the source accounts with `n` withdrawals, and their savings
+/// accounts, opened.
+pub async fn seed_withdrawals<S: EventStore>(
+    store: &S,
+    n: usize,
+    accounts: usize,
+) -> Result<(), BenchError> {
+    seed_streams(store, &plan::withdrawals(n, accounts), plan::account_id).await?;
+    let opened: Vec<Vec<AccountEvent>> = (0..accounts.max(1))
+        .map(|index| {
+            vec![AccountOpened {
+                owner: plan::owner(index),
+            }
+            .into()]
+        })
+        .collect();
+    seed_streams(store, &opened, plan::savings_id).await
+}
+
+/// W7: `Runner::catch_up()` of [`Sweep`] over the seeded withdrawals, `batch` events per
+/// batch, each sending its deposit through the dispatcher. Returns the time and how many
+/// events it handled; checks every savings account after the clock stops.
+pub async fn react<S>(
+    store: S,
+    n: usize,
+    accounts: usize,
+    batch: usize,
+) -> Result<(Duration, u64), BenchError>
+where
+    S: CheckpointStore + EventLog + ParkingStore + SnapshotStore,
+{
+    let repo = Repository::<Account, S>::new(store.clone());
+    let dispatcher = Dispatcher::new().route(repo.clone());
+    let reactions = Reactions::new(store.clone(), Sweep, dispatcher)?;
+    let mut runner = ProjectionRunner::new(store, reactions).batch_size(batch);
+    let start = Instant::now();
+    let progress = runner.catch_up().await?;
+    let elapsed = start.elapsed();
+    let mut savings = Vec::with_capacity(accounts);
+    for index in 0..accounts.max(1) {
+        let loaded = repo.load(&plan::savings_id(index)).await?;
+        savings.push((loaded.version, loaded.state.balance));
+    }
+    plan::expected_savings(n, accounts)
+        .check("annals W7 savings", &savings)
+        .map_err(BenchError::Verify)?;
+    Ok((elapsed, progress.handled))
 }

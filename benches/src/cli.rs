@@ -54,16 +54,20 @@ pub enum Workload {
     /// Many writers on one hot stream: throughput and the share of commands that ended in a
     /// version conflict.
     W6,
+    /// Reactions: events already in the log handled by a reactor that sends one command per
+    /// event to another aggregate (events handled and commands executed per second).
+    W7,
 }
 
 impl Workload {
-    const ALL: [Workload; 6] = [
+    const ALL: [Workload; 7] = [
         Workload::W1,
         Workload::W2,
         Workload::W3,
         Workload::W4,
         Workload::W5,
         Workload::W6,
+        Workload::W7,
     ];
 }
 
@@ -76,6 +80,7 @@ impl fmt::Display for Workload {
             Workload::W4 => "W4",
             Workload::W5 => "W5",
             Workload::W6 => "W6",
+            Workload::W7 => "W7",
         })
     }
 }
@@ -93,7 +98,7 @@ pub struct Config {
     /// sqlite, postgres; dynamodb runs W1 and W3).
     #[arg(long = "backend", value_name = "LIST", default_value = "all", value_parser = backends)]
     pub backends: Selection<Backend>,
-    /// Workloads, in run order: w1 to w6 or all.
+    /// Workloads, in run order: w1 to w7 or all.
     #[arg(long = "workload", value_name = "LIST", default_value = "all",
           value_parser = |s: &str| list(s, &Workload::ALL))]
     pub workloads: Selection<Workload>,
@@ -103,7 +108,7 @@ pub struct Config {
     /// W2: commands over the concurrent tasks [default: --n1].
     #[arg(long, value_name = "N", value_parser = count)]
     pub n2: Option<usize>,
-    /// Accounts the W1, W2, W5 and W4 data is spread over.
+    /// Accounts the W1, W2, W5, W4 and W7 data is spread over.
     #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = count)]
     pub accounts: usize,
     /// W2: concurrent tokio tasks.
@@ -121,10 +126,15 @@ pub struct Config {
     /// W6: deposits into one hot account by --many-tasks tasks.
     #[arg(long, value_name = "N", default_value_t = 2_000, value_parser = count)]
     pub n6: usize,
+    /// W7: events (withdrawals) in the log, each swept into a savings account by a reactor
+    /// (over --accounts accounts, batches of --batch events).
+    #[arg(long, value_name = "N", default_value_t = DESIGN_N1, value_parser = count)]
+    pub n7: usize,
     /// W5 and W6: concurrent tokio tasks.
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = count)]
     pub many_tasks: usize,
-    /// W4: events per read-model transaction (both implementations).
+    /// W4 and W7: events per batch (read-model transaction, checkpoint move) in both
+    /// implementations.
     #[arg(long, value_name = "N", default_value_t = crate::raw::DEFAULT_BATCH, value_parser = count)]
     pub batch: usize,
     /// W3: timed loads, the median is reported.

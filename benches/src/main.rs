@@ -1,4 +1,4 @@
-//! The benchmark harness of DESIGN.md "Performance": workloads W1-W6 through annals on the
+//! The benchmark harness of DESIGN.md "Performance": workloads W1-W7 through annals on the
 //! memory, SQLite and PostgreSQL stores, each beside a hand-written raw sqlx baseline doing
 //! the same logical work, printed as `RESULT` and `RATIO` lines. See docs/performance.md.
 
@@ -56,7 +56,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Runs every selected backend and workload, printing lines as they come; returns them.
 async fn run(config: &Config) -> Result<Vec<Measurement>, BenchError> {
     println!(
-        "sizes: n1={} n2={} accounts={} tasks={} n3={} n4={} n5={} n6={} many_tasks={} \
+        "sizes: n1={} n2={} accounts={} tasks={} n3={} n4={} n5={} n6={} n7={} many_tasks={} \
          batch={} repeat={} (cores: {})",
         config.n1,
         config.n2(),
@@ -66,6 +66,7 @@ async fn run(config: &Config) -> Result<Vec<Measurement>, BenchError> {
         config.n4,
         config.n5,
         config.n6,
+        config.n7,
         config.many_tasks,
         config.batch,
         config.repeat,
@@ -194,6 +195,18 @@ async fn workload_pair<B: Setup>(
                 .map_err(BenchError::Verify)?;
             measure(Impl::Annals, config.n4, replayed.elapsed, Vec::new())
         }
+        Workload::W7 => {
+            annals_runs::seed_withdrawals(&store, config.n7, accounts).await?;
+            let (elapsed, handled) =
+                annals_runs::react(store, config.n7, accounts, config.batch).await?;
+            check_handled("annals W7", handled, config.n7)?;
+            measure(
+                Impl::Annals,
+                config.n7,
+                elapsed,
+                w7_extra(config.n7, elapsed),
+            )
+        }
     };
     record(results, annals);
 
@@ -238,10 +251,26 @@ async fn workload_pair<B: Setup>(
                 .map_err(BenchError::Verify)?;
             measure(Impl::Raw, config.n4, elapsed, Vec::new())
         }
+        Workload::W7 => {
+            raw::seed_withdrawals(&raw, config.n7, accounts).await?;
+            let (elapsed, handled) = raw::react(&raw, config.n7, accounts, config.batch).await?;
+            check_handled("raw W7", handled, config.n7)?;
+            measure(Impl::Raw, config.n7, elapsed, w7_extra(config.n7, elapsed))
+        }
     };
     raw::RawBaseline::close(&raw).await;
     record(results, baseline);
     Ok(())
+}
+
+/// W7's extra fields: the commands executed (one per event handled) and their rate; the
+/// line's `rate` is the events handled per second.
+fn w7_extra(n: usize, elapsed: std::time::Duration) -> Vec<(&'static str, u64)> {
+    let commands = n as u64;
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let rate = (report::count_f64(commands) / secs).round() as u64;
+    vec![("commands", commands), ("commands_rate", rate)]
 }
 
 /// W2's or W5's commands and tasks.
@@ -281,6 +310,7 @@ mod tests {
             n4: 700,
             n5: 400,
             n6: 200,
+            n7: 300,
             many_tasks: 16,
             batch: 64,
             repeat: 1,
@@ -288,7 +318,7 @@ mod tests {
         };
         let results = run(&config).await.unwrap();
         let lines: Vec<String> = results.iter().map(ToString::to_string).collect();
-        for workload in ["W1", "W2", "W3", "W4", "W5", "W6"] {
+        for workload in ["W1", "W2", "W3", "W4", "W5", "W6", "W7"] {
             let shape = format!("impl=annals backend=memory workload={workload} ");
             assert!(
                 lines.iter().any(|l| l.contains(&shape)),

@@ -161,6 +161,67 @@ impl Expected {
     }
 }
 
+/// W7's withdrawals: `n` of them spread round-robin over `accounts` source accounts, each
+/// opened with a deposit that covers them. Returns every source account's stream.
+pub fn withdrawals(n: usize, accounts: usize) -> Vec<Vec<AccountEvent>> {
+    let accounts = accounts.max(1);
+    let mut out: Vec<Vec<AccountEvent>> = (0..accounts)
+        .map(|account| {
+            vec![
+                AccountOpened {
+                    owner: owner(account),
+                }
+                .into(),
+                Deposited {
+                    amount: W7_FUNDING,
+                    memo: String::new(),
+                }
+                .into(),
+            ]
+        })
+        .collect();
+    for i in 0..n {
+        out[i % accounts].push(
+            Withdrawn {
+                amount: w7_amount(i),
+            }
+            .into(),
+        );
+    }
+    out
+}
+
+/// What each W7 source account is funded with (more than its withdrawals).
+pub const W7_FUNDING: u64 = 1_000_000_000;
+
+/// The amount of W7's `i`th withdrawal.
+pub fn w7_amount(i: usize) -> u64 {
+    10 + (i % 7) as u64
+}
+
+/// The savings account W7's reactor sweeps a withdrawal from `source` into.
+pub fn savings_of(source: &str) -> String {
+    format!("save-{}", source.strip_prefix("acct-").unwrap_or(source))
+}
+
+/// The stream id of W7's savings account `index`.
+pub fn savings_id(index: usize) -> String {
+    savings_of(&account_id(index))
+}
+
+/// The state of every W7 savings account after the reactor handled `n` withdrawals over
+/// `accounts` accounts: opened, then one deposit per withdrawal of its source.
+pub fn expected_savings(n: usize, accounts: usize) -> Expected {
+    let accounts = accounts.max(1);
+    let mut state = vec![(1, 0); accounts];
+    for i in 0..n {
+        let (version, balance) = &mut state[i % accounts];
+        *version += 1;
+        *balance += w7_amount(i);
+    }
+    Expected { accounts: state }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +253,25 @@ mod tests {
         for (t, part) in parts.iter().enumerate() {
             assert!(part.iter().all(|s| s.account % 8 == t));
         }
+    }
+
+    #[test]
+    fn withdrawals_are_covered_and_counted() {
+        let streams = withdrawals(1_000, 7);
+        let withdrawn: usize = streams
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .filter(|e| matches!(e, AccountEvent::Withdrawn(_)))
+                    .count()
+            })
+            .sum();
+        assert_eq!(withdrawn, 1_000);
+        let expected = expected_savings(1_000, 7);
+        let total: u64 = expected.accounts.iter().map(|a| a.1).sum();
+        assert_eq!(total, (0..1_000).map(w7_amount).sum::<u64>());
+        assert!(expected.accounts.iter().all(|a| a.1 < W7_FUNDING));
+        assert_eq!(savings_id(3), "save-000003");
     }
 
     #[test]

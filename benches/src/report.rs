@@ -35,7 +35,7 @@ pub struct Measurement {
     pub backend: Backend,
     /// What.
     pub workload: Workload,
-    /// Commands (W1, W2, W5, W6) or events (W3, W4) processed.
+    /// Commands (W1, W2, W5, W6) or events (W3, W4, W7) processed.
     pub n: u64,
     /// Wall-clock time.
     pub elapsed: Duration,
@@ -55,7 +55,7 @@ impl Measurement {
     }
 }
 
-fn count_f64(n: u64) -> f64 {
+pub fn count_f64(n: u64) -> f64 {
     // Counts stay far below 2^53, where f64 is exact.
     let n = u32::try_from(n).unwrap_or(u32::MAX);
     f64::from(n)

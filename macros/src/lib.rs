@@ -76,11 +76,15 @@ pub fn reactor(args: TokenStream, item: TokenStream) -> TokenStream {
 /// to the `#[on]` methods and deadlines to the `#[deadline]` methods, which return the
 /// commands to send.
 ///
-/// `#[process(name = "..", key = field, crate = "..")]`: `key` names the field of every
-/// handled event holding the correlation key (`key = stream_id`: the event's stream id).
-/// Handlers look like `async fn name(&mut self, event: &Event, meta: &EventMeta, ctx: &mut
-/// Ctx) -> Commands`, deadlines like `async fn name(&mut self, ctx: &mut Ctx) -> Commands`;
-/// `meta`, `ctx` and `async` are optional.
+/// `#[process(name = "..", key = field, services = T, rejected = stop | ignore, crate =
+/// "..")]`: `key` names the field of every handled event holding the correlation key (`key =
+/// stream_id`: the event's stream id); `services` is what handlers taking a `&T` parameter
+/// receive (inferred from them when left out). Handlers look like `async fn name(&mut self,
+/// event: &Event, meta: &EventMeta, services: &T, ctx: &mut Ctx) -> Commands`, deadlines
+/// like `async fn name(&mut self, services: &T, ctx: &mut Ctx) -> Commands`; `meta`,
+/// `services`, `ctx` and `async` are optional. One `#[rejected]` method, `async fn
+/// name(&mut self, rejection: &Rejection, services: &T, ctx: &mut Ctx) -> Commands`,
+/// compensates refused commands.
 #[proc_macro_attribute]
 pub fn process(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::process::attribute(args.into(), item.into()).into()

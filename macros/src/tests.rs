@@ -470,6 +470,55 @@ fn process_keyed_by_stream() {
 }
 
 #[test]
+fn process_with_services_and_compensation() {
+    insta::assert_snapshot!(process(
+        quote!(name = "billing", key = order),
+        parse_quote! {
+            impl Billing {
+                #[on]
+                fn placed(
+                    &mut self,
+                    e: &OrderPlaced,
+                    m: &EventMeta,
+                    prices: &Prices,
+                    ctx: &mut Ctx,
+                ) -> ChargeOrder {
+                    todo!()
+                }
+                #[on]
+                fn paid(&mut self, e: &OrderPaid, prices: &Prices) {}
+                #[deadline]
+                async fn payment_due(&mut self, prices: &Prices, ctx: &mut Ctx) -> CancelOrder {
+                    todo!()
+                }
+                #[rejected]
+                fn refused(&mut self, r: &Rejection, prices: &Prices) -> Option<RefundOrder> {
+                    None
+                }
+            }
+        },
+    ));
+}
+
+#[test]
+fn process_declared_services_ignoring_refusals() {
+    insta::assert_snapshot!(process(
+        quote!(
+            name = "follow",
+            key = stream_id,
+            services = Clock,
+            rejected = ignore
+        ),
+        parse_quote! {
+            impl Follow {
+                #[on]
+                fn placed(&mut self, e: &OrderPlaced) {}
+            }
+        },
+    ));
+}
+
+#[test]
 fn process_combined_errors() {
     let error = expand::process::expand(
         quote!(unknown = 1),
@@ -480,7 +529,28 @@ fn process_combined_errors() {
                 #[on]
                 fn by_value(&mut self, e: Closed) {}
                 #[deadline]
-                fn due(&mut self, e: &Opened) {}
+                fn due(&mut self, m: &EventMeta) {}
+            }
+        },
+    )
+    .expect_err("invalid process");
+    insta::assert_snapshot!(errors(error));
+}
+
+#[test]
+fn process_services_and_rejected_errors() {
+    let error = expand::process::expand(
+        quote!(name = "broken", key = order, rejected = retry),
+        parse_quote! {
+            impl Broken {
+                #[on]
+                fn opened(&mut self, e: &Opened, prices: &Prices, ctx: &mut Ctx) {}
+                #[on]
+                fn closed(&mut self, e: &Closed, ctx: &mut Ctx, clock: &Clock) {}
+                #[deadline]
+                fn due(&mut self, clock: &mut Clock) {}
+                #[rejected]
+                fn refused(&mut self, r: Rejection) {}
             }
         },
     )

@@ -339,16 +339,20 @@ pub fn command_id(runner: &str, event_id: Uuid, index: &str) -> Uuid {
 /// The UUID namespace of derived command ids.
 const NAMESPACE: Uuid = Uuid::from_u128(0x6a1e_5c0d_9b7e_4f3a_8d21_55a0_c3e9_7b14);
 
-/// A command the aggregate refused, as a reactor's `#[rejected]` handler sees it.
+/// A command the aggregate refused, as a `#[rejected]` handler (of a reactor or a process
+/// manager) sees it.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Rejection {
     /// The refused command's type name.
     pub command: &'static str,
-    /// Its index among the commands sent for the event.
+    /// Its index among the commands sent for the event (or the deadline).
     pub index: usize,
     /// The refusal.
     pub error: DispatchError,
+    /// The name of the process manager's `#[deadline]` handler that sent the command;
+    /// `None` when an event's handler sent it (always for a reactor).
+    pub deadline: Option<String>,
 }
 
 /// Event-to-command handlers; implemented by `#[reactor(name = "..")]` for store `S`.
@@ -480,6 +484,7 @@ where
                         command,
                         index,
                         error,
+                        deadline: None,
                     };
                     let mut compensations = Vec::new();
                     if let Err(error) = self
@@ -669,6 +674,12 @@ pub trait Process<S: EventStore>:
     const NAME: &'static str;
     /// The names of its `#[deadline]` handlers.
     const DEADLINES: &'static [&'static str];
+    /// What a refused command does.
+    const ON_REJECTED: OnRejected;
+
+    /// What handlers taking a services parameter receive (`()` when none takes one): given
+    /// to [`Processes::with_services`].
+    type Services: Send + Sync + 'static;
 
     /// The stored event types the handlers take.
     fn event_types() -> Vec<&'static str>;
@@ -683,6 +694,7 @@ pub trait Process<S: EventStore>:
     fn react<'a>(
         &'a mut self,
         event: &'a RecordedEvent,
+        services: &'a Self::Services,
         ctx: &'a mut Ctx,
         out: &'a mut Vec<Outgoing<S>>,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a;
@@ -691,9 +703,23 @@ pub trait Process<S: EventStore>:
     fn deadline<'a>(
         &'a mut self,
         name: &'a str,
+        services: &'a Self::Services,
         ctx: &'a mut Ctx,
         out: &'a mut Vec<Outgoing<S>>,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a;
+
+    /// Runs the `#[rejected]` handler for a refused command, on the state the refusing
+    /// step left; nothing by default.
+    fn rejected<'a>(
+        &'a mut self,
+        rejection: &'a Rejection,
+        services: &'a Self::Services,
+        ctx: &'a mut Ctx,
+        out: &'a mut Vec<Outgoing<S>>,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send + 'a {
+        let _ = (rejection, services, ctx, out);
+        async { Ok(()) }
+    }
 }
 
 /// One event's step, prepared before the runner's transaction.
@@ -710,24 +736,49 @@ enum Step {
         expected: u64,
         ended: bool,
         ops: Vec<DeadlineOp>,
+        /// Refusals to record ([`OnRejected::Ignore`]).
+        ignored: Vec<String>,
     },
 }
 
-/// A process manager as the handler of a [`Runner`](crate::Runner): built with
-/// [`Processes::new`] (which checks every command has a route), then
-/// `Runner::new(store, processes)`. Each event's state change, deadlines and the checkpoint
-/// commit in one transaction; its commands are sent before, under ids derived from the
-/// event, so a redelivery sends nothing twice. Due deadlines fire when a turn finds no new
-/// events (in [`Runner::run`](crate::Runner::run) at least every idle timeout, and at the
-/// end of every [`Runner::catch_up`](crate::Runner::catch_up)).
-pub struct Processes<P, S> {
-    dispatcher: Dispatcher<S>,
-    store: S,
-    prepared: HashMap<Uuid, Step>,
-    _process: std::marker::PhantomData<fn() -> P>,
+/// Where a step's commands come from: an event or a fired deadline.
+struct Origin<'a> {
+    /// What command ids derive from: the event's id, or the deadline's.
+    base: Uuid,
+    correlation: Option<Uuid>,
+    causation: Option<Uuid>,
+    /// The event type, or `deadline <name>`.
+    label: &'a str,
+    /// The event's position; 0 for a deadline.
+    position: u64,
+    /// The deadline's name, for a deadline.
+    deadline: Option<&'a str>,
 }
 
-impl<P, S> std::fmt::Debug for Processes<P, S> {
+/// What sending a step's commands left.
+#[derive(Debug, Default)]
+struct Sent {
+    /// Refusals to record ([`OnRejected::Ignore`]).
+    ignored: Vec<String>,
+    /// The failure the event is to raise (or the deadline to stop the runner with).
+    failure: Option<ProjectionError>,
+}
+
+/// A process manager as the handler of a [`Runner`](crate::Runner): built with
+/// [`Processes::new`] or [`Processes::with_services`] (which check every command has a
+/// route), then `Runner::new(store, processes)`. Each event's state change, deadlines and
+/// the checkpoint commit in one transaction; its commands are sent before, under ids
+/// derived from the event, so a redelivery sends nothing twice. Due deadlines fire when a
+/// turn finds no new events (in [`Runner::run`](crate::Runner::run) at least every idle
+/// timeout, and at the end of every [`Runner::catch_up`](crate::Runner::catch_up)).
+pub struct Processes<P: Process<S>, S: EventStore> {
+    dispatcher: Dispatcher<S>,
+    store: S,
+    services: P::Services,
+    prepared: HashMap<Uuid, Step>,
+}
+
+impl<P: Process<S>, S: EventStore> std::fmt::Debug for Processes<P, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Processes")
             .field("prepared", &self.prepared.len())
@@ -743,9 +794,25 @@ where
     S: ProcessStore,
     P: Process<S>,
 {
-    /// Process manager `P` keeping its state in `store` and sending through `dispatcher`,
-    /// which must route every command type its handlers return.
-    pub fn new(store: S, dispatcher: Dispatcher<S>) -> Result<Self, ProjectionError> {
+    /// Process manager `P`, whose handlers take no services (or default ones), keeping its
+    /// state in `store` and sending through `dispatcher`, which must route every command
+    /// type its handlers return.
+    pub fn new(store: S, dispatcher: Dispatcher<S>) -> Result<Self, ProjectionError>
+    where
+        P::Services: Default,
+    {
+        Self::with_services(store, P::Services::default(), dispatcher)
+    }
+
+    /// Process manager `P` passing `services` to the handlers that take a services
+    /// parameter (a price list, a clock, a client), keeping its state in `store` and
+    /// sending through `dispatcher`, which must route every command type its handlers
+    /// return: [`ProjectionError::Unrouted`] names the first missing one.
+    pub fn with_services(
+        store: S,
+        services: P::Services,
+        dispatcher: Dispatcher<S>,
+    ) -> Result<Self, ProjectionError> {
         if let Some(missing) = P::routes().into_iter().find(|r| !dispatcher.routes(r)) {
             return Err(ProjectionError::Unrouted {
                 runner: P::NAME,
@@ -756,9 +823,14 @@ where
         Ok(Processes {
             dispatcher,
             store,
+            services,
             prepared: HashMap::new(),
-            _process: std::marker::PhantomData,
         })
+    }
+
+    /// The services handed to handlers.
+    pub fn services(&self) -> &P::Services {
+        &self.services
     }
 
     /// The committed state of `key`, and whether its process ended.
@@ -774,51 +846,103 @@ where
         Ok(self.store.deadlines(P::NAME).await?)
     }
 
-    /// Sends `out` in order; `Ok(Some(error))` for a failure the event is to raise.
-    async fn send(
+    /// Sends one command under the id derived from `origin` and `index`.
+    async fn dispatch(
         &self,
-        out: Vec<Outgoing<S>>,
-        base: Uuid,
-        correlation: Option<Uuid>,
-        causation: Option<Uuid>,
-        event_type: &str,
-        position: u64,
-    ) -> Result<Option<ProjectionError>, ProjectionError> {
-        for (index, outgoing) in out.into_iter().enumerate() {
-            let mut meta =
-                CommitMeta::new().command_id(command_id(P::NAME, base, &index.to_string()));
-            meta.correlation_id = correlation;
-            meta.causation_id = causation;
-            let command = outgoing.command;
-            if let Err(error) = (outgoing.send)(self.dispatcher.clone(), meta).await {
-                let transient = error.is_transient();
-                let error = ProjectionError::Command {
-                    runner: P::NAME,
-                    command,
-                    event_type: event_type.to_owned(),
-                    position,
-                    transient,
-                    source: error,
-                };
-                if transient {
-                    return Err(error);
-                }
-                return Ok(Some(error));
-            }
-        }
-        Ok(None)
+        outgoing: Outgoing<S>,
+        origin: &Origin<'_>,
+        index: &str,
+    ) -> Result<(), DispatchError> {
+        let mut meta = CommitMeta::new().command_id(command_id(P::NAME, origin.base, index));
+        meta.correlation_id = origin.correlation;
+        meta.causation_id = origin.causation;
+        (outgoing.send)(self.dispatcher.clone(), meta).await
     }
 
-    fn check_ops(ctx: &Ctx, meta: &EventMeta) -> Option<ProjectionError> {
+    /// Sends `out` in order, a refused command following `P::ON_REJECTED` (a `#[rejected]`
+    /// handler runs on `state` with `ctx`); `Err` only for what retrying may fix.
+    async fn send(
+        &self,
+        state: &mut P,
+        ctx: &mut Ctx,
+        out: Vec<Outgoing<S>>,
+        origin: &Origin<'_>,
+    ) -> Result<Sent, ProjectionError> {
+        let mut sent = Sent::default();
+        for (index, outgoing) in out.into_iter().enumerate() {
+            let command = outgoing.command;
+            let error = match self.dispatch(outgoing, origin, &index.to_string()).await {
+                Ok(()) => continue,
+                Err(error @ DispatchError::Rejected { .. }) => error,
+                Err(error) => return Self::failed(origin, command, error, sent),
+            };
+            match P::ON_REJECTED {
+                OnRejected::Stop => return Self::failed(origin, command, error, sent),
+                OnRejected::Ignore => sent.ignored.push(error_chain(&error)),
+                OnRejected::Compensate => {
+                    let rejection = Rejection {
+                        command,
+                        index,
+                        error,
+                        deadline: origin.deadline.map(str::to_owned),
+                    };
+                    let mut compensations = Vec::new();
+                    if let Err(error) = state
+                        .rejected(&rejection, &self.services, ctx, &mut compensations)
+                        .await
+                    {
+                        if error.is_transient() {
+                            return Err(error);
+                        }
+                        sent.failure = Some(error);
+                        return Ok(sent);
+                    }
+                    for (i, compensation) in compensations.into_iter().enumerate() {
+                        let command = compensation.command;
+                        let index = format!("{index}/rejected/{i}");
+                        if let Err(error) = self.dispatch(compensation, origin, &index).await {
+                            return Self::failed(origin, command, error, sent);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    fn failed(
+        origin: &Origin<'_>,
+        command: &'static str,
+        error: DispatchError,
+        mut sent: Sent,
+    ) -> Result<Sent, ProjectionError> {
+        let transient = error.is_transient();
+        let error = ProjectionError::Command {
+            runner: P::NAME,
+            command,
+            event_type: origin.label.to_owned(),
+            position: origin.position,
+            transient,
+            source: error,
+        };
+        if transient {
+            return Err(error);
+        }
+        sent.failure = Some(error);
+        Ok(sent)
+    }
+
+    fn check_ops(ctx: &Ctx, label: &str, position: u64) -> Option<ProjectionError> {
         ctx.ops.iter().find_map(|op| match op {
             DeadlineOp::Schedule(name, _) | DeadlineOp::Cancel(name)
                 if !P::DEADLINES.contains(&name.as_str()) =>
             {
-                Some(crate::projection::handler_error(
-                    P::NAME,
-                    meta,
-                    format!("no `#[deadline]` handler named `{name}`"),
-                ))
+                Some(ProjectionError::Handler {
+                    projection: P::NAME,
+                    event_type: label.to_owned(),
+                    position,
+                    source: format!("no `#[deadline]` handler named `{name}`").into(),
+                })
             }
             _ => None,
         })
@@ -853,30 +977,32 @@ where
         }
         let mut ctx = Ctx::new(meta.recorded_at);
         let mut out = Vec::new();
-        if let Err(error) = state.react(event, &mut ctx, &mut out).await {
+        if let Err(error) = state.react(event, &self.services, &mut ctx, &mut out).await {
             if error.is_transient() {
                 return Err(error);
             }
             return Ok(Step::Failed(error));
         }
-        if let Some(error) = Self::check_ops(&ctx, meta) {
+        if let Some(error) = Self::check_ops(&ctx, &meta.event_type, meta.position) {
             return Ok(Step::Failed(error));
         }
-        let correlation = meta.correlation_id.or(Some(meta.event_id));
-        let sent = self
-            .send(
-                out,
-                meta.event_id,
-                correlation,
-                Some(meta.event_id),
-                &meta.event_type,
-                meta.position,
-            )
-            .await?;
-        if let Some(error) = sent {
+        let origin = Origin {
+            base: meta.event_id,
+            correlation: meta.correlation_id.or(Some(meta.event_id)),
+            causation: Some(meta.event_id),
+            label: &meta.event_type,
+            position: meta.position,
+            deadline: None,
+        };
+        let sent = self.send(state, &mut ctx, out, &origin).await?;
+        if let Some(error) = sent.failure {
             return Ok(Step::Failed(error));
         }
-        let encoded = match encode_state(state, meta) {
+        // A `#[rejected]` handler may have scheduled or cancelled deadlines too.
+        if let Some(error) = Self::check_ops(&ctx, &meta.event_type, meta.position) {
+            return Ok(Step::Failed(error));
+        }
+        let encoded = match encode_state(state, P::NAME, &meta.event_type, meta.position) {
             Ok(encoded) => encoded,
             Err(error) => return Ok(Step::Failed(error)),
         };
@@ -889,6 +1015,7 @@ where
             expected,
             ended: ctx.complete,
             ops: ctx.ops,
+            ignored: sent.ignored,
         })
     }
 
@@ -925,9 +1052,25 @@ where
         Ok(())
     }
 
+    /// Records ignored refusals in `tx` as resolved parking entries of `event`.
+    async fn record_ignored(
+        &self,
+        tx: &mut S::Tx,
+        event: &RecordedEvent,
+        ignored: &[String],
+    ) -> Result<(), ProjectionError> {
+        for refusal in ignored {
+            let id = self.store.park(tx, P::NAME, event, refusal, 1).await?;
+            self.store
+                .resolve_parked(tx, id, Resolution::Ignored)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Fires one due deadline: its handler's commands (ids derived from the deadline's),
-    /// then, in one transaction, the deadline taken, the state saved and its own deadline
-    /// changes. Returns whether it fired.
+    /// then, in one transaction, the deadline taken, the state saved, its own deadline
+    /// changes and the refusals it ignored. Returns whether it fired.
     async fn fire(&self, deadline: &Deadline) -> Result<bool, ProjectionError> {
         let stored = self.store.load_process(P::NAME, &deadline.key).await?;
         let Some(stored) = stored.filter(|s| !s.ended) else {
@@ -940,27 +1083,29 @@ where
         let mut state = decode_state::<P>(&stored.state)?;
         let mut ctx = Ctx::new(deadline.due_at);
         let mut out = Vec::new();
-        state.deadline(&deadline.name, &mut ctx, &mut out).await?;
+        state
+            .deadline(&deadline.name, &self.services, &mut ctx, &mut out)
+            .await?;
         let label = format!("deadline {}", deadline.name);
-        if let Some(error) = self
-            .send(
-                out,
-                deadline.id,
-                deadline.correlation_id,
-                deadline.causation_id,
-                &label,
-                0,
-            )
-            .await?
-        {
+        if let Some(error) = Self::check_ops(&ctx, &label, 0) {
             return Err(error);
         }
-        let encoded = serde_json::to_string(&state).map_err(|e| ProjectionError::Handler {
-            projection: P::NAME,
-            event_type: label.clone(),
+        let origin = Origin {
+            base: deadline.id,
+            correlation: deadline.correlation_id,
+            causation: deadline.causation_id,
+            label: &label,
             position: 0,
-            source: Box::new(e),
-        })?;
+            deadline: Some(&deadline.name),
+        };
+        let sent = self.send(&mut state, &mut ctx, out, &origin).await?;
+        if let Some(error) = sent.failure {
+            return Err(error);
+        }
+        if let Some(error) = Self::check_ops(&ctx, &label, 0) {
+            return Err(error);
+        }
+        let encoded = encode_state(&state, P::NAME, &label, 0)?;
         let mut tx = self.store.begin().await?;
         if !self.store.take_deadline(&mut tx, deadline.id).await? {
             return Ok(false);
@@ -992,9 +1137,42 @@ where
             deadline.causation_id,
         )
         .await?;
+        if !sent.ignored.is_empty() {
+            let record = deadline_record(deadline, &label);
+            self.record_ignored(&mut tx, &record, &sent.ignored).await?;
+        }
         self.store.commit(tx).await?;
         Ok(true)
     }
+}
+
+/// The record a refusal of a deadline's command is parked under (a deadline has no event):
+/// type `deadline <name>`, stream `<process>/<key>`, id the deadline's, position 0, recorded
+/// at its due time, and the deadline as payload.
+fn deadline_record(deadline: &Deadline, label: &str) -> RecordedEvent {
+    let payload = serde_json::json!({
+        "process": deadline.process,
+        "key": deadline.key,
+        "deadline": deadline.name,
+        "id": deadline.id,
+    });
+    RecordedEvent::new(
+        EventMeta {
+            position: 0,
+            stream_type: deadline.process.clone(),
+            stream_id: deadline.key.clone(),
+            version: 0,
+            event_type: label.to_owned(),
+            event_version: 1,
+            event_id: deadline.id,
+            command_id: None,
+            correlation_id: deadline.correlation_id,
+            causation_id: deadline.causation_id,
+            recorded_at: deadline.due_at,
+            headers: Default::default(),
+        },
+        payload.to_string(),
+    )
 }
 
 fn decode_state<P: DeserializeOwned>(json: &str) -> Result<P, ProjectionError> {
@@ -1006,11 +1184,16 @@ fn decode_state<P: DeserializeOwned>(json: &str) -> Result<P, ProjectionError> {
     })
 }
 
-fn encode_state<P: Serialize>(state: &P, meta: &EventMeta) -> Result<String, ProjectionError> {
+fn encode_state<P: Serialize>(
+    state: &P,
+    name: &'static str,
+    label: &str,
+    position: u64,
+) -> Result<String, ProjectionError> {
     serde_json::to_string(state).map_err(|e| ProjectionError::Handler {
-        projection: "process",
-        event_type: meta.event_type.clone(),
-        position: meta.position,
+        projection: name,
+        event_type: label.to_owned(),
+        position,
         source: Box::new(e),
     })
 }
@@ -1063,6 +1246,7 @@ where
                 expected,
                 ended,
                 ops,
+                ignored,
             }) => {
                 if !self
                     .store
@@ -1084,7 +1268,8 @@ where
                     correlation,
                     Some(meta.event_id),
                 )
-                .await
+                .await?;
+                self.record_ignored(tx, event, &ignored).await
             }
         }
     }

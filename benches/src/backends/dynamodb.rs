@@ -32,7 +32,7 @@ pub async fn bench(config: &Config, results: &mut Vec<Measurement>) -> Result<()
                 store.delete_table().await?;
                 (config.n3, run?)
             }
-            Workload::W2 | Workload::W4 | Workload::W5 | Workload::W6 => continue,
+            Workload::W2 | Workload::W4 | Workload::W5 | Workload::W6 | Workload::W7 => continue,
         };
         crate::record(
             results,

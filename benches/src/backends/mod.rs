@@ -8,7 +8,7 @@ pub mod dynamodb;
 mod postgres;
 mod sqlite;
 
-use annals::store::{CheckpointStore, EventLog, SnapshotStore};
+use annals::store::{CheckpointStore, EventLog, ParkingStore, SnapshotStore};
 use annals::MemoryStore;
 
 use crate::annals_runs::{self, MemoryBalances};
@@ -24,7 +24,7 @@ pub trait Setup {
     /// The backend's name in RESULT lines.
     const BACKEND: Backend;
     /// The annals store.
-    type Store: CheckpointStore + EventLog + SnapshotStore;
+    type Store: CheckpointStore + EventLog + ParkingStore + SnapshotStore;
     /// The raw sqlx baseline.
     type Raw: RawBaseline;
 

@@ -182,6 +182,13 @@ pub trait RawBaseline: Clone + Send + Sync + 'static {
     /// transaction. Returns how many events it handled.
     fn replay(&self, batch: usize) -> impl Future<Output = Result<u64, BenchError>> + Send;
 
+    /// W7's reaction loop: reads the `Withdrawn` events after the `w7` checkpoint, `batch`
+    /// at a time; for each, loads the savings account, decides the deposit and inserts its
+    /// event with the command's idempotency record (a command already recorded is
+    /// skipped) in a transaction of its own; then moves the checkpoint (compare-and-set)
+    /// past the batch. Returns how many events it handled.
+    fn react(&self, batch: usize) -> impl Future<Output = Result<u64, BenchError>> + Send;
+
     /// The read model: (version, balance) per account.
     fn read_model(
         &self,
@@ -328,6 +335,16 @@ pub async fn seed_accounts<R: RawBaseline>(
     raw: &R,
     streams: &[Vec<AccountEvent>],
 ) -> Result<(), BenchError> {
+    seed_streams(raw, streams, plan::account_id).await
+}
+
+/// Seeds streams as [`crate::annals_runs::seed_streams`] does; stream `index` is named
+/// `name(index)`.
+pub async fn seed_streams<R: RawBaseline>(
+    raw: &R,
+    streams: &[Vec<AccountEvent>],
+    name: fn(usize) -> String,
+) -> Result<(), BenchError> {
     let rounds = streams
         .iter()
         .map(Vec::len)
@@ -341,11 +358,79 @@ pub async fn seed_accounts<R: RawBaseline>(
                 continue;
             }
             let to = (from + crate::annals_runs::SEED_CHUNK).min(events.len());
-            raw.seed(&plan::account_id(index), from as u64, &events[from..to])
+            raw.seed(&name(index), from as u64, &events[from..to])
                 .await?;
         }
     }
     Ok(())
+}
+
+/// W7's data, raw (untimed): as [`crate::annals_runs::seed_withdrawals`].
+pub async fn seed_withdrawals<R: RawBaseline>(
+    raw: &R,
+    n: usize,
+    accounts: usize,
+) -> Result<(), BenchError> {
+    seed_streams(raw, &plan::withdrawals(n, accounts), plan::account_id).await?;
+    let opened: Vec<Vec<AccountEvent>> = (0..accounts.max(1))
+        .map(|index| {
+            vec![AccountOpened {
+                owner: plan::owner(index),
+            }
+            .into()]
+        })
+        .collect();
+    seed_streams(raw, &opened, plan::savings_id).await
+}
+
+/// The command id W7's raw loop gives the deposit for the withdrawal at `position`: the
+/// same on every delivery, as annals derives its own.
+pub fn w7_command_id(position: i64) -> String {
+    format!("w7_sweep/{position}")
+}
+
+/// What W7's raw loop does for one withdrawal: the deposit into the savings account of
+/// `source`, decided on the folded savings stream.
+pub fn w7_deposit(
+    source: &str,
+    version: u64,
+    event_type: &str,
+    payload: &str,
+) -> Result<(String, Step), BenchError> {
+    let Change::Withdrawn(amount) = decode(source, version, event_type, payload)? else {
+        return Err(BenchError::Verify(format!(
+            "W7 read a {event_type} event of {source} as a withdrawal"
+        )));
+    };
+    Ok((
+        plan::savings_of(source),
+        Step {
+            account: 0,
+            op: Op::Deposit(amount),
+        },
+    ))
+}
+
+/// W7, raw: the hand-written reaction loop over the seeded withdrawals. Returns the time
+/// and how many events it handled; checks every savings account after the clock stops.
+pub async fn react<R: RawBaseline>(
+    raw: &R,
+    n: usize,
+    accounts: usize,
+    batch: usize,
+) -> Result<(Duration, u64), BenchError> {
+    let start = Instant::now();
+    let handled = raw.react(batch).await?;
+    let elapsed = start.elapsed();
+    let mut savings = Vec::with_capacity(accounts);
+    for index in 0..accounts.max(1) {
+        let account = raw.load(&plan::savings_id(index)).await?;
+        savings.push((account.version, account.balance));
+    }
+    plan::expected_savings(n, accounts)
+        .check("raw W7 savings", &savings)
+        .map_err(BenchError::Verify)?;
+    Ok((elapsed, handled))
 }
 
 /// W4, raw: replays into the read model. Returns the time and how many events it handled.

@@ -30,7 +30,12 @@ CREATE TABLE checkpoints (
     name     text   NOT NULL PRIMARY KEY,
     position bigint NOT NULL
 );
-INSERT INTO checkpoints (name, position) VALUES ('balances', 0);
+CREATE TABLE commands (
+    id        text   NOT NULL PRIMARY KEY,
+    stream_id text   NOT NULL,
+    version   bigint NOT NULL
+);
+INSERT INTO checkpoints (name, position) VALUES ('balances', 0), ('w7', 0);
 ";
 
 /// A PostgreSQL schema holding the baseline's tables.
@@ -232,6 +237,97 @@ impl RawBaseline for RawPostgres {
             tx.commit()
                 .await
                 .map_err(sqlx_error(BACKEND, "committing a batch"))?;
+            handled += rows.len() as u64;
+            from = to;
+        }
+    }
+
+    async fn react(&self, batch: usize) -> Result<u64, BenchError> {
+        let limit = to_i64("batch size", batch.max(1) as u64)?;
+        let (mut from,): (i64,) =
+            sqlx::query_as("SELECT position FROM checkpoints WHERE name = 'w7'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(sqlx_error(BACKEND, "reading the checkpoint"))?;
+        let mut handled = 0;
+        loop {
+            let rows: Vec<(i64, String, i64, String, String)> = sqlx::query_as(
+                "SELECT position, stream_id, version, event_type, payload::text FROM events \
+                 WHERE event_type = 'Withdrawn' AND position > $1 ORDER BY position LIMIT $2",
+            )
+            .bind(from)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_error(BACKEND, "reading events of a type"))?;
+            let Some(&(to, ..)) = rows.last() else {
+                return Ok(handled);
+            };
+            for (position, source, version, event_type, payload) in &rows {
+                let (target, step) = super::w7_deposit(
+                    source,
+                    to_u64("stream version", *version)?,
+                    event_type,
+                    payload,
+                )?;
+                let account = self.load(&target).await?;
+                let (event_type, payload) = account.decide(&target, &step)?;
+                let version = to_i64("stream version", account.version + 1)?;
+                let mut tx = self
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(sqlx_error(BACKEND, "beginning a command"))?;
+                let recorded = sqlx::query(
+                    "INSERT INTO commands (id, stream_id, version) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(super::w7_command_id(*position))
+                .bind(&target)
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_error(BACKEND, "recording a command"))?;
+                if recorded.rows_affected() == 0 {
+                    // Sent on an earlier delivery: nothing more to do.
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO events (stream_id, version, event_type, payload) \
+                     VALUES ($1, $2, $3, $4::json)",
+                )
+                .bind(&target)
+                .bind(version)
+                .bind(event_type)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await
+                .map_err(sqlx_error(BACKEND, "appending an event"))?;
+                tx.commit()
+                    .await
+                    .map_err(sqlx_error(BACKEND, "committing a command"))?;
+            }
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(sqlx_error(BACKEND, "beginning a checkpoint move"))?;
+            let moved = sqlx::query(
+                "UPDATE checkpoints SET position = $1 WHERE name = 'w7' AND position = $2",
+            )
+            .bind(to)
+            .bind(from)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_error(BACKEND, "moving the checkpoint"))?;
+            if moved.rows_affected() != 1 {
+                return Err(BenchError::Verify(format!(
+                    "checkpoint moved by someone else (expected {from})"
+                )));
+            }
+            tx.commit()
+                .await
+                .map_err(sqlx_error(BACKEND, "committing the checkpoint"))?;
             handled += rows.len() as u64;
             from = to;
         }

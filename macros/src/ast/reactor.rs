@@ -233,6 +233,13 @@ fn parse_handler(
             {
                 takes_meta = true;
             }
+            Type::Reference(r) if r.mutability.is_none() => errors.spanned(
+                param,
+                format!(
+                    "unexpected parameter: a reactor reaches its services through `&self` (put \
+                     them in its fields); {shape}"
+                ),
+            ),
             other => errors.spanned(other, format!("unexpected parameter; {shape}")),
         }
     }

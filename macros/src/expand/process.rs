@@ -1,9 +1,11 @@
 //! `#[process(..)]`: `impl Process<S>` dispatching each stored event type to its `#[on]`
-//! handler on the key's state, and each deadline name to its `#[deadline]` handler.
+//! handler on the key's state, each deadline name to its `#[deadline]` handler and a refused
+//! command to its `#[rejected]` handler.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
+use syn::Ident;
 
 use crate::ast::process::{Handler, Process};
 
@@ -42,12 +44,17 @@ fn generate(process: &Process) -> TokenStream {
         .handlers
         .iter()
         .chain(&process.deadlines)
+        .chain(&process.rejected)
         .map(|h| &h.output);
     let events: Vec<_> = process
         .handlers
         .iter()
-        .filter_map(|h| h.event.as_ref())
+        .filter_map(|h| h.input.as_ref())
         .collect();
+    let services = process
+        .services
+        .as_ref()
+        .map_or_else(|| quote!(()), ToTokens::to_token_stream);
     let where_clause = quote! {
         where
             __AnnalsStore: #root::store::EventStore,
@@ -63,12 +70,17 @@ fn generate(process: &Process) -> TokenStream {
             names.extend_from_slice(<#event as #root::Event>::ALIASES);
         }
     });
-    let routes = process.handlers.iter().chain(&process.deadlines).map(|h| {
-        let output = &h.output;
-        quote_spanned! {h.output_span=>
-            <#output as #workflow::IntoCommands<__AnnalsStore>>::routes(&mut routes);
-        }
-    });
+    let routes = process
+        .handlers
+        .iter()
+        .chain(&process.deadlines)
+        .chain(&process.rejected)
+        .map(|h| {
+            let output = &h.output;
+            quote_spanned! {h.output_span=>
+                <#output as #workflow::IntoCommands<__AnnalsStore>>::routes(&mut routes);
+            }
+        });
     let keys = events.iter().map(|event| {
         let value = if key == "stream_id" {
             quote!(::std::string::ToString::to_string(&event.meta.stream_id))
@@ -85,7 +97,7 @@ fn generate(process: &Process) -> TokenStream {
         }
     });
     let arms = process.handlers.iter().filter_map(|h| {
-        let event = h.event.as_ref()?;
+        let event = h.input.as_ref()?;
         let call = call(h, Some(quote!(&decoded)));
         let output = &h.output;
         Some(quote! {
@@ -123,6 +135,40 @@ fn generate(process: &Process) -> TokenStream {
             }
         });
 
+    let policy = match (&process.rejected, &process.policy) {
+        (Some(_), _) => quote!(Compensate),
+        (None, Some(p)) if p == "ignore" => quote!(Ignore),
+        (None, _) => quote!(Stop),
+    };
+    let rejected = process.rejected.as_ref().map(|h| {
+        let call = call(h, Some(quote!(rejection)));
+        let output = &h.output;
+        quote! {
+            fn rejected<'a>(
+                &'a mut self,
+                rejection: &'a #workflow::Rejection,
+                services: &'a Self::Services,
+                ctx: &'a mut #workflow::Ctx,
+                out: &'a mut ::std::vec::Vec<#workflow::Outgoing<__AnnalsStore>>,
+            ) -> impl ::core::future::Future<
+                Output = ::core::result::Result<(), #root::ProjectionError>,
+            > + ::core::marker::Send + 'a {
+                const NAME: &str = #name;
+                async move {
+                    let _ = (services, &ctx);
+                    let commands: #output = #call;
+                    #workflow::IntoCommands::<__AnnalsStore>::collect(commands, out)
+                        .map_err(|source| #root::ProjectionError::Handler {
+                            projection: NAME,
+                            event_type: ::std::format!("#[rejected] {}", rejection.command),
+                            position: 0,
+                            source,
+                        })
+                }
+            }
+        }
+    });
+
     quote! {
         #item
 
@@ -132,6 +178,9 @@ fn generate(process: &Process) -> TokenStream {
         impl<__AnnalsStore> #workflow::Process<__AnnalsStore> for #self_ty #where_clause {
             const NAME: &'static str = #name;
             const DEADLINES: &'static [&'static str] = &[#(#deadline_names),*];
+            const ON_REJECTED: #workflow::OnRejected = #workflow::OnRejected::#policy;
+
+            type Services = #services;
 
             fn event_types() -> ::std::vec::Vec<&'static str> {
                 let mut names = ::std::vec::Vec::new();
@@ -159,6 +208,7 @@ fn generate(process: &Process) -> TokenStream {
             fn react<'a>(
                 &'a mut self,
                 event: &'a #root::RecordedEvent,
+                services: &'a Self::Services,
                 ctx: &'a mut #workflow::Ctx,
                 out: &'a mut ::std::vec::Vec<#workflow::Outgoing<__AnnalsStore>>,
             ) -> impl ::core::future::Future<
@@ -168,7 +218,7 @@ fn generate(process: &Process) -> TokenStream {
                 async move {
                     let event_type = event.meta.event_type.as_str();
                     #(#arms)*
-                    let _ = (ctx, out);
+                    let _ = (services, ctx, out);
                     ::core::result::Result::Ok(())
                 }
             }
@@ -176,6 +226,7 @@ fn generate(process: &Process) -> TokenStream {
             fn deadline<'a>(
                 &'a mut self,
                 name: &'a str,
+                services: &'a Self::Services,
                 ctx: &'a mut #workflow::Ctx,
                 out: &'a mut ::std::vec::Vec<#workflow::Outgoing<__AnnalsStore>>,
             ) -> impl ::core::future::Future<
@@ -184,7 +235,7 @@ fn generate(process: &Process) -> TokenStream {
                 const NAME: &str = #name;
                 async move {
                     #(#deadline_arms)*
-                    let _ = (ctx, out);
+                    let _ = (services, ctx, out);
                     ::core::result::Result::Err(#root::ProjectionError::Handler {
                         projection: NAME,
                         event_type: ::std::format!("deadline {}", name),
@@ -193,18 +244,25 @@ fn generate(process: &Process) -> TokenStream {
                     })
                 }
             }
+
+            #rejected
         }
     }
 }
 
-/// `Self::method(self, <event>, meta, ctx)` with the parameters the method takes, awaited
-/// when async.
-fn call(handler: &Handler, event: Option<TokenStream>) -> TokenStream {
+/// `Self::method(self, <input>, meta, services, ctx)` with the parameters the method takes,
+/// awaited when async.
+fn call(handler: &Handler, input: Option<TokenStream>) -> TokenStream {
     let ident = &handler.ident;
     let mut args = vec![quote!(self)];
-    args.extend(event);
+    args.extend(input);
     if handler.takes_meta {
         args.push(quote!(&event.meta));
+    }
+    if let Some(ty) = &handler.services {
+        // Located at the user's parameter so a services type mismatch points there.
+        let var = Ident::new("services", Span::call_site().located_at(ty.span()));
+        args.push(quote!(#var));
     }
     if handler.takes_ctx {
         args.push(quote!(ctx));

@@ -287,8 +287,9 @@ pub trait ParkingStore: TxStore {
 }
 
 /// Process managers' state per correlation key and their deadlines, written in the runner's
-/// transaction with its checkpoint (exactly-once state transitions).
-pub trait ProcessStore: TxStore {
+/// transaction with its checkpoint (exactly-once state transitions). A process manager
+/// records the refusals it ignores in the parking table, hence [`ParkingStore`].
+pub trait ProcessStore: ParkingStore {
     /// The committed state of `process` for `key`, if any.
     fn load_process<'a>(
         &'a self,
