@@ -25,7 +25,8 @@ use annals::admin::{Admin, AdminArgs};
 use annals::store::{EventFilter, EventLog};
 use annals::{ProjectionRunner, SqliteStore, Uuid};
 use annals_examples::shop::{
-    self, AddStock, Inventory, Order, PayOrder, Shop, ShopNotifications, ShopView, Workflows,
+    self, AddStock, Inventory, Order, OrderPayment, PayOrder, Shop, ShopNotifications, ShopView,
+    Workflows,
 };
 use clap::{Parser, Subcommand};
 
@@ -67,7 +68,8 @@ enum ShopCommand {
     Orders,
     /// Stock levels per product.
     Levels,
-    /// Inspect and maintain the event store: streams, projections, verify.
+    /// Inspect and maintain the event store: streams, projections, parked events, process
+    /// managers, verify.
     Admin(AdminArgs),
 }
 
@@ -170,7 +172,8 @@ async fn main() -> Result<ExitCode, Box<dyn Error>> {
                 .aggregate::<Order>()
                 .aggregate::<Inventory>()
                 .projection(|| ShopView)
-                .projection(|| ShopNotifications);
+                .projection(|| ShopNotifications)
+                .process::<OrderPayment>();
             return Ok(admin.run_args(&args).await);
         }
     }

@@ -973,6 +973,179 @@ async fn parked<F: Fixture>(store: &F) {
     run(&admin, &["parked", "retry"]).await.expect(2);
 }
 
+/// `processes status | show | deadlines`: the shop's payment process manager after it saw
+/// o-1 confirmed (state saved, a deadline pending), then after o-1 was paid (ended, the
+/// deadline cancelled); unknown names and keys are errors.
+async fn processes<F: Fixture>(store: &F) {
+    use annals::workflow::{Dispatcher, Processes};
+    use annals_examples::shop::{OrderPayment, PayOrder};
+
+    let admin = store.admin().process::<OrderPayment>();
+    assert_eq!(admin.process_names(), ["order_payment"]);
+    let none = run(&admin, &["processes", "deadlines"]).await;
+    none.expect(0);
+    assert_eq!(none.out.trim(), "no pending deadlines");
+    let unregistered = store.admin();
+    let empty = run(&unregistered, &["processes", "status"]).await;
+    empty.expect(0);
+    assert_eq!(empty.out.trim(), "no process managers registered");
+
+    let seeded = seed(store).await;
+    let dispatcher = Dispatcher::new().route(Repository::<Order, _>::new(store.clone()));
+    let mut payments = annals::Runner::new(
+        store.clone(),
+        Processes::<OrderPayment, _>::new(store.clone(), dispatcher).expect("routes"),
+    );
+    payments
+        .catch_up()
+        .await
+        .expect("the process sees o-1 confirmed");
+
+    // Status: the checkpoint and lag, one deadline (due 2 s after o-1 was confirmed).
+    let status = run(&admin, &["processes", "status", "--json"]).await;
+    status.expect(0);
+    let status = status.json();
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!(status[0]["process"], "order_payment");
+    assert_eq!(status[0]["head"], seeded.head);
+    let position = status[0]["position"].as_u64().expect("a position");
+    assert!(position > seeded.placed_o1, "{status:?}");
+    assert_eq!(status[0]["lag"], seeded.head - position);
+    assert_eq!(status[0]["deadlines"], 1);
+    let due = admin
+        .process_status(None, annals::OffsetDateTime::now_utc())
+        .await
+        .expect("status")[0]
+        .next_due
+        .expect("a deadline is pending");
+    let early = admin
+        .process_status(None, due - Duration::from_millis(1))
+        .await
+        .expect("status just before it is due");
+    assert_eq!((early[0].deadlines, early[0].overdue), (1, 0));
+    let late = admin
+        .process_status(Some("order_payment"), due)
+        .await
+        .expect("status when it is due");
+    assert_eq!(late[0].overdue, 1);
+    let text = run(&admin, &["processes", "status"]).await;
+    text.expect(0);
+    let header: Vec<&str> = text
+        .out
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "PROCESS",
+            "POSITION",
+            "HEAD",
+            "LAG",
+            "DEADLINES",
+            "OVERDUE",
+            "NEXT",
+            "DUE"
+        ]
+    );
+
+    // One key's state and deadline.
+    let shown = run(
+        &admin,
+        &["processes", "show", "order_payment", "o-1", "--json"],
+    )
+    .await;
+    shown.expect(0);
+    let shown = &shown.json()[0];
+    assert_eq!(shown["key"], "o-1");
+    assert_eq!(shown["state"]["state"], json!({ "order": "o-1" }));
+    assert_eq!(shown["state"]["version"], 1);
+    assert_eq!(shown["state"]["ended"], false);
+    let deadlines = shown["deadlines"].as_array().expect("deadlines");
+    assert_eq!(deadlines.len(), 1);
+    assert_eq!(deadlines[0]["deadline"], "payment_due");
+    let shown = run(&admin, &["processes", "show", "order_payment", "o-1"]).await;
+    shown.expect(0);
+    assert!(
+        shown
+            .out
+            .starts_with("process order_payment, key o-1: version 1, running\n  state  {\"order\":\"o-1\"}\nPROCESS"),
+        "{}",
+        shown.out
+    );
+
+    // The deadline list, all and overdue ones.
+    let listed = run(
+        &admin,
+        &["processes", "deadlines", "order_payment", "--json"],
+    )
+    .await;
+    listed.expect(0);
+    let listed = listed.json();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["key"], "o-1");
+    let wait = (due - annals::OffsetDateTime::now_utc()).as_seconds_f64();
+    if wait > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(wait + 0.05)).await;
+    }
+    let overdue = run(&admin, &["processes", "deadlines", "--overdue"]).await;
+    overdue.expect(0);
+    let lines: Vec<&str> = overdue.out.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", overdue.out);
+    assert!(
+        lines[1].starts_with("order_payment  o-1  payment_due"),
+        "{}",
+        overdue.out
+    );
+    assert!(lines[1].contains('s'), "{}", overdue.out);
+
+    // Paid: the process ends and its deadline goes.
+    Repository::<Order, _>::new(store.clone())
+        .execute(PayOrder {
+            order: "o-1".into(),
+        })
+        .await
+        .expect("paying o-1");
+    payments
+        .catch_up()
+        .await
+        .expect("the process sees o-1 paid");
+    let ended = run(&admin, &["processes", "show", "order_payment", "o-1"]).await;
+    ended.expect(0);
+    assert_eq!(
+        ended.out,
+        "process order_payment, key o-1: version 2, ended\n  state  {\"order\":\"o-1\"}\n\
+         no pending deadlines\n"
+    );
+    let none = run(&admin, &["processes", "deadlines", "--overdue"]).await;
+    assert_eq!(none.out.trim(), "no overdue deadlines");
+
+    // Mistakes: exit 3 with the reason, or clap's usage error.
+    let unknown = run(&admin, &["processes", "show", "order_payment", "o-2"]).await;
+    unknown.expect(3);
+    assert_eq!(
+        unknown.err.trim(),
+        "error: process manager `order_payment` has no state and no deadline for key `o-2`"
+    );
+    for args in [
+        &["processes", "status", "billing"][..],
+        &["processes", "deadlines", "billing"],
+        &["processes", "show", "billing", "o-1"],
+    ] {
+        let refused = run(&admin, args).await;
+        refused.expect(3);
+        assert_eq!(
+            refused.err.trim(),
+            "error: no process manager `billing` is registered (registered: order_payment)"
+        );
+    }
+    run(&admin, &["processes", "show", "order_payment"])
+        .await
+        .expect(2);
+}
+
 /// One test per scenario and store.
 macro_rules! on_every_store {
     ($($scenario:ident),* $(,)?) => {
@@ -1013,5 +1186,6 @@ on_every_store!(
     projections,
     verify,
     embedded,
-    parked
+    parked,
+    processes
 );

@@ -13,7 +13,9 @@ use super::{
     Admin, AdminError, AdminStore, DecodeFailure, DecodedEvent, VerifyReport, EXIT_FAILED,
     EXIT_PROBLEMS, EXIT_USAGE,
 };
-use crate::store::{ParkedEvent, RecordedEvent, Resolution, StreamQuery, StreamRange, StreamRef};
+use crate::store::{
+    Deadline, ParkedEvent, RecordedEvent, Resolution, StreamQuery, StreamRange, StreamRef,
+};
 
 /// The admin's arguments: a command, and whether to print JSON.
 ///
@@ -44,6 +46,9 @@ pub enum AdminCommand {
     /// list, retry, skip.
     #[command(subcommand)]
     Parked(ParkedCommand),
+    /// Process managers: position and deadlines, one key's state, pending deadlines.
+    #[command(subcommand)]
+    Processes(ProcessesCommand),
     /// Check that every stored event decodes with the current event types and upcasters
     /// (exit code 1 listing those that do not): run it before a deploy.
     Verify {
@@ -148,10 +153,39 @@ pub enum ParkedCommand {
     },
 }
 
+/// `processes ..`: process managers' state and deadlines.
+#[derive(Debug, Clone, Subcommand)]
+#[non_exhaustive]
+pub enum ProcessesCommand {
+    /// Position, lag and deadlines (pending, overdue, next due) of every registered process
+    /// manager, or of one.
+    Status {
+        /// The process manager's name (all when left out).
+        name: Option<String>,
+    },
+    /// One key's committed state (as JSON), its version, whether it ended, and its
+    /// pending deadlines.
+    Show {
+        /// The process manager's name.
+        name: String,
+        /// The correlation key.
+        key: String,
+    },
+    /// Pending deadlines, earliest first, of every registered process manager or of one.
+    Deadlines {
+        /// The process manager's name (all when left out).
+        name: Option<String>,
+        /// Only those past due.
+        #[arg(long)]
+        overdue: bool,
+    },
+}
+
 /// The admin as a whole program.
 #[derive(Debug, Parser)]
 #[command(
-    about = "Inspect and maintain the event store: streams, projections, verify, parked events"
+    about = "Inspect and maintain the event store: streams, projections, verify, parked events, \
+             process managers"
 )]
 struct AdminCli {
     #[command(flatten)]
@@ -329,6 +363,10 @@ impl<S: AdminStore> Admin<S> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            AdminCommand::Processes(command) => {
+                self.print_processes(command, OffsetDateTime::now_utc(), &mut out)
+                    .await
+            }
             AdminCommand::Verify {
                 batch_size,
                 max_listed,
@@ -451,6 +489,118 @@ impl<S: AdminStore> Admin<S> {
         Ok(ExitCode::SUCCESS)
     }
 
+    async fn print_processes(
+        &self,
+        command: &ProcessesCommand,
+        now: OffsetDateTime,
+        out: &mut Output<'_>,
+    ) -> Result<ExitCode, AdminError> {
+        match command {
+            ProcessesCommand::Status { name } => {
+                let statuses = self.process_status(name.as_deref(), now).await?;
+                if out.json {
+                    for s in &statuses {
+                        out.json_line(&json!({
+                            "process": s.name,
+                            "position": s.status.position,
+                            "head": s.status.head,
+                            "lag": s.status.lag(),
+                            "deadlines": s.deadlines,
+                            "overdue": s.overdue,
+                            "next_due": s.next_due.map(rfc3339),
+                        }))?;
+                    }
+                } else if statuses.is_empty() {
+                    out.line("no process managers registered")?;
+                } else {
+                    let mut rows = vec![row([
+                        "PROCESS",
+                        "POSITION",
+                        "HEAD",
+                        "LAG",
+                        "DEADLINES",
+                        "OVERDUE",
+                        "NEXT DUE",
+                    ])];
+                    for s in &statuses {
+                        rows.push(vec![
+                            s.name.to_owned(),
+                            s.status.position.to_string(),
+                            s.status.head.to_string(),
+                            s.status.lag().to_string(),
+                            s.deadlines.to_string(),
+                            s.overdue.to_string(),
+                            s.next_due.map_or_else(|| "-".to_owned(), rfc3339),
+                        ]);
+                    }
+                    out.table(&rows, &[false, true, true, true, true, true, false])?;
+                }
+            }
+            ProcessesCommand::Show { name, key } => {
+                let instance = self.process_instance(name, key).await?;
+                if out.json {
+                    let state = instance.state.as_ref().map(|s| {
+                        json!({
+                            "version": s.version,
+                            "ended": s.ended,
+                            "state": parse_or_string(&s.state),
+                        })
+                    });
+                    let deadlines: Vec<_> = instance
+                        .deadlines
+                        .iter()
+                        .map(|d| deadline_json(d, now))
+                        .collect();
+                    out.json_line(&json!({
+                        "process": instance.process,
+                        "key": instance.key,
+                        "state": state,
+                        "deadlines": deadlines,
+                    }))?;
+                } else {
+                    let head = format!("process {}, key {}", instance.process, instance.key);
+                    match &instance.state {
+                        Some(s) => {
+                            out.line(&format!(
+                                "{head}: version {}, {}",
+                                s.version,
+                                if s.ended { "ended" } else { "running" }
+                            ))?;
+                            // As compact JSON whatever the store kept (jsonb spaces it).
+                            out.line(&format!("  state  {}", parse_or_string(&s.state)))?;
+                        }
+                        None => out.line(&format!("{head}: no state saved yet"))?,
+                    }
+                    if instance.deadlines.is_empty() {
+                        out.line("no pending deadlines")?;
+                    } else {
+                        print_deadlines(&instance.deadlines, now, out)?;
+                    }
+                }
+            }
+            ProcessesCommand::Deadlines { name, overdue } => {
+                let mut deadlines = self.deadlines(name.as_deref()).await?;
+                if *overdue {
+                    deadlines.retain(|d| d.due_at <= now);
+                }
+                if out.json {
+                    for d in &deadlines {
+                        out.json_line(&deadline_json(d, now))?;
+                    }
+                } else if deadlines.is_empty() {
+                    out.line(if *overdue {
+                        "no overdue deadlines"
+                    } else {
+                        "no pending deadlines"
+                    })?;
+                } else {
+                    print_deadlines(&deadlines, now, out)?;
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
     async fn print_rebuild(
         &self,
         name: &str,
@@ -505,6 +655,55 @@ impl<S: AdminStore> Admin<S> {
             ExitCode::SUCCESS
         })
     }
+}
+
+fn print_deadlines(
+    deadlines: &[Deadline],
+    now: OffsetDateTime,
+    out: &mut Output<'_>,
+) -> Result<(), AdminError> {
+    let mut rows = vec![row([
+        "PROCESS",
+        "KEY",
+        "DEADLINE",
+        "DUE",
+        "OVERDUE",
+        "CORRELATION",
+    ])];
+    for d in deadlines {
+        rows.push(vec![
+            d.process.clone(),
+            d.key.clone(),
+            d.name.clone(),
+            rfc3339(d.due_at),
+            overdue_by(d, now).map_or_else(|| "-".to_owned(), |s| format!("{s:.1}s")),
+            uuid_or_dash(d.correlation_id),
+        ]);
+    }
+    out.table(&rows, &[false, false, false, false, true, false])
+}
+
+/// Seconds past due, when it is.
+fn overdue_by(deadline: &Deadline, now: OffsetDateTime) -> Option<f64> {
+    (deadline.due_at <= now).then(|| (now - deadline.due_at).as_seconds_f64())
+}
+
+fn deadline_json(d: &Deadline, now: OffsetDateTime) -> serde_json::Value {
+    json!({
+        "process": d.process,
+        "key": d.key,
+        "deadline": d.name,
+        "id": d.id,
+        "due_at": rfc3339(d.due_at),
+        "overdue_secs": overdue_by(d, now),
+        "correlation_id": d.correlation_id,
+        "causation_id": d.causation_id,
+    })
+}
+
+/// Stored JSON as a value; as a string if it does not parse (it always should).
+fn parse_or_string(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
 }
 
 /// Runner, position, event type and stream of a parked entry, for one line of text.

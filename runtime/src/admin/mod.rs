@@ -5,8 +5,9 @@
 //! It lists streams, shows a stream's events decoded with their metadata, reports each
 //! projection's position and lag, rebuilds or resets a projection (with a progress bar
 //! when stdout is a terminal), verifies that every stored event still decodes with the
-//! current event types and upcasters (the check to run before a deploy), and lists,
-//! retries or skips the events runners parked.
+//! current event types and upcasters (the check to run before a deploy), lists,
+//! retries or skips the events runners parked, and shows process managers' state and
+//! pending deadlines.
 //!
 //! ```
 //! use annals::admin::Admin;
@@ -46,7 +47,11 @@ mod projections;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-pub use cli::{AdminArgs, AdminCommand, ParkedCommand, ProjectionsCommand, StreamsCommand};
+use time::OffsetDateTime;
+
+pub use cli::{
+    AdminArgs, AdminCommand, ParkedCommand, ProcessesCommand, ProjectionsCommand, StreamsCommand,
+};
 pub use decode::{DecodeFailure, DecodedEvent};
 
 use crate::aggregate::Aggregate;
@@ -54,9 +59,11 @@ use crate::error::{ProjectionError, StoreError};
 use crate::event::Events;
 use crate::projection::{Progress, Projection, Status};
 use crate::store::{
-    CheckpointStore, EventFilter, EventLog, EventMeta, LeaseStore, ParkedEvent, ParkingStore,
-    RecordedEvent, Resolution, StreamCatalog, TxStore,
+    CheckpointStore, Deadline, EventFilter, EventLog, EventMeta, EventStore, LeaseStore,
+    ParkedEvent, ParkingStore, ProcessState, ProcessStore, RecordedEvent, Resolution,
+    StreamCatalog, TxStore,
 };
+use crate::workflow::Process;
 use decode::{Decoder, Decoders};
 use projections::{Entry, Registered};
 
@@ -73,15 +80,15 @@ pub const EXIT_FAILED: u8 = 3;
 
 /// What the admin needs of a store: the global log (verify, status), checkpoints and
 /// transactions (rebuild, reset), leases (so a rebuild never runs beside the projection's
-/// live runner), the stream catalog and the parking (parked events). `MemoryStore`,
-/// `SqliteStore` and `PgStore` have them all.
+/// live runner), the stream catalog, the parking (parked events) and the process
+/// managers' state and deadlines. `MemoryStore`, `SqliteStore` and `PgStore` have them all.
 pub trait AdminStore:
-    EventLog + CheckpointStore + LeaseStore + StreamCatalog + ParkingStore
+    EventLog + CheckpointStore + LeaseStore + StreamCatalog + ParkingStore + ProcessStore
 {
 }
 
 impl<S> AdminStore for S where
-    S: EventLog + CheckpointStore + LeaseStore + StreamCatalog + ParkingStore
+    S: EventLog + CheckpointStore + LeaseStore + StreamCatalog + ParkingStore + ProcessStore
 {
 }
 
@@ -123,6 +130,26 @@ pub enum AdminError {
         /// The projection's name.
         name: &'static str,
     },
+    /// No process manager of that name is registered.
+    #[error(
+        "no process manager `{name}` is registered (registered: {})",
+        list_or_none(registered)
+    )]
+    UnknownProcess {
+        /// The name asked for.
+        name: String,
+        /// The registered names.
+        registered: Vec<&'static str>,
+    },
+    /// A process manager has neither state nor deadlines for this key: no event with
+    /// the key reached it yet, or the key is mistyped.
+    #[error("process manager `{process}` has no state and no deadline for key `{key}`")]
+    UnknownProcessKey {
+        /// The process manager's name.
+        process: &'static str,
+        /// The key asked for.
+        key: String,
+    },
     /// No event with this id is parked (never parked, or already retried or skipped).
     #[error("no parked event {id} (see `parked list`; resolved ones with `--all`)")]
     NotParked {
@@ -158,6 +185,36 @@ pub struct ProjectionStatus {
     pub name: &'static str,
     /// Its checkpoint and the store's head.
     pub status: Status,
+}
+
+/// One registered process manager's position and deadlines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProcessStatus {
+    /// The process manager's name.
+    pub name: &'static str,
+    /// Its runner's checkpoint and the store's head.
+    pub status: Status,
+    /// Its pending deadlines (scheduled, not fired or cancelled yet).
+    pub deadlines: usize,
+    /// How many of them are past due: their runner is behind, stopped, or failing on them.
+    pub overdue: usize,
+    /// When the earliest pending deadline is due.
+    pub next_due: Option<OffsetDateTime>,
+}
+
+/// A process manager's committed state for one key, and the key's pending deadlines.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProcessInstance {
+    /// The process manager's name.
+    pub process: &'static str,
+    /// The correlation key.
+    pub key: String,
+    /// The committed state; `None` when only deadlines are stored for the key.
+    pub state: Option<ProcessState>,
+    /// The key's pending deadlines, earliest first.
+    pub deadlines: Vec<Deadline>,
 }
 
 /// What [`Admin::verify`] found.
@@ -251,12 +308,14 @@ pub struct Admin<S: AdminStore> {
     decoders: Decoders,
     projections: Vec<Box<dyn Entry<S>>>,
     duplicate: Option<&'static str>,
+    processes: Vec<&'static str>,
 }
 
 impl<S: AdminStore> std::fmt::Debug for Admin<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admin")
             .field("projections", &self.projection_names())
+            .field("processes", &self.processes)
             .finish_non_exhaustive()
     }
 }
@@ -270,6 +329,7 @@ impl<S: AdminStore> Admin<S> {
             decoders: Decoders::default(),
             projections: Vec::new(),
             duplicate: None,
+            processes: Vec::new(),
         }
     }
 
@@ -324,6 +384,26 @@ impl<S: AdminStore> Admin<S> {
         self.projections.iter().map(|p| p.name()).collect()
     }
 
+    /// Registers a process manager, so that `processes status`, `show` and `deadlines`
+    /// know its name. (Its runner's checkpoint is under the same name: registering it as a
+    /// projection is not needed, nor possible.)
+    #[must_use]
+    pub fn process<P>(mut self) -> Self
+    where
+        S: EventStore,
+        P: Process<S>,
+    {
+        if !self.processes.contains(&P::NAME) {
+            self.processes.push(P::NAME);
+        }
+        self
+    }
+
+    /// The registered process managers' names, in registration order.
+    pub fn process_names(&self) -> Vec<&'static str> {
+        self.processes.clone()
+    }
+
     /// Decodes a stored event as the application would: with its stream's aggregate enum
     /// when that aggregate is registered, else with the first registered enum that knows
     /// its type.
@@ -366,6 +446,84 @@ impl<S: AdminStore> Admin<S> {
             });
         }
         Ok(out)
+    }
+
+    fn process_name(&self, name: &str) -> Result<&'static str, AdminError> {
+        self.processes
+            .iter()
+            .copied()
+            .find(|p| *p == name)
+            .ok_or_else(|| AdminError::UnknownProcess {
+                name: name.to_owned(),
+                registered: self.process_names(),
+            })
+    }
+
+    fn process_names_or_all(&self, name: Option<&str>) -> Result<Vec<&'static str>, AdminError> {
+        match name {
+            Some(name) => Ok(vec![self.process_name(name)?]),
+            None => Ok(self.process_names()),
+        }
+    }
+
+    /// The position, lag and deadlines of one registered process manager (`Some(name)`)
+    /// or of every one; deadlines due before `now` count as overdue.
+    pub async fn process_status(
+        &self,
+        name: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Vec<ProcessStatus>, AdminError> {
+        let names = self.process_names_or_all(name)?;
+        let head = self.store.head().await?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let position = self.store.checkpoint(name).await?;
+            let deadlines = self.store.deadlines(name).await?;
+            out.push(ProcessStatus {
+                name,
+                status: Status { position, head },
+                deadlines: deadlines.len(),
+                overdue: deadlines.iter().filter(|d| d.due_at <= now).count(),
+                next_due: deadlines.iter().map(|d| d.due_at).min(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The committed state of registered process manager `name` for `key`, with the key's
+    /// pending deadlines; [`AdminError::UnknownProcessKey`] when there is neither.
+    pub async fn process_instance(
+        &self,
+        name: &str,
+        key: &str,
+    ) -> Result<ProcessInstance, AdminError> {
+        let process = self.process_name(name)?;
+        let state = self.store.load_process(process, key).await?;
+        let mut deadlines = self.store.deadlines(process).await?;
+        deadlines.retain(|d| d.key == key);
+        if state.is_none() && deadlines.is_empty() {
+            return Err(AdminError::UnknownProcessKey {
+                process,
+                key: key.to_owned(),
+            });
+        }
+        Ok(ProcessInstance {
+            process,
+            key: key.to_owned(),
+            state,
+            deadlines,
+        })
+    }
+
+    /// The pending deadlines of one registered process manager or of every one, earliest
+    /// first.
+    pub async fn deadlines(&self, name: Option<&str>) -> Result<Vec<Deadline>, AdminError> {
+        let mut all = Vec::new();
+        for name in self.process_names_or_all(name)? {
+            all.extend(self.store.deadlines(name).await?);
+        }
+        all.sort_by(|a, b| (a.due_at, &a.process, &a.key).cmp(&(b.due_at, &b.process, &b.key)));
+        Ok(all)
     }
 
     /// Empties a projection's read model, sets its checkpoint to 0 and replays every
