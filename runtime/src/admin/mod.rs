@@ -385,8 +385,10 @@ impl<S: AdminStore> Admin<S> {
     }
 
     /// Registers a process manager, so that `processes status`, `show` and `deadlines`
-    /// know its name. (Its runner's checkpoint is under the same name: registering it as a
-    /// projection is not needed, nor possible.)
+    /// know its name (its runner's checkpoint has the same name). To retry its parked
+    /// events from the admin, register its runner's projection too:
+    /// `.projection(move || Processes::new(store.clone(), dispatcher.clone()).expect(..))`,
+    /// as for a reactor's `Reactions`.
     #[must_use]
     pub fn process<P>(mut self) -> Self
     where
