@@ -746,19 +746,20 @@ fn spawn_writers(store: &PgStore, writers: usize, each: usize, pause: Duration) 
         let accounts = Repository::<Account, _>::new(store.clone());
         tasks.push(tokio::spawn(async move {
             for k in 0..each {
-                let amount = i64::try_from(w * 1000 + k + 1).unwrap();
-                accounts
-                    .execute(Deposit {
-                        account: format!("w{w}-{}", k % 3),
-                        amount,
-                    })
-                    .await
-                    .unwrap();
+                accounts.execute(writer_deposit(w, k)).await.unwrap();
                 tokio::time::sleep(pause).await;
             }
         }));
     }
     tasks
+}
+
+/// Writer `w`'s `k`th deposit: over three accounts of its own, amounts telling them apart.
+fn writer_deposit(w: usize, k: usize) -> Deposit {
+    Deposit {
+        account: format!("w{w}-{}", k % 3),
+        amount: i64::try_from(w * 1000 + k + 1).unwrap(),
+    }
 }
 
 /// The deposits of [`spawn_writers`] without a pause, made one after the other: their
@@ -769,14 +770,7 @@ async fn write_in_order(store: &PgStore, writers: usize, each: usize) {
     let accounts = Repository::<Account, _>::new(store.clone());
     for w in 0..writers {
         for k in 0..each {
-            let amount = i64::try_from(w * 1000 + k + 1).unwrap();
-            accounts
-                .execute(Deposit {
-                    account: format!("w{w}-{}", k % 3),
-                    amount,
-                })
-                .await
-                .unwrap();
+            accounts.execute(writer_deposit(w, k)).await.unwrap();
         }
     }
 }
