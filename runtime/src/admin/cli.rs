@@ -6,13 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::json;
+use serde_json::{json, Value};
 use time::{OffsetDateTime, UtcOffset};
 
 use super::{
     Admin, AdminError, AdminStore, DecodeFailure, DecodedEvent, VerifyReport, EXIT_FAILED,
     EXIT_PROBLEMS, EXIT_USAGE,
 };
+use crate::projection::Status;
 use crate::store::{
     Deadline, ParkedEvent, RecordedEvent, Resolution, StreamQuery, StreamRange, StreamRef,
 };
@@ -463,12 +464,7 @@ impl<S: AdminStore> Admin<S> {
         let statuses = self.status(name).await?;
         if out.json {
             for s in &statuses {
-                out.json_line(&json!({
-                    "projection": s.name,
-                    "position": s.status.position,
-                    "head": s.status.head,
-                    "lag": s.status.lag(),
-                }))?;
+                out.json_line(&status_json("projection", s.name, &s.status).into())?;
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -478,12 +474,7 @@ impl<S: AdminStore> Admin<S> {
         }
         let mut rows = vec![row(["PROJECTION", "POSITION", "HEAD", "LAG"])];
         for s in &statuses {
-            rows.push(vec![
-                s.name.to_owned(),
-                s.status.position.to_string(),
-                s.status.head.to_string(),
-                s.status.lag().to_string(),
-            ]);
+            rows.push(status_cells(s.name, &s.status));
         }
         out.table(&rows, &[false, true, true, true])?;
         Ok(ExitCode::SUCCESS)
@@ -500,15 +491,11 @@ impl<S: AdminStore> Admin<S> {
                 let statuses = self.process_status(name.as_deref(), now).await?;
                 if out.json {
                     for s in &statuses {
-                        out.json_line(&json!({
-                            "process": s.name,
-                            "position": s.status.position,
-                            "head": s.status.head,
-                            "lag": s.status.lag(),
-                            "deadlines": s.deadlines,
-                            "overdue": s.overdue,
-                            "next_due": s.next_due.map(rfc3339),
-                        }))?;
+                        let mut fields = status_json("process", s.name, &s.status);
+                        fields.insert("deadlines".into(), s.deadlines.into());
+                        fields.insert("overdue".into(), s.overdue.into());
+                        fields.insert("next_due".into(), s.next_due.map(rfc3339).into());
+                        out.json_line(&fields.into())?;
                     }
                 } else if statuses.is_empty() {
                     out.line("no process managers registered")?;
@@ -523,15 +510,13 @@ impl<S: AdminStore> Admin<S> {
                         "NEXT DUE",
                     ])];
                     for s in &statuses {
-                        rows.push(vec![
-                            s.name.to_owned(),
-                            s.status.position.to_string(),
-                            s.status.head.to_string(),
-                            s.status.lag().to_string(),
+                        let mut cells = status_cells(s.name, &s.status);
+                        cells.extend([
                             s.deadlines.to_string(),
                             s.overdue.to_string(),
                             s.next_due.map_or_else(|| "-".to_owned(), rfc3339),
                         ]);
+                        rows.push(cells);
                     }
                     out.table(&rows, &[false, true, true, true, true, true, false])?;
                 }
@@ -657,6 +642,26 @@ impl<S: AdminStore> Admin<S> {
     }
 }
 
+/// A runner's name (under `kind`), checkpoint, the head and the lag, as JSON fields.
+fn status_json(kind: &str, name: &str, status: &Status) -> serde_json::Map<String, Value> {
+    let mut fields = serde_json::Map::new();
+    fields.insert(kind.into(), name.into());
+    fields.insert("position".into(), status.position.into());
+    fields.insert("head".into(), status.head.into());
+    fields.insert("lag".into(), status.lag().into());
+    fields
+}
+
+/// A runner's name, checkpoint, the head and the lag, as table cells.
+fn status_cells(name: &str, status: &Status) -> Vec<String> {
+    vec![
+        name.to_owned(),
+        status.position.to_string(),
+        status.head.to_string(),
+        status.lag().to_string(),
+    ]
+}
+
 fn print_deadlines(
     deadlines: &[Deadline],
     now: OffsetDateTime,
@@ -688,7 +693,7 @@ fn overdue_by(deadline: &Deadline, now: OffsetDateTime) -> Option<f64> {
     (deadline.due_at <= now).then(|| (now - deadline.due_at).as_seconds_f64())
 }
 
-fn deadline_json(d: &Deadline, now: OffsetDateTime) -> serde_json::Value {
+fn deadline_json(d: &Deadline, now: OffsetDateTime) -> Value {
     json!({
         "process": d.process,
         "key": d.key,
@@ -702,8 +707,8 @@ fn deadline_json(d: &Deadline, now: OffsetDateTime) -> serde_json::Value {
 }
 
 /// Stored JSON as a value; as a string if it does not parse (it always should).
-fn parse_or_string(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+fn parse_or_string(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
 /// Runner, position, event type and stream of a parked entry, for one line of text.
@@ -865,17 +870,14 @@ fn uuid_or_dash(id: Option<uuid::Uuid>) -> String {
     id.map_or_else(|| "-".to_owned(), |id| id.to_string())
 }
 
-fn event_json(
-    event: &RecordedEvent,
-    decoded: &Result<DecodedEvent, DecodeFailure>,
-) -> serde_json::Value {
+fn event_json(event: &RecordedEvent, decoded: &Result<DecodedEvent, DecodeFailure>) -> Value {
     let m = &event.meta;
     let (decoded_json, error) = match decoded {
         Ok(d) => (
             json!({ "event_type": d.event_type, "event_version": d.event_version, "data": d.data }),
             None,
         ),
-        Err(e) => (serde_json::Value::Null, Some(e.to_string())),
+        Err(e) => (Value::Null, Some(e.to_string())),
     };
     json!({
         "stream_type": m.stream_type,
@@ -907,7 +909,7 @@ impl Output<'_> {
         writeln!(self.out, "{text}").map_err(AdminError::Output)
     }
 
-    fn json_line(&mut self, value: &serde_json::Value) -> Result<(), AdminError> {
+    fn json_line(&mut self, value: &Value) -> Result<(), AdminError> {
         self.line(&value.to_string())
     }
 
